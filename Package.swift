@@ -1,0 +1,74 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "SMLT",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "smlt", targets: ["smlt"]),
+        .executable(name: "smlt-bench", targets: ["smlt-bench"]),
+        .library(name: "FunctionClient", targets: ["FunctionClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        // C surface only: system libraries and a few hot loops.
+        .systemLibrary(
+            name: "CHiredis", pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        .target(
+            name: "CTensorKernels",
+            cSettings: [.unsafeFlags(["-O3"])]),
+
+        // Safe Swift over the C surface.
+        .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
+        .target(name: "LocalProcesses", dependencies: ["RedisClient"], swiftSettings: strict),
+        .target(name: "TensorBlob", dependencies: ["CLZ4", "CTensorKernels"], swiftSettings: strict),
+
+        // The parameter server's roles.
+        .target(name: "ShardManager", dependencies: ["RedisClient", "TensorBlob"], swiftSettings: strict),
+        .target(name: "FunctionClient", dependencies: ["ShardManager"], swiftSettings: strict),
+        .target(name: "ParamServer", dependencies: ["ShardManager"], swiftSettings: strict),
+        .target(name: "Workloads", dependencies: ["CTensorKernels"], swiftSettings: strict),
+        .target(
+            name: "Scheduler",
+            dependencies: ["ShardManager", "RedisClient", "LocalProcesses"],
+            swiftSettings: strict),
+
+        .executableTarget(
+            name: "smlt",
+            dependencies: [
+                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer",
+                "Workloads", "Scheduler", "LocalProcesses",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "smlt-bench",
+            dependencies: [
+                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/smlt-bench",
+            swiftSettings: strict),
+
+        // Starts and stops real redis-server processes for the tests.
+        .target(name: "TestSupport", dependencies: ["RedisClient", "LocalProcesses"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorBlobTests", dependencies: ["TensorBlob", "CTensorKernels"], swiftSettings: strict),
+        .testTarget(
+            name: "RedisClientTests", dependencies: ["RedisClient", "LocalProcesses", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "ShardManagerTests",
+            dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport"],
+            swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,18 @@
+#ifndef CHIREDIS_SHIM_H
+#define CHIREDIS_SHIM_H
+#include <hiredis/hiredis.h>
+#include <malloc.h>
+
+/// hiredis formats every command into a fresh heap buffer. For megabyte values glibc serves that
+/// buffer with mmap and unmaps it after each call, which costs ~5x throughput (page faults).
+/// Raising the thresholds keeps such buffers in the heap. Safe to call more than once.
+static inline void chiredis_tune_malloc_for_large_values(void) {
+#ifdef M_MMAP_THRESHOLD
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+#endif
+}
+
+/// The context's error string (a fixed char array, awkward to read from Swift).
+static inline const char *chiredis_errstr(const redisContext *c) { return c->errstr; }
+#endif

@@ -1,0 +1,254 @@
+import CHiredis
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// How to reach and log in to a Redis server.
+public struct RedisOptions: Sendable, Equatable {
+    /// `AUTH password`, or `AUTH username password` when `username` is set (Redis 6 ACL).
+    public var password: String?
+    public var username: String?
+    public var connectTimeout: Duration = .seconds(2)
+    /// How long a command may wait for its reply; blocking commands pass their own.
+    public var commandTimeout: Duration = .seconds(30)
+
+    public init(password: String? = nil, username: String? = nil) {
+        self.password = password
+        self.username = username
+    }
+}
+
+private let tuneMallocOnce: Void = chiredis_tune_malloc_for_large_values()
+
+/// One blocking connection to a Redis server over hiredis.
+///
+/// Not thread safe: own it from one thread or behind a lock. A connection that breaks
+/// (server restart, timeout) reports the error once and reconnects, with AUTH, on its next command.
+public final class RedisConnection {
+    public let endpoint: RedisEndpoint
+    public let options: RedisOptions
+    private var context: UnsafeMutablePointer<redisContext>?
+
+    /// Connects and authenticates.
+    public init(_ endpoint: RedisEndpoint, options: RedisOptions = RedisOptions()) throws(RedisError) {
+        _ = tuneMallocOnce
+        self.endpoint = endpoint
+        self.options = options
+        try connect()
+    }
+
+    deinit {
+        if let context { redisFree(context) }
+    }
+
+    /// Whether the connection is currently up (it reconnects lazily when it is not).
+    public var isConnected: Bool { context != nil }
+
+    private func connect() throws(RedisError) {
+        let tv = timeval(options.connectTimeout)
+        let ctx: UnsafeMutablePointer<redisContext>?
+        switch endpoint.address {
+        case .tcp(let host, let port): ctx = redisConnectWithTimeout(host, Int32(port), tv)
+        case .unix(let path): ctx = redisConnectUnixWithTimeout(path, tv)
+        }
+        guard let ctx else { throw RedisError(.connectionFailed, endpoint: endpoint.description, "out of memory") }
+        if ctx.pointee.err != 0 {
+            let message = String(cString: chiredis_errstr(ctx))
+            redisFree(ctx)
+            throw RedisError(.connectionFailed, endpoint: endpoint.description, message)
+        }
+        // Child processes (workers, servers) must not inherit the socket.
+        _ = fcntl(ctx.pointee.fd, F_SETFD, FD_CLOEXEC)
+        context = ctx
+        setTimeout(options.commandTimeout)
+        if let password = options.password {
+            var auth = RedisCommand("AUTH")
+            if let user = options.username { auth.append(user) }
+            auth.append(password)
+            let reply: RedisReply
+            do { reply = try send(auth) } catch {
+                disconnect()
+                throw error
+            }
+            if case .error(let message) = reply {
+                disconnect()
+                throw RedisError(.authenticationFailed, endpoint: endpoint.description, message)
+            }
+        }
+    }
+
+    private func disconnect() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    private func setTimeout(_ d: Duration) {
+        if let context { _ = redisSetTimeout(context, timeval(d)) }
+    }
+
+    private func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        if context == nil { try connect() }
+        return context!
+    }
+
+    private func lostError(_ ctx: UnsafeMutablePointer<redisContext>, _ command: String) -> RedisError {
+        var message = String(cString: chiredis_errstr(ctx))
+        if message == "Resource temporarily unavailable" { message = "no reply within the timeout" }
+        disconnect()
+        return RedisError(.connectionLost, endpoint: endpoint.description, "\(command): \(message)")
+    }
+
+    /// Sends one command and returns its reply. Server error replies come back as `.error`.
+    @discardableResult
+    public func send(_ command: RedisCommand) throws(RedisError) -> RedisReply {
+        try withReply(command) { RedisReply($0) }
+    }
+
+    /// Sends one command and throws on an error reply.
+    @discardableResult
+    public func run(_ command: RedisCommand) throws(RedisError) -> RedisReply {
+        let reply = try send(command)
+        if case .error(let message) = reply { throw serverError(message, command: command.name) }
+        return reply
+    }
+
+    /// Sends one command that may block on the server (BLPOP, XREAD BLOCK) for up to `wait`.
+    public func run(_ command: RedisCommand, blockingFor wait: Duration) throws(RedisError) -> RedisReply {
+        _ = try liveContext()
+        setTimeout(wait + options.commandTimeout)
+        defer { setTimeout(options.commandTimeout) }
+        return try run(command)
+    }
+
+    /// Sends one command and lets `body` read the reply in place, without copying bulk strings.
+    /// The reply is only valid inside `body`.
+    public func withReply<R>(
+        _ command: RedisCommand, _ body: (BorrowedReply) throws(RedisError) -> R
+    ) throws(RedisError) -> R {
+        let ctx = try liveContext()
+        let raw: UnsafeMutableRawPointer? = withArgv(command.arguments) { argc, argv, lens in
+            redisCommandArgv(ctx, argc, argv, lens)
+        }
+        guard let raw else { throw lostError(ctx, command.name) }
+        let reply = raw.assumingMemoryBound(to: redisReply.self)
+        defer { freeReplyObject(raw) }
+        return try body(BorrowedReply(reply))
+    }
+
+    /// Sends all commands in one write and reads all replies, in order.
+    public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
+        try pipeline(commands) { _, reply in RedisReply(reply) }
+    }
+
+    /// Pipelines `commands`; `body` reads each reply in place (index, reply).
+    public func pipeline<R>(
+        _ commands: [RedisCommand], _ body: (Int, BorrowedReply) throws(RedisError) -> R
+    ) throws(RedisError) -> [R] {
+        guard !commands.isEmpty else { return [] }
+        let ctx = try liveContext()
+        for command in commands {
+            let status = withArgv(command.arguments) { argc, argv, lens in
+                redisAppendCommandArgv(ctx, argc, argv, lens)
+            }
+            if status != REDIS_OK { throw lostError(ctx, command.name) }
+        }
+        var results: [R] = []
+        results.reserveCapacity(commands.count)
+        var firstError: RedisError?
+        for i in commands.indices {
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil { throw lostError(ctx, commands[i].name) }
+            defer { freeReplyObject(raw) }
+            // Keep reading after a failing body so the connection stays in sync.
+            do throws(RedisError) {
+                if firstError == nil {
+                    results.append(try body(i, BorrowedReply(raw!.assumingMemoryBound(to: redisReply.self))))
+                }
+            } catch { firstError = error }
+        }
+        if let firstError { throw firstError }
+        return results
+    }
+
+    /// The typed error for a server error reply.
+    public func serverError(_ message: String, command: String) -> RedisError {
+        if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") || message.hasPrefix("NOPERM") {
+            return RedisError(
+                .authenticationFailed, endpoint: endpoint.description,
+                "\(message) (give the password with --password or SMLT_REDIS_PASSWORD)")
+        }
+        return RedisError(.serverError, endpoint: endpoint.description, "\(command): \(message)")
+    }
+}
+
+/// Calls `body` with hiredis's argv form of `args`, without copying them.
+private func withArgv<R>(
+    _ args: [[UInt8]],
+    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
+) -> R {
+    var pointers = [UnsafePointer<CChar>?](repeating: nil, count: args.count)
+    let lengths = args.map(\.count)
+    func nest(_ i: Int) -> R {
+        if i == args.count {
+            return pointers.withUnsafeMutableBufferPointer { p in
+                lengths.withUnsafeBufferPointer { l in body(Int32(args.count), p.baseAddress!, l.baseAddress!) }
+            }
+        }
+        return args[i].withUnsafeBufferPointer { buf in
+            // hiredis reads `length` bytes; an empty argument still needs a valid pointer.
+            pointers[i] = UnsafeRawPointer(buf.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                .assumingMemoryBound(to: CChar.self)
+            return nest(i + 1)
+        }
+    }
+    return nest(0)
+}
+
+extension timeval {
+    init(_ d: Duration) {
+        let (s, atto) = d.components
+        self.init(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
+    }
+}
+
+/// A reply still inside hiredis's buffers; valid only in the closure that received it.
+public struct BorrowedReply {
+    let pointer: UnsafeMutablePointer<redisReply>
+
+    init(_ pointer: UnsafeMutablePointer<redisReply>) { self.pointer = pointer }
+
+    public var isNull: Bool { pointer.pointee.type == REDIS_REPLY_NIL }
+    public var isError: Bool { pointer.pointee.type == REDIS_REPLY_ERROR }
+
+    /// The bytes of a bulk string, status or error reply.
+    public var bytes: UnsafeRawBufferPointer? {
+        let t = pointer.pointee.type
+        guard t == REDIS_REPLY_STRING || t == REDIS_REPLY_STATUS || t == REDIS_REPLY_ERROR,
+            let str = pointer.pointee.str
+        else { return nil }
+        return UnsafeRawBufferPointer(start: str, count: pointer.pointee.len)
+    }
+
+    public var count: Int { pointer.pointee.type == REDIS_REPLY_ARRAY ? pointer.pointee.elements : 0 }
+
+    public subscript(i: Int) -> BorrowedReply {
+        precondition(i >= 0 && i < count, "reply element out of range")
+        return BorrowedReply(pointer.pointee.element![i]!)
+    }
+}
+
+extension RedisReply {
+    /// Copies a borrowed reply.
+    public init(_ r: BorrowedReply) {
+        let p = r.pointer.pointee
+        switch p.type {
+        case REDIS_REPLY_STRING: self = .string(r.bytes.map { Array($0) } ?? [])
+        case REDIS_REPLY_STATUS: self = .status(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
+        case REDIS_REPLY_ERROR: self = .error(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
+        case REDIS_REPLY_INTEGER: self = .integer(p.integer)
+        case REDIS_REPLY_ARRAY: self = .array((0..<r.count).map { RedisReply(r[$0]) })
+        default: self = .null
+        }
+    }
+}

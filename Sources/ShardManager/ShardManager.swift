@@ -1,0 +1,334 @@
+import Foundation
+import RedisClient
+import Synchronization
+import TensorBlob
+
+/// Places a job's chunks on shards, keeps its shard map in Redis and routes every read and write.
+///
+/// Whole-model reads and writes talk to all shards at once, one thread per shard.
+public final class ShardManager: Sendable {
+    public let map: ShardMap
+    public let layout: ModelLayout
+    public let keys: JobKeys
+    let lanes: [ShardLane]
+
+    /// Largest number of blob bytes sent in one pipelined batch: megabyte values move fastest
+    /// with only a few in flight per connection (see docs/design.md).
+    static let batchBytes = 2 << 20
+
+    init(map: ShardMap, options: RedisOptions) throws(ShardError) {
+        self.map = map
+        layout = map.layout
+        keys = JobKeys(job: map.job)
+        var lanes: [ShardLane] = []
+        for s in map.shards {
+            do { lanes.append(ShardLane(endpoint: try RedisEndpoint(parsing: s), options: options)) } catch {
+                throw ShardError(error)
+            }
+        }
+        self.lanes = lanes
+    }
+
+    /// Registers a job: places its chunks on `endpoints` and stores the shard map on every shard.
+    /// An existing job with the same id is replaced (its keys are deleted) when `replace` is set,
+    /// and otherwise reused if its spec is the same.
+    public static func register(
+        _ spec: JobSpec, on endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(), replace: Bool = false
+    ) throws(ShardError) -> ShardManager {
+        try spec.validate()
+        let names = endpoints.map(\.description)
+        guard !names.isEmpty, Set(names).count == names.count else {
+            throw ShardError(.invalidSpec, "a job needs one or more distinct shard endpoints")
+        }
+        if let existing = try? load(job: spec.job, from: endpoints, options: options) {
+            if replace {
+                try ShardManager(map: existing, options: options).deleteJob()
+            } else if existing.spec == spec {
+                return try ShardManager(map: existing, options: options)
+            } else {
+                throw ShardError(
+                    .invalidSpec, "job '\(spec.job)' already exists with a different spec (delete it or replace it)")
+            }
+        }
+        let map = ShardMap(spec: spec, shards: names)
+        let manager = try ShardManager(map: map, options: options)
+        try manager.storeMap()
+        return manager
+    }
+
+    /// Opens an existing job from its shard map, read from the first reachable endpoint.
+    public static func open(
+        job: String, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()
+    ) throws(ShardError) -> ShardManager {
+        try ShardManager(map: load(job: job, from: endpoints, options: options), options: options)
+    }
+
+    /// Reads and validates a job's shard map.
+    public static func load(
+        job: String, from endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()
+    ) throws(ShardError) -> ShardMap {
+        try JobSpec.validateJobName(job)
+        var lastError: RedisError?
+        for endpoint in endpoints {
+            do {
+                let c = try RedisConnection(endpoint, options: options)
+                guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes else {
+                    throw ShardError(.jobNotFound, "job '\(job)' is not registered on \(endpoint)")
+                }
+                let map: ShardMap
+                do { map = try JSONDecoder().decode(ShardMap.self, from: Data(json)) } catch {
+                    throw ShardError(.corruptChunk, "shard map of '\(job)' on \(endpoint) is not valid: \(error)")
+                }
+                try map.validate()
+                return map
+            } catch let e as RedisError {
+                lastError = e
+            } catch let e as ShardError {
+                throw e
+            } catch {
+                throw ShardError(.redis, "\(error)")
+            }
+        }
+        throw ShardError(lastError ?? RedisError(.connectionFailed, endpoint: "", "no endpoint given"))
+    }
+
+    /// The ids of all jobs registered on any of `endpoints` (unreachable endpoints are skipped).
+    public static func jobs(on endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()) throws(ShardError)
+        -> [String]
+    {
+        var all = Set<String>()
+        var reached = 0
+        var lastError: RedisError?
+        for e in endpoints {
+            do {
+                let c = try RedisConnection(e, options: options)
+                for m in try c.run(["SMEMBERS", JobKeys.jobs]).array ?? [] { if let t = m.text { all.insert(t) } }
+                reached += 1
+            } catch { lastError = error }
+        }
+        if reached == 0, let lastError { throw ShardError(lastError) }
+        return all.sorted()
+    }
+
+    /// Writes the shard map and the job's entry in the job set to every shard.
+    func storeMap() throws(ShardError) {
+        let json: [UInt8]
+        do { json = Array(try JSONEncoder().encode(map)) } catch { throw ShardError(.invalidSpec, "\(error)") }
+        let job = map.job
+        let mapKey = keys.map
+        _ = try onEachShard { _, c throws(RedisError) in
+            _ = try c.pipeline([RedisCommand("SET", mapKey).appending(bytes: json), ["SADD", JobKeys.jobs, job]])
+                .map { r throws(RedisError) in
+                    if case .error(let m) = r { throw c.serverError(m, command: "SET") }
+                }
+        }
+    }
+
+    /// Deletes every key of the job on every shard and removes it from the job set.
+    public func deleteJob() throws(ShardError) {
+        let patterns = keys.patterns
+        let job = map.job
+        _ = try onEachShard { _, c throws(RedisError) in
+            for pattern in patterns {
+                var cursor = "0"
+                repeat {
+                    let reply = try c.run(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+                    guard let parts = reply.array, parts.count == 2, let next = parts[0].text else {
+                        throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, "SCAN reply")
+                    }
+                    cursor = next
+                    let found = (parts[1].array ?? []).compactMap(\.text)
+                    if !found.isEmpty { try c.run(RedisCommand(strings: ["UNLINK"] + found)) }
+                } while cursor != "0"
+            }
+            try c.run(["SREM", JobKeys.jobs, job])
+        }
+    }
+
+    /// Runs `body` once per shard, all shards at once; throws the first shard's error.
+    public func onEachShard<R: Sendable>(
+        _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R
+    ) throws(ShardError) -> [R] {
+        let lanes = self.lanes
+        let results = Parallel.map(lanes.count) { i in
+            Result { () throws(RedisError) -> R in try lanes[i].with { c throws(RedisError) in try body(i, c) } }
+        }
+        return try results.map { r throws(ShardError) in
+            switch r {
+            case .success(let v): return v
+            case .failure(let e): throw ShardError(e)
+            }
+        }
+    }
+
+    /// Like `onEachShard`, but returns each shard's outcome instead of throwing.
+    public func onEachShardResult<R: Sendable>(
+        _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R
+    ) -> [Result<R, RedisError>] {
+        let lanes = self.lanes
+        return Parallel.map(lanes.count) { i in
+            Result { () throws(RedisError) -> R in try lanes[i].with { c throws(RedisError) in try body(i, c) } }
+        }
+    }
+
+    // MARK: Chunk I/O
+
+    /// Encodes every chunk of `flat` (the whole parameter space) and stores it as `kind`,
+    /// then runs `after(shard)` on each shard in the same round trip as its last batch.
+    /// - Parameters:
+    ///   - step: stored in every blob header (the parameter version, or the gradient's step).
+    ///   - expireSeconds: a TTL for the blobs (gradients), or nil to keep them.
+    public func write(
+        _ flat: UnsafeBufferPointer<Float>, as kind: ChunkKind, step: Int, producer: UInt32,
+        expireSeconds: Int? = nil, codec: BlobCodec? = nil,
+        after: @escaping @Sendable (Int) -> [RedisCommand] = { _ in [] }
+    ) throws(ShardError) {
+        guard flat.count == layout.totalElements else {
+            throw ShardError(
+                .sizeMismatch, "job '\(map.job)' has \(layout.totalElements) parameters, got \(flat.count)")
+        }
+        let codec = codec ?? map.codec
+        let map = self.map
+        let layout = self.layout
+        let keys = self.keys
+        // Each thread reads a disjoint range of `flat`, and all threads are joined before return.
+        nonisolated(unsafe) let source = flat
+        _ = try onEachShard { shard, c throws(RedisError) in
+            let chunks = map.chunks(onShard: shard)
+            var batch: [RedisCommand] = []
+            var bytes = 0
+            func flush(_ extra: [RedisCommand]) throws(RedisError) {
+                for r in try c.pipeline(batch + extra) {
+                    if case .error(let m) = r { throw c.serverError(m, command: "SET") }
+                }
+                batch.removeAll(keepingCapacity: true)
+                bytes = 0
+            }
+            for chunk in chunks {
+                let r = layout.range(ofChunk: chunk)
+                let blob = TensorBlob.encode(
+                    UnsafeBufferPointer(rebasing: source[r]), codec: codec, step: UInt64(step), producer: producer)
+                var cmd = RedisCommand("SET", kind.key(keys, chunk: chunk)).appending(bytes: blob)
+                if let ttl = expireSeconds {
+                    cmd.append("EX")
+                    cmd.append(ttl)
+                }
+                batch.append(cmd)
+                bytes += blob.count
+                if bytes >= Self.batchBytes { try flush([]) }
+            }
+            let extra = after(shard)
+            if !batch.isEmpty || !extra.isEmpty { try flush(extra) }
+        }
+    }
+
+    public func write(
+        _ flat: [Float], as kind: ChunkKind, step: Int, producer: UInt32, expireSeconds: Int? = nil,
+        after: @escaping @Sendable (Int) -> [RedisCommand] = { _ in [] }
+    ) throws(ShardError) {
+        try flat.withUnsafeBufferPointer { (p) throws(ShardError) in
+            try write(p, as: kind, step: step, producer: producer, expireSeconds: expireSeconds, after: after)
+        }
+    }
+
+    /// Reads every chunk of `kind` into `flat` (the whole parameter space) and returns each
+    /// chunk's header. A missing or corrupt chunk is an error naming the chunk and the shard.
+    @discardableResult
+    public func read(_ kind: ChunkKind, into flat: UnsafeMutableBufferPointer<Float>) throws(ShardError)
+        -> [BlobHeader]
+    {
+        guard flat.count == layout.totalElements else {
+            throw ShardError(
+                .sizeMismatch, "job '\(map.job)' has \(layout.totalElements) parameters, buffer holds \(flat.count)")
+        }
+        let map = self.map
+        let layout = self.layout
+        let keys = self.keys
+        // Each thread writes a disjoint range of `flat`, and all threads are joined before return.
+        nonisolated(unsafe) let destination = flat
+        let perShard = onEachShardResult { shard, c throws(RedisError) -> [(Int, Result<BlobHeader, ShardError>)] in
+            let chunks = map.chunks(onShard: shard)
+            var out: [(Int, Result<BlobHeader, ShardError>)] = []
+            var start = 0
+            while start < chunks.count {
+                // GETs are small; their replies are large, so keep a few in flight.
+                let end = min(chunks.count, start + max(1, Self.batchBytes / max(1, layout.chunkElements * 4)))
+                let group = Array(chunks[start..<end])
+                let commands = group.map { RedisCommand("GET", kind.key(keys, chunk: $0)) }
+                let results = try c.pipeline(commands) { i, reply -> Result<BlobHeader, ShardError> in
+                    let chunk = group[i]
+                    let key = commands[i].arguments[1]
+                    if reply.isError {
+                        return .failure(ShardError(c.serverError(RedisReply(reply).text ?? "", command: "GET")))
+                    }
+                    guard let bytes = reply.bytes else {
+                        return .failure(
+                            ShardError(
+                                .missingChunk,
+                                "chunk \(chunk) of job '\(map.job)' is missing on \(c.endpoint) (key \(String(decoding: key, as: UTF8.self)))"
+                            ))
+                    }
+                    let r = layout.range(ofChunk: chunk)
+                    do throws(TensorBlobError) {
+                        return .success(
+                            try TensorBlob.decode(bytes, into: UnsafeMutableBufferPointer(rebasing: destination[r])))
+                    } catch {
+                        return .failure(
+                            ShardError(.corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)"))
+                    }
+                }
+                out += zip(group, results).map { ($0, $1) }
+                start = end
+            }
+            return out
+        }
+        var headers = [BlobHeader?](repeating: nil, count: layout.chunkCount)
+        for shardResult in perShard {
+            switch shardResult {
+            case .failure(let e): throw ShardError(e)
+            case .success(let items):
+                for (chunk, r) in items {
+                    switch r {
+                    case .success(let h): headers[chunk] = h
+                    case .failure(let e): throw e
+                    }
+                }
+            }
+        }
+        return headers.map { $0! }
+    }
+
+    /// Reads the whole parameter space of `kind` into a new array.
+    public func read(_ kind: ChunkKind) throws(ShardError) -> (values: [Float], headers: [BlobHeader]) {
+        var headers: [BlobHeader] = []
+        var failure: ShardError?
+        let values = [Float](unsafeUninitializedCapacity: layout.totalElements) { buf, n in
+            do throws(ShardError) { headers = try read(kind, into: buf) } catch { failure = error }
+            n = failure == nil ? layout.totalElements : 0
+        }
+        if let failure { throw failure }
+        return (values, headers)
+    }
+
+    /// Reads one named tensor's parameters.
+    public func readTensor(_ name: String) throws(ShardError) -> [Float] {
+        guard let r = layout.range(ofTensor: name) else {
+            throw ShardError(.unknownTensor, "job '\(map.job)' has no tensor '\(name)'")
+        }
+        return Array(try read(.params).values[r])
+    }
+
+    /// Writes one named tensor's parameters as version `step`, keeping the other tensors' values.
+    /// Read-modify-write of the whole model: not for concurrent writers.
+    public func writeTensor(_ name: String, _ values: [Float], step: Int) throws(ShardError) {
+        guard let r = layout.range(ofTensor: name) else {
+            throw ShardError(.unknownTensor, "job '\(map.job)' has no tensor '\(name)'")
+        }
+        guard values.count == r.count else {
+            throw ShardError(.sizeMismatch, "tensor '\(name)' has \(r.count) elements, got \(values.count)")
+        }
+        var all = (try? read(.params).values) ?? [Float](repeating: 0, count: layout.totalElements)
+        all.replaceSubrange(r, with: values)
+        try write(all, as: .params, step: step, producer: BlobHeader.serverProducer)
+    }
+}

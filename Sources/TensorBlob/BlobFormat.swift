@@ -1,0 +1,67 @@
+/// Element types a blob can carry. Only `f32` is written today; `f16` and `bf16` are reserved
+/// so that lower-precision codecs can be added without a format change.
+public enum DType: UInt8, Sendable, CaseIterable {
+    case f32 = 0
+    case f16 = 1
+    case bf16 = 2
+
+    public var byteWidth: Int { self == .f32 ? 4 : 2 }
+}
+
+/// How a blob's payload is encoded.
+public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConvertible {
+    /// The little-endian element bytes as they are.
+    case raw = 0
+    /// LZ4 block compression of the element bytes.
+    case lz4 = 1
+    /// Byte shuffle by element width (Blosc's filter), then LZ4.
+    case shuffleLZ4 = 2
+
+    public var description: String {
+        switch self {
+        case .raw: "raw"
+        case .lz4: "lz4"
+        case .shuffleLZ4: "shuffle-lz4"
+        }
+    }
+
+    /// Parses the names used on the command line and in job specs.
+    public init?(name: String) {
+        guard let c = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = c
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let c = BlobCodec(name: name) else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "unknown codec '\(name)' (raw, lz4, shuffle-lz4)"))
+        }
+        self = c
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+}
+
+/// The fixed 48-byte header in front of every tensor blob (see docs/wire-format.md).
+public struct BlobHeader: Sendable, Equatable {
+    public static let size = 48
+    public static let magic: [UInt8] = Array("SMLT".utf8)
+    public static let formatVersion: UInt8 = 1
+    /// Producer id used by the parameter server (workers use their worker id).
+    public static let serverProducer: UInt32 = 0xFFFF_FFFF
+
+    public var dtype: DType
+    public var codec: BlobCodec
+    public var count: UInt64
+    public var step: UInt64
+    public var producer: UInt32
+    public var payloadLength: UInt64
+    public var checksum: UInt32
+
+    /// Bytes of the decoded elements.
+    public var rawByteCount: Int { Int(count) * dtype.byteWidth }
+}

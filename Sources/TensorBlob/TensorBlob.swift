@@ -1,0 +1,200 @@
+import CLZ4
+import CTensorKernels
+
+/// Encodes and decodes tensor blobs: a 48-byte header followed by the payload.
+public enum TensorBlob {
+    /// The largest element count a decoder accepts unless told otherwise (1 GiB of f32).
+    public static let defaultMaxElements = 1 << 28
+
+    /// Encodes f32 values. A compressed payload that would not be smaller than the raw bytes is
+    /// stored raw, and the header then says `raw`.
+    public static func encode(
+        _ values: UnsafeBufferPointer<Float>, codec: BlobCodec, step: UInt64, producer: UInt32
+    ) -> [UInt8] {
+        let rawBytes = values.count * 4
+        let src = UnsafeRawBufferPointer(values)
+        let tryCompress = codec != .raw && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
+        let capacity = BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
+        var usedCodec = BlobCodec.raw
+        var blob = [UInt8](unsafeUninitializedCapacity: capacity) { buf, initialized in
+            let out = UnsafeMutableRawBufferPointer(buf)
+            var payload = 0
+            if tryCompress {
+                let dst = out.baseAddress! + BlobHeader.size
+                let bound = capacity - BlobHeader.size
+                var n: Int32 = 0
+                if codec == .shuffleLZ4 {
+                    let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: rawBytes, alignment: 16)
+                    defer { tmp.deallocate() }
+                    ctk_shuffle(src.baseAddress, tmp.baseAddress, values.count, 4)
+                    n = clz4_compress(tmp.baseAddress, dst, Int32(rawBytes), Int32(bound))
+                } else {
+                    n = clz4_compress(src.baseAddress, dst, Int32(rawBytes), Int32(bound))
+                }
+                if n > 0 && Int(n) < rawBytes {
+                    payload = Int(n)
+                    usedCodec = codec
+                }
+            }
+            if usedCodec == .raw, rawBytes > 0 {
+                (out.baseAddress! + BlobHeader.size).copyMemory(from: src.baseAddress!, byteCount: rawBytes)
+                payload = rawBytes
+            }
+            initialized = BlobHeader.size + payload
+        }
+        let header = BlobHeader(
+            dtype: .f32, codec: usedCodec, count: UInt64(values.count), step: step, producer: producer,
+            payloadLength: UInt64(blob.count - BlobHeader.size), checksum: 0)
+        blob.withUnsafeMutableBytes { out in
+            writeHeader(header, to: out)
+            let crc = checksum(UnsafeRawBufferPointer(out))
+            storeLE(crc, out, 40)
+        }
+        return blob
+    }
+
+    public static func encode(_ values: [Float], codec: BlobCodec, step: UInt64, producer: UInt32) -> [UInt8] {
+        values.withUnsafeBufferPointer { encode($0, codec: codec, step: step, producer: producer) }
+    }
+
+    /// Reads and checks the header: magic, version, dtype, codec, sizes and checksum.
+    public static func header(
+        of blob: UnsafeRawBufferPointer, maxElements: Int = defaultMaxElements
+    ) throws(TensorBlobError) -> BlobHeader {
+        guard blob.count >= BlobHeader.size else {
+            throw TensorBlobError(.truncated, "\(blob.count) bytes is shorter than the \(BlobHeader.size)-byte header")
+        }
+        guard blob[0] == 0x53, blob[1] == 0x4D, blob[2] == 0x4C, blob[3] == 0x54 else {
+            throw TensorBlobError(.badMagic, "magic is not 'SMLT'")
+        }
+        guard blob[4] == BlobHeader.formatVersion else {
+            throw TensorBlobError(.unsupportedVersion, "format version \(blob[4]); this build reads version 1")
+        }
+        guard let dtype = DType(rawValue: blob[5]) else {
+            throw TensorBlobError(.unsupportedDType, "unknown dtype \(blob[5])")
+        }
+        guard let codec = BlobCodec(rawValue: blob[6]) else {
+            throw TensorBlobError(.unknownCodec, "unknown codec \(blob[6])")
+        }
+        let reserved1: UInt32 = loadLE(blob, 28)
+        let reserved2: UInt32 = loadLE(blob, 44)
+        guard blob[7] == 0, reserved1 == 0, reserved2 == 0 else {
+            throw TensorBlobError(.badHeader, "reserved header bytes are not zero")
+        }
+        let header = BlobHeader(
+            dtype: dtype, codec: codec, count: loadLE(blob, 8), step: loadLE(blob, 16), producer: loadLE(blob, 24),
+            payloadLength: loadLE(blob, 32), checksum: loadLE(blob, 40))
+        guard header.count <= UInt64(maxElements) else {
+            throw TensorBlobError(.tooLarge, "\(header.count) elements exceeds the limit of \(maxElements)")
+        }
+        guard header.payloadLength == UInt64(blob.count - BlobHeader.size) else {
+            throw TensorBlobError(
+                .lengthMismatch,
+                "header says \(header.payloadLength) payload bytes, blob has \(blob.count - BlobHeader.size)")
+        }
+        let raw = header.rawByteCount
+        switch codec {
+        case .raw:
+            guard Int(header.payloadLength) == raw else {
+                throw TensorBlobError(.lengthMismatch, "raw payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+            }
+        case .lz4, .shuffleLZ4:
+            guard header.payloadLength > 0, Int(header.payloadLength) < raw else {
+                throw TensorBlobError(.lengthMismatch, "compressed payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+            }
+        }
+        guard dtype == .f32 else { throw TensorBlobError(.unsupportedDType, "dtype \(dtype) is reserved, not yet readable") }
+        let crc = checksum(blob)
+        guard crc == header.checksum else {
+            throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(header.checksum))")
+        }
+        return header
+    }
+
+    /// Decodes into `destination`, which must hold exactly the blob's element count.
+    @discardableResult
+    public static func decode(
+        _ blob: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>,
+        maxElements: Int = defaultMaxElements
+    ) throws(TensorBlobError) -> BlobHeader {
+        let h = try header(of: blob, maxElements: maxElements)
+        guard Int(h.count) == destination.count else {
+            throw TensorBlobError(.countMismatch, "blob holds \(h.count) elements, expected \(destination.count)")
+        }
+        let raw = h.rawByteCount
+        guard raw > 0 else { return h }
+        let payload = blob.baseAddress! + BlobHeader.size
+        let dst = UnsafeMutableRawPointer(destination.baseAddress!)
+        switch h.codec {
+        case .raw:
+            dst.copyMemory(from: payload, byteCount: raw)
+        case .lz4:
+            let n = clz4_decompress_safe(payload, dst, Int32(h.payloadLength), Int32(raw))
+            guard n == Int32(raw) else { throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes") }
+        case .shuffleLZ4:
+            let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: raw, alignment: 16)
+            defer { tmp.deallocate() }
+            let n = clz4_decompress_safe(payload, tmp.baseAddress, Int32(h.payloadLength), Int32(raw))
+            guard n == Int32(raw) else { throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes") }
+            ctk_unshuffle(tmp.baseAddress, dst, Int(h.count), 4)
+        }
+        return h
+    }
+
+    /// Decodes into a new array.
+    public static func decode(
+        _ blob: UnsafeRawBufferPointer, maxElements: Int = defaultMaxElements
+    ) throws(TensorBlobError) -> (header: BlobHeader, values: [Float]) {
+        let h = try header(of: blob, maxElements: maxElements)
+        var result: Result<BlobHeader, TensorBlobError> = .success(h)
+        let values = [Float](unsafeUninitializedCapacity: Int(h.count)) { buf, n in
+            do throws(TensorBlobError) {
+                result = .success(try decode(blob, into: buf, maxElements: maxElements))
+                n = Int(h.count)
+            } catch {
+                result = .failure(error)
+                n = 0
+            }
+        }
+        return (try result.get(), values)
+    }
+
+    public static func decode(_ blob: [UInt8]) throws(TensorBlobError) -> (header: BlobHeader, values: [Float]) {
+        let r = blob.withUnsafeBytes { b in Result { () throws(TensorBlobError) in try decode(b) } }
+        return try r.get()
+    }
+
+    /// CRC-32C over header bytes 0..<40, then the payload.
+    static func checksum(_ blob: UnsafeRawBufferPointer) -> UInt32 {
+        let c = ctk_crc32c(0, blob.baseAddress, 40)
+        return ctk_crc32c(c, blob.baseAddress! + BlobHeader.size, blob.count - BlobHeader.size)
+    }
+
+    static func writeHeader(_ h: BlobHeader, to out: UnsafeMutableRawBufferPointer) {
+        for (i, b) in BlobHeader.magic.enumerated() { out[i] = b }
+        out[4] = BlobHeader.formatVersion
+        out[5] = h.dtype.rawValue
+        out[6] = h.codec.rawValue
+        out[7] = 0
+        storeLE(h.count, out, 8)
+        storeLE(h.step, out, 16)
+        storeLE(h.producer, out, 24)
+        storeLE(UInt32(0), out, 28)
+        storeLE(h.payloadLength, out, 32)
+        storeLE(h.checksum, out, 40)
+        storeLE(UInt32(0), out, 44)
+    }
+}
+
+func storeLE<T: FixedWidthInteger>(_ v: T, _ out: UnsafeMutableRawBufferPointer, _ offset: Int) {
+    out.storeBytes(of: v.littleEndian, toByteOffset: offset, as: T.self)
+}
+
+func loadLE<T: FixedWidthInteger>(_ b: UnsafeRawBufferPointer, _ offset: Int) -> T {
+    T(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: T.self))
+}
+
+func hex(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - s.count) + s
+}

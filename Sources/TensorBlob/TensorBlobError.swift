@@ -1,0 +1,26 @@
+/// Why a blob could not be decoded. Blobs come from Redis and are treated as untrusted input.
+public struct TensorBlobError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        case truncated
+        case badMagic
+        case unsupportedVersion
+        case unsupportedDType
+        case unknownCodec
+        case badHeader
+        case tooLarge
+        case lengthMismatch
+        case checksumMismatch
+        case corruptPayload
+        case countMismatch
+    }
+
+    public let code: Code
+    public let message: String
+
+    init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "invalid tensor blob: \(message)" }
+}

@@ -1,0 +1,82 @@
+import Testing
+
+@testable import TensorBlob
+
+struct RandomBits {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func floats(_ n: Int) -> [Float] { (0..<n).map { _ in Float(Int64(bitPattern: next()) >> 40) * 1e-7 } }
+}
+
+/// Mostly zeros with a few values: compresses well under every codec.
+func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) * 0.5 : 0 } }
+
+@Suite struct CodecRoundTrip {
+    @Test(arguments: BlobCodec.allCases, [0, 1, 7, (1 << 20) + 3])
+    func roundTripsDenseAndSparse(codec: BlobCodec, count: Int) throws {
+        var rng = RandomBits(state: UInt64(count) &+ UInt64(codec.rawValue))
+        for values in [rng.floats(count), sparse(count)] {
+            let blob = TensorBlob.encode(values, codec: codec, step: 42, producer: 7)
+            let (h, out) = try TensorBlob.decode(blob)
+            #expect(out.map(\.bitPattern) == values.map(\.bitPattern))
+            #expect(h.count == UInt64(count))
+            #expect(h.step == 42)
+            #expect(h.producer == 7)
+            #expect(h.dtype == .f32)
+            #expect(blob.count == BlobHeader.size + Int(h.payloadLength))
+        }
+    }
+
+    @Test func compressibleDataIsCompressed() throws {
+        let values = sparse(100_000)
+        for codec in [BlobCodec.lz4, .shuffleLZ4] {
+            let blob = TensorBlob.encode(values, codec: codec, step: 0, producer: 0)
+            let h = try blob.withUnsafeBytes { try TensorBlob.header(of: $0) }
+            #expect(h.codec == codec)
+            #expect(blob.count < values.count * 4 / 4)
+        }
+    }
+
+    @Test func incompressibleDataIsStoredRaw() throws {
+        var rng = RandomBits(state: 1)
+        let values = (0..<4096).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()) & 0x7F7F_FFFF) }
+        let blob = TensorBlob.encode(values, codec: .lz4, step: 1, producer: 1)
+        let (h, out) = try TensorBlob.decode(blob)
+        #expect(h.codec == .raw)
+        #expect(out.map(\.bitPattern) == values.map(\.bitPattern))
+    }
+
+    @Test func decodesIntoCallerBufferOnlyWithMatchingCount() throws {
+        let blob = TensorBlob.encode([1, 2, 3], codec: .raw, step: 0, producer: 0)
+        var dst = [Float](repeating: 0, count: 4)
+        #expect(throws: TensorBlobError.self) {
+            try blob.withUnsafeBytes { b in try dst.withUnsafeMutableBufferPointer { try TensorBlob.decode(b, into: $0) } }
+        }
+        #expect(dst == [0, 0, 0, 0])
+    }
+
+    @Test func shuffleIsInvertible() {
+        let bytes: [UInt8] = Array(0..<40)
+        var shuffled = [UInt8](repeating: 0, count: 40)
+        var back = [UInt8](repeating: 0, count: 40)
+        for width in [4, 2, 8] {
+            let n = 40 / width
+            ctkShuffle(bytes, &shuffled, n, width)
+            if width == 4 { #expect(Array(shuffled[0..<3]) == [0, 4, 8]) }
+            ctkUnshuffle(shuffled, &back, n, width)
+            #expect(back == bytes)
+        }
+    }
+
+    @Test func crc32cMatchesKnownVector() {
+        // The standard check value of CRC-32C for "123456789".
+        let crc = Array("123456789".utf8).withUnsafeBytes { ctkCRC($0) }
+        #expect(crc == 0xE306_9283)
+    }
+}
