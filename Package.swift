@@ -36,18 +36,19 @@ let package = Package(
 
         // The parameter server's roles.
         .target(name: "ShardManager", dependencies: ["RedisClient", "TensorBlob"], swiftSettings: strict),
-        .target(name: "FunctionClient", dependencies: ["ShardManager"], swiftSettings: strict),
-        .target(name: "ParamServer", dependencies: ["ShardManager"], swiftSettings: strict),
-        .target(name: "Workloads", dependencies: ["CTensorKernels"], swiftSettings: strict),
+        .target(name: "TrainingProtocol", dependencies: ["ShardManager"], swiftSettings: strict),
+        .target(name: "FunctionClient", dependencies: ["TrainingProtocol"], swiftSettings: strict),
+        .target(name: "ParamServer", dependencies: ["TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
+        .target(name: "Workloads", swiftSettings: strict),
         .target(
             name: "Scheduler",
-            dependencies: ["ShardManager", "RedisClient", "LocalProcesses"],
+            dependencies: ["TrainingProtocol", "RedisClient", "LocalProcesses"],
             swiftSettings: strict),
 
         .executableTarget(
             name: "smlt",
             dependencies: [
-                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer",
+                "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "FunctionClient", "ParamServer",
                 "Workloads", "Scheduler", "LocalProcesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

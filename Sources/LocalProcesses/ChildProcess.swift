@@ -98,6 +98,7 @@ public final class ChildProcess: Sendable {
         let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, &cEnv)
         guard rc == 0 else { throw SpawnError(executable: executable, message: String(cString: strerror(rc))) }
         self.pid = pid
+        ChildRegistry.add(self)
     }
 
     deinit {
@@ -117,6 +118,7 @@ public final class ChildProcess: Sendable {
                 code: termSig == 0 ? (raw >> 8) & 0xFF : nil, signal: termSig == 0 ? nil : termSig,
                 maxResidentKiB: Int(usage.ru_maxrss))
             s = result
+            ChildRegistry.remove(pid)
             return result
         }
     }

@@ -161,6 +161,13 @@ public final class ShardManager: Sendable {
         }
     }
 
+    /// Runs `body` on one shard's connection.
+    public func onShard<R: Sendable>(_ index: Int, _ body: (RedisConnection) throws(RedisError) -> R) throws(ShardError)
+        -> R
+    {
+        do { return try lanes[index].with(body) } catch { throw ShardError(error) }
+    }
+
     /// Like `onEachShard`, but returns each shard's outcome instead of throwing.
     public func onEachShardResult<R: Sendable>(
         _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R

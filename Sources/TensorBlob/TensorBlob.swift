@@ -61,8 +61,27 @@ public enum TensorBlob {
     public static func header(
         of blob: UnsafeRawBufferPointer, maxElements: Int = defaultMaxElements
     ) throws(TensorBlobError) -> BlobHeader {
-        guard blob.count >= BlobHeader.size else {
-            throw TensorBlobError(.truncated, "\(blob.count) bytes is shorter than the \(BlobHeader.size)-byte header")
+        let header = try parseHeader(blob, blobLength: blob.count, maxElements: maxElements)
+        let crc = checksum(blob)
+        guard crc == header.checksum else {
+            throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(header.checksum))")
+        }
+        return header
+    }
+
+    /// Checks a header from the first bytes of a blob of `blobLength` bytes, without the payload
+    /// (so without the checksum): for tools that inspect blobs in place.
+    public static func header(
+        prefix: UnsafeRawBufferPointer, blobLength: Int, maxElements: Int = defaultMaxElements
+    ) throws(TensorBlobError) -> BlobHeader {
+        try parseHeader(prefix, blobLength: blobLength, maxElements: maxElements)
+    }
+
+    static func parseHeader(
+        _ blob: UnsafeRawBufferPointer, blobLength: Int, maxElements: Int
+    ) throws(TensorBlobError) -> BlobHeader {
+        guard blob.count >= BlobHeader.size, blobLength >= BlobHeader.size else {
+            throw TensorBlobError(.truncated, "\(min(blob.count, blobLength)) bytes is shorter than the \(BlobHeader.size)-byte header")
         }
         guard blob[0] == 0x53, blob[1] == 0x4D, blob[2] == 0x4C, blob[3] == 0x54 else {
             throw TensorBlobError(.badMagic, "magic is not 'SMLT'")
@@ -87,10 +106,10 @@ public enum TensorBlob {
         guard header.count <= UInt64(maxElements) else {
             throw TensorBlobError(.tooLarge, "\(header.count) elements exceeds the limit of \(maxElements)")
         }
-        guard header.payloadLength == UInt64(blob.count - BlobHeader.size) else {
+        guard header.payloadLength == UInt64(blobLength - BlobHeader.size) else {
             throw TensorBlobError(
                 .lengthMismatch,
-                "header says \(header.payloadLength) payload bytes, blob has \(blob.count - BlobHeader.size)")
+                "header says \(header.payloadLength) payload bytes, blob has \(blobLength - BlobHeader.size)")
         }
         let raw = header.rawByteCount
         switch codec {
@@ -104,10 +123,6 @@ public enum TensorBlob {
             }
         }
         guard dtype == .f32 else { throw TensorBlobError(.unsupportedDType, "dtype \(dtype) is reserved, not yet readable") }
-        let crc = checksum(blob)
-        guard crc == header.checksum else {
-            throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(header.checksum))")
-        }
         return header
     }
 

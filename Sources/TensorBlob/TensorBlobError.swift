@@ -17,7 +17,7 @@ public struct TensorBlobError: Error, Sendable, Equatable, CustomStringConvertib
     public let code: Code
     public let message: String
 
-    init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }

@@ -1,0 +1,16 @@
+import CTensorKernels
+
+/// Element-wise gradient sums, in one fixed kernel shared by the servers and the reference run.
+public enum GradientSum {
+    /// `sum[i] += gradient[i]`.
+    public static func add(_ gradient: [Float], into sum: inout [Float]) {
+        precondition(gradient.count == sum.count)
+        let n = sum.count
+        sum.withUnsafeMutableBufferPointer { s in gradient.withUnsafeBufferPointer { g in add(g, into: s, count: n) } }
+    }
+
+    static func add(_ g: UnsafeBufferPointer<Float>, into s: UnsafeMutableBufferPointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        ctk_add_f32(s.baseAddress!, g.baseAddress!, count)
+    }
+}

@@ -1,0 +1,48 @@
+import LocalProcesses
+
+/// One function invocation to start: what to run and its limits.
+public struct FunctionRequest: Sendable {
+    /// A name for logs and errors, such as `worker-3`.
+    public var name: String
+    public var arguments: [String]
+    public var environment: [String: String]
+    /// The platform kills the invocation after this long, like a serverless timeout.
+    public var timeout: Duration
+    /// The memory limit in MiB; billing uses it as configured memory.
+    public var memoryMiB: Int
+
+    public init(name: String, arguments: [String], environment: [String: String] = [:], timeout: Duration, memoryMiB: Int) {
+        self.name = name
+        self.arguments = arguments
+        self.environment = environment
+        self.timeout = timeout
+        self.memoryMiB = memoryMiB
+    }
+}
+
+/// How an invocation ended, and what it costs.
+public struct InvocationOutcome: Sendable {
+    public var name: String
+    public var status: ExitStatus
+    public var duration: Duration
+    /// Killed by the platform at its timeout.
+    public var timedOut: Bool
+    /// Configured memory (GB) × duration (s), as serverless platforms bill.
+    public var gbSeconds: Double
+    /// The last lines the function wrote to standard error.
+    public var errorTail: String
+}
+
+/// A running invocation.
+public protocol FunctionInvocation: Sendable {
+    var name: String { get }
+    /// The outcome once the invocation has ended (enforcing the timeout), without blocking.
+    func poll() -> InvocationOutcome?
+    /// Stops the invocation.
+    func kill()
+}
+
+/// Somewhere functions run: local processes today, a serverless platform later.
+public protocol FunctionPlatform: Sendable {
+    func invoke(_ request: FunctionRequest) throws -> any FunctionInvocation
+}

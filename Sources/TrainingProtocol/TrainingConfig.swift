@@ -1,0 +1,99 @@
+import Foundation
+import RedisClient
+import ShardManager
+
+/// What the parameter servers and workers of a job agree on. Stored as JSON under
+/// `smlt:{JOB}:train` on every shard of the job.
+public struct TrainingConfig: Codable, Sendable, Equatable {
+    /// Number of workers; BSP waits for all of them every step.
+    public var workers: Int
+    /// Number of steps (parameter versions 0...steps).
+    public var steps: Int
+    public var learningRate: Float
+    public var momentum: Float
+    public var weightDecay: Float
+    /// Free-form settings for the workload (model, dataset, batch size), read by workers.
+    public var workload: [String: String]
+
+    public init(
+        workers: Int, steps: Int, learningRate: Float, momentum: Float = 0.9, weightDecay: Float = 0,
+        workload: [String: String] = [:]
+    ) {
+        self.workers = workers
+        self.steps = steps
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        self.workload = workload
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case workers, steps, momentum, workload
+        case learningRate = "learning_rate"
+        case weightDecay = "weight_decay"
+    }
+
+    /// Stores the config on every shard of the job.
+    public func store(on shards: ShardManager) throws(ShardError) {
+        let json: [UInt8]
+        do { json = Array(try JSONEncoder().encode(self)) } catch { throw ShardError(.invalidSpec, "\(error)") }
+        let key = TrainingKeys(job: shards.map.job).config
+        _ = try shards.onEachShard { _, c throws(RedisError) in try c.run(RedisCommand("SET", key).appending(bytes: json)) }
+    }
+
+    /// Loads a job's config from one shard connection; nil when the job has none.
+    public static func load(job: String, from c: RedisConnection) throws(RedisError) -> TrainingConfig? {
+        guard let json = try c.run(["GET", TrainingKeys(job: job).config]).bytes else { return nil }
+        return try? JSONDecoder().decode(TrainingConfig.self, from: Data(json))
+    }
+
+    /// Checks the values a server or worker relies on.
+    public func validate() throws(ShardError) {
+        guard workers >= 1 else { throw ShardError(.invalidSpec, "workers must be at least 1, got \(workers)") }
+        guard workers <= 4096 else { throw ShardError(.invalidSpec, "workers must be at most 4096, got \(workers)") }
+        guard steps >= 0 else { throw ShardError(.invalidSpec, "steps must not be negative") }
+        guard learningRate.isFinite, momentum.isFinite, weightDecay.isFinite else {
+            throw ShardError(.invalidSpec, "optimizer settings must be finite numbers")
+        }
+    }
+}
+
+/// The keys of the BSP protocol between FunctionClient and ParamServer (docs/wire-format.md).
+/// Per-shard keys live on that shard; `SHARD` is the shard's index in the job's map.
+public struct TrainingKeys: Sendable {
+    public let job: String
+
+    public init(job: String) { self.job = job }
+
+    /// The job's TrainingConfig (JSON), on every shard.
+    public var config: String { "smlt:{\(job)}:train" }
+    /// Set of worker ids that have pushed all their gradient chunks of `step` to shard `shard`.
+    public func pushed(shard: Int, step: Int) -> String { "smlt:{\(job)}:pushed:\(shard):\(step)" }
+    /// List a worker appends to after pushing, to wake the shard's server (BLPOP).
+    public func inbox(shard: Int) -> String { "smlt:{\(job)}:inbox:\(shard)" }
+    /// Stream of published parameter versions of shard `shard`; entry id `VERSION-1`.
+    public func versions(shard: Int) -> String { "smlt:{\(job)}:versions:\(shard)" }
+    /// List of per-step worker metrics (JSON), on the job's first shard.
+    public var metrics: String { "smlt:{\(job)}:metrics" }
+    /// A named object (staged data, worker state), on the shard its name hashes to.
+    public func object(_ name: String) -> String { "smlt:{\(job)}:obj:\(name)" }
+    /// Control list of a server endpoint: a new job was registered.
+    public static let wakeup = "smlt:serve:wakeup"
+}
+
+/// One worker's report for one step.
+public struct StepMetrics: Codable, Sendable, Equatable {
+    public var worker: Int
+    public var step: Int
+    public var loss: Double
+    public var accuracy: Double
+    public var examples: Int
+
+    public init(worker: Int, step: Int, loss: Double, accuracy: Double, examples: Int) {
+        self.worker = worker
+        self.step = step
+        self.loss = loss
+        self.accuracy = accuracy
+        self.examples = examples
+    }
+}

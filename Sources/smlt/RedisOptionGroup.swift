@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import RedisClient
+
+/// `--redis`, `--password` and `--user`, with SMLT_REDIS / SMLT_REDIS_PASSWORD / SMLT_REDIS_USER.
+struct RedisOptionGroup: ParsableArguments {
+    @Option(name: .customLong("redis"), help: "Shard endpoints, host:port,host:port (default: $SMLT_REDIS).")
+    var redis: String?
+
+    @Option(help: "Redis password (default: $SMLT_REDIS_PASSWORD).")
+    var password: String?
+
+    @Option(help: "Redis ACL user name (default: $SMLT_REDIS_USER).")
+    var user: String?
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// The endpoints given, or nil when neither --redis nor SMLT_REDIS is set.
+    func endpointsIfGiven() throws -> [RedisEndpoint]? {
+        guard let text = redis ?? environment["SMLT_REDIS"], !text.isEmpty else { return nil }
+        do { return try RedisEndpoint.list(parsing: text) } catch { throw ValidationError(error.description) }
+    }
+
+    func endpoints() throws -> [RedisEndpoint] {
+        guard let e = try endpointsIfGiven() else {
+            throw ValidationError("no shards given: use --redis host:port,... or set SMLT_REDIS")
+        }
+        return e
+    }
+
+    var options: RedisOptions {
+        RedisOptions(password: password ?? environment["SMLT_REDIS_PASSWORD"], username: user ?? environment["SMLT_REDIS_USER"])
+    }
+}
+
+/// Prints to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+}
+
+/// Prints a value as pretty, key-sorted JSON.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try e.encode(value), as: UTF8.self))
+}
