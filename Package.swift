@@ -71,5 +71,12 @@ let package = Package(
             name: "ShardManagerTests",
             dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport"],
             swiftSettings: strict),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: [
+                "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
+                "TensorBlob", "TestSupport",
+            ],
+            swiftSettings: strict),
     ]
 )

@@ -32,7 +32,7 @@ public final class FunctionClient: Sendable {
         shards = try ShardManager.open(job: job, endpoints: endpoints, options: options)
         training = TrainingKeys(job: job)
         let key = training.config
-        let loaded = try shards.onShard(0) { c throws(RedisError) in try TrainingConfig.load(job: job, from: c) }
+        let loaded = try shards.onShard(0) { c throws(RedisError) in Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) } }.get()
         guard let config = loaded else {
             throw ShardError(.jobNotFound, "job '\(job)' has no training config (\(key))")
         }

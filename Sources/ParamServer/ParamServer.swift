@@ -87,7 +87,7 @@ public final class ParamServer: Sendable {
                 let map = try? JSONDecoder().decode(ShardMap.self, from: Data(json)),
                 (try? map.validate()) != nil,
                 let shard = map.shards.firstIndex(of: endpoint),
-                let config = try TrainingConfig.load(job: job, from: c),
+                let config = try? TrainingConfig.load(job: job, from: c),
                 (try? config.validate()) != nil
             else { continue }
             if let a = current[job], a.map == map, a.config == config {

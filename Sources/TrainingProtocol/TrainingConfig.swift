@@ -42,9 +42,13 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     }
 
     /// Loads a job's config from one shard connection; nil when the job has none.
-    public static func load(job: String, from c: RedisConnection) throws(RedisError) -> TrainingConfig? {
-        guard let json = try c.run(["GET", TrainingKeys(job: job).config]).bytes else { return nil }
-        return try? JSONDecoder().decode(TrainingConfig.self, from: Data(json))
+    public static func load(job: String, from c: RedisConnection) throws(ShardError) -> TrainingConfig? {
+        let reply: RedisReply
+        do { reply = try c.run(["GET", TrainingKeys(job: job).config]) } catch { throw ShardError(error) }
+        guard let json = reply.bytes else { return nil }
+        do { return try JSONDecoder().decode(TrainingConfig.self, from: Data(json)) } catch {
+            throw ShardError(.invalidSpec, "training config of job '\(job)' on \(c.endpoint) is not valid: \(error)")
+        }
     }
 
     /// Checks the values a server or worker relies on.

@@ -1,0 +1,36 @@
+# The two commands of SMLT: `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+APT_PACKAGES := redis-server redis-tools libhiredis-dev liblz4-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PIDDIR := $(CURDIR)/.build/test-pids
+
+.PHONY: demo test deps build release clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@# redis-server's package may start a system service on 6379; SMLT never uses it.
+	@command -v swift >/dev/null || { echo "Swift 6.1 or later is required (https://swift.org/install)"; exit 1; }
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+demo: build
+	.build/debug/smlt train --dataset digits --model softmax --workers 4 --shards 2 --show-shards
+
+# Tests start and stop their own redis-server processes on free loopback ports. Each writes a
+# pid file under $(PIDDIR); anything a crashed test left behind is stopped afterwards.
+test: build
+	@rm -rf $(PIDDIR); mkdir -p $(PIDDIR)
+	@status=0; SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt swift test || status=$$?; \
+	for f in $(PIDDIR)/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; done; \
+	rm -rf $(PIDDIR); exit $$status
+
+clean:
+	rm -rf .build
