@@ -22,7 +22,7 @@ release: deps
 	swift build -c release
 
 demo: build
-	.build/debug/smlt train --dataset digits --model softmax --workers 4 --shards 2 --show-shards
+	.build/debug/smlt train --dataset digits --model softmax --workers 4 --shards 2 --chunk-elements 128 --show-shards
 
 # Tests start and stop their own redis-server processes on free loopback ports. Each writes a
 # pid file under $(PIDDIR); anything a crashed test left behind is stopped afterwards.

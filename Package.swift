@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "smlt-bench",
             dependencies: [
-                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
+                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler", "LocalProcesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/smlt-bench",

@@ -136,11 +136,12 @@ struct TrainingDriver {
         }
         out.write(Data("\n$ smlt admin shards\n\(t.render())\n".utf8))
         if let chunks = try? ShardInspector.chunks(job: job, endpoints: eps, options: options) {
-            var c = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED")
+            var c = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")
             for x in chunks {
                 c.add(
                     "\(x.chunk)", x.shard, x.tensors.joined(separator: ","), "\(x.elements)",
-                    x.version.map(String.init) ?? "-", x.codec ?? "-", byteCount(x.storedBytes))
+                    x.version.map(String.init) ?? "-", x.codec ?? "-", byteCount(x.storedBytes),
+                    x.ratio.map { String(format: "%.2fx", $0) } ?? "-")
             }
             out.write(Data("\n$ smlt admin chunks --job \(job)\n\(c.render())\n".utf8))
         }
