@@ -56,7 +56,8 @@ let package = Package(
         .executableTarget(
             name: "smlt-bench",
             dependencies: [
-                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler", "LocalProcesses",
+                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
+                "LocalProcesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/smlt-bench",
@@ -66,7 +67,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "LocalProcesses"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorBlobTests", dependencies: ["TensorBlob", "CTensorKernels"], swiftSettings: strict),
         .testTarget(
-            name: "RedisClientTests", dependencies: ["RedisClient", "LocalProcesses", "TestSupport"], swiftSettings: strict),
+            name: "RedisClientTests", dependencies: ["RedisClient", "LocalProcesses", "TestSupport"],
+            swiftSettings: strict),
         .testTarget(
             name: "ShardManagerTests",
             dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport"],

@@ -32,7 +32,9 @@ public final class FunctionClient: Sendable {
         shards = try ShardManager.open(job: job, endpoints: endpoints, options: options)
         training = TrainingKeys(job: job)
         let key = training.config
-        let loaded = try shards.onShard(0) { c throws(RedisError) in Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) } }.get()
+        let loaded = try shards.onShard(0) { c throws(RedisError) in
+            Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
+        }.get()
         guard let config = loaded else {
             throw ShardError(.jobNotFound, "job '\(job)' has no training config (\(key))")
         }
@@ -59,10 +61,12 @@ public final class FunctionClient: Sendable {
             while true {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else {
-                    throw RedisError(.connectionLost, endpoint: c.endpoint.description, "version \(step) not published in time")
+                    throw RedisError(
+                        .connectionLost, endpoint: c.endpoint.description, "version \(step) not published in time")
                 }
                 let wait = min(left, .seconds(5))
-                let ms = max(1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+                let ms = max(
+                    1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
                 let reply = try c.run(
                     ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", training.versions(shard: shard), "\(step)-0"],
                     blockingFor: wait)
@@ -112,7 +116,8 @@ public final class FunctionClient: Sendable {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(metrics)) } catch { throw ShardError(.invalidSpec, "\(error)") }
         let key = training.metrics
-        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("RPUSH", key).appending(bytes: json)) }
+        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("RPUSH", key).appending(bytes: json))
+        }
     }
 
     /// Reads a named object of the job (staged data, saved state); nil when absent.

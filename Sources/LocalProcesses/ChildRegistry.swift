@@ -10,6 +10,11 @@ import Synchronization
 public enum ChildRegistry {
     private static let children = Mutex<[pid_t: ChildProcess]>([:])
     private static let sources = Mutex<[any DispatchSourceSignal]>([])
+    private static let stopping = Atomic<Bool>(false)
+
+    /// True once a signal handler has started stopping everything: failures seen after that are
+    /// the shutdown's doing, not errors to report.
+    public static var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
     static func add(_ c: ChildProcess) { children.withLock { $0[c.pid] = c } }
     static func remove(_ pid: pid_t) { _ = children.withLock { $0.removeValue(forKey: pid) } }
@@ -32,6 +37,7 @@ public enum ChildRegistry {
                 signal(sig, SIG_IGN)
                 let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
                 s.setEventHandler {
+                    stopping.store(true, ordering: .relaxed)
                     beforeExit(sig)
                     terminateAll()
                     exit(128 + sig)

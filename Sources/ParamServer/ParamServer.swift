@@ -63,7 +63,9 @@ public final class ParamServer: Sendable {
                     if n > 0 && a.finished { log("\(name): job \(a.job) finished at version \(a.version ?? 0)") }
                 }
                 var wait = RedisCommand("BLPOP", TrainingKeys.wakeup)
-                for a in aggregators.values.sorted(by: { $0.job < $1.job }) { wait.append(a.training.inbox(shard: a.shard)) }
+                for a in aggregators.values.sorted(by: { $0.job < $1.job }) {
+                    wait.append(a.training.inbox(shard: a.shard))
+                }
                 wait.append("1")
                 let woke = try c.run(wait, blockingFor: .seconds(1))
                 if woke.array?.first?.text == TrainingKeys.wakeup { lastRefresh = ContinuousClock.now - .seconds(10) }
@@ -93,8 +95,11 @@ public final class ParamServer: Sendable {
             if let a = current[job], a.map == map, a.config == config {
                 next[job] = a
             } else {
-                if current[job] == nil { log("\(endpoint): serving job \(job) (\(map.chunks(onShard: shard).count) chunks)") }
-                next[job] = ShardAggregator(map: map, config: config, shard: shard, log: { [log] in log("\(endpoint): \($0)") })
+                if current[job] == nil {
+                    log("\(endpoint): serving job \(job) (\(map.chunks(onShard: shard).count) chunks)")
+                }
+                next[job] = ShardAggregator(
+                    map: map, config: config, shard: shard, log: { [log] in log("\(endpoint): \($0)") })
             }
         }
         return next

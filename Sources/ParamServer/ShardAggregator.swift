@@ -61,7 +61,8 @@ final class ShardAggregator {
     }
 
     private func ready(_ c: RedisConnection, step: Int) throws(RedisError) -> Bool {
-        let members = (try c.run(["SMEMBERS", training.pushed(shard: shard, step: step)]).array ?? []).compactMap(\.text)
+        let members = (try c.run(["SMEMBERS", training.pushed(shard: shard, step: step)]).array ?? []).compactMap(
+            \.text)
         let valid = Set(members.compactMap { Int($0) }.filter { $0 >= 0 && $0 < config.workers })
         return valid.count == config.workers
     }
@@ -78,7 +79,9 @@ final class ShardAggregator {
         do {
             let (ph, p) = try TensorBlob.decode(pb)
             guard p.count == n, ph.step == UInt64(step) else {
-                log("job \(job): chunk \(chunk) holds version \(ph.step) with \(p.count) elements, expected \(step) and \(n)")
+                log(
+                    "job \(job): chunk \(chunk) holds version \(ph.step) with \(p.count) elements, expected \(step) and \(n)"
+                )
                 return nil
             }
             var v = [Float](repeating: 0, count: n)
@@ -127,8 +130,11 @@ final class ShardAggregator {
             }
             if !bad.isEmpty {
                 // Reject the bad pushes: the workers are taken out of the step's set and may push again.
-                for (w, why) in bad { log("job \(job): step \(v), chunk \(chunk): rejected worker \(w)'s push: \(why)") }
-                try c.run(RedisCommand(strings: ["SREM", training.pushed(shard: shard, step: v)] + bad.map { String($0.0) }))
+                for (w, why) in bad {
+                    log("job \(job): step \(v), chunk \(chunk): rejected worker \(w)'s push: \(why)")
+                }
+                try c.run(
+                    RedisCommand(strings: ["SREM", training.pushed(shard: shard, step: v)] + bad.map { String($0.0) }))
                 return false
             }
             p.withUnsafeMutableBufferPointer { pp in
@@ -144,7 +150,8 @@ final class ShardAggregator {
                     .appending(bytes: TensorBlob.encode(p, codec: map.codec, step: UInt64(v + 1), producer: producer)))
             transaction.append(
                 RedisCommand("SET", keys.optimizer(chunk: chunk))
-                    .appending(bytes: TensorBlob.encode(vel, codec: map.codec, step: UInt64(v + 1), producer: producer)))
+                    .appending(bytes: TensorBlob.encode(vel, codec: map.codec, step: UInt64(v + 1), producer: producer))
+            )
             transaction.append(RedisCommand(strings: ["UNLINK"] + gradKeys))
             updated.append((chunk, p, vel))
         }

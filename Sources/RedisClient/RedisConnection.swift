@@ -244,8 +244,10 @@ extension RedisReply {
         let p = r.pointer.pointee
         switch p.type {
         case REDIS_REPLY_STRING: self = .string(r.bytes.map { Array($0) } ?? [])
-        case REDIS_REPLY_STATUS: self = .status(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
-        case REDIS_REPLY_ERROR: self = .error(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
+        case REDIS_REPLY_STATUS:
+            self = .status(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            self = .error(String(decoding: r.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0), as: UTF8.self))
         case REDIS_REPLY_INTEGER: self = .integer(p.integer)
         case REDIS_REPLY_ARRAY: self = .array((0..<r.count).map { RedisReply(r[$0]) })
         default: self = .null

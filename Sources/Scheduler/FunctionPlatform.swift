@@ -11,7 +11,9 @@ public struct FunctionRequest: Sendable {
     /// The memory limit in MiB; billing uses it as configured memory.
     public var memoryMiB: Int
 
-    public init(name: String, arguments: [String], environment: [String: String] = [:], timeout: Duration, memoryMiB: Int) {
+    public init(
+        name: String, arguments: [String], environment: [String: String] = [:], timeout: Duration, memoryMiB: Int
+    ) {
         self.name = name
         self.arguments = arguments
         self.environment = environment

@@ -53,7 +53,8 @@ final class LocalInvocation: FunctionInvocation {
         guard let status = process.poll() else { return nil }
         let duration = min(ContinuousClock.now - started, max(elapsed, .zero) + .milliseconds(50))
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-        let tail = (try? String(contentsOfFile: log, encoding: .utf8))
+        let tail =
+            (try? String(contentsOfFile: log, encoding: .utf8))
             .map { $0.split(separator: "\n").suffix(5).joined(separator: "\n") } ?? ""
         let o = InvocationOutcome(
             name: name, status: status, duration: duration, timedOut: killedForTimeout.load(ordering: .relaxed),

@@ -24,7 +24,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
 
     public static let defaultChunkElements = 262_144
 
-    public init(job: String, tensors: [TensorSpec], chunkElements: Int = defaultChunkElements, codec: BlobCodec = .raw) {
+    public init(job: String, tensors: [TensorSpec], chunkElements: Int = defaultChunkElements, codec: BlobCodec = .raw)
+    {
         self.job = job
         self.tensors = tensors
         self.chunkElements = chunkElements
@@ -71,7 +72,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
 
     /// Job ids become part of Redis keys: letters, digits, `_`, `-` and `.`, at most 64.
     public static func validateJobName(_ job: String) throws(ShardError) {
-        let ok = !job.isEmpty && job.utf8.count <= 64
+        let ok =
+            !job.isEmpty && job.utf8.count <= 64
             && job.utf8.allSatisfy { c in
                 (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F
                     || c == 0x2D || c == 0x2E

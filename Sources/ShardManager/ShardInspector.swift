@@ -116,14 +116,17 @@ public enum ShardInspector {
                     if let header = h.header {
                         b.version = Int(header.step)
                         b.codec = header.codec.description
-                        b.ratio = header.payloadLength == 0 ? 1 : Double(header.rawByteCount) / Double(header.payloadLength)
+                        b.ratio =
+                            header.payloadLength == 0 ? 1 : Double(header.rawByteCount) / Double(header.payloadLength)
                     } else {
                         b.error = h.error
                     }
                     return b
                 }
             } catch {
-                return base.map { var b = $0; b.error = "\(error)"; return b }
+                return base.map {
+                    var b = $0; b.error = "\(error)"; return b
+                }
             }
         }
         return perShard.flatMap { $0 }.sorted { $0.chunk < $1.chunk }

@@ -35,7 +35,9 @@ public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConve
         let name = try decoder.singleValueContainer().decode(String.self)
         guard let c = BlobCodec(name: name) else {
             throw DecodingError.dataCorrupted(
-                .init(codingPath: decoder.codingPath, debugDescription: "unknown codec '\(name)' (raw, lz4, shuffle-lz4)"))
+                .init(
+                    codingPath: decoder.codingPath, debugDescription: "unknown codec '\(name)' (raw, lz4, shuffle-lz4)")
+            )
         }
         self = c
     }

@@ -14,7 +14,8 @@ public enum TensorBlob {
         let rawBytes = values.count * 4
         let src = UnsafeRawBufferPointer(values)
         let tryCompress = codec != .raw && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
-        let capacity = BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
+        let capacity =
+            BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
         var usedCodec = BlobCodec.raw
         var blob = [UInt8](unsafeUninitializedCapacity: capacity) { buf, initialized in
             let out = UnsafeMutableRawBufferPointer(buf)
@@ -64,7 +65,8 @@ public enum TensorBlob {
         let header = try parseHeader(blob, blobLength: blob.count, maxElements: maxElements)
         let crc = checksum(blob)
         guard crc == header.checksum else {
-            throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(header.checksum))")
+            throw TensorBlobError(
+                .checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(header.checksum))")
         }
         return header
     }
@@ -81,7 +83,8 @@ public enum TensorBlob {
         _ blob: UnsafeRawBufferPointer, blobLength: Int, maxElements: Int
     ) throws(TensorBlobError) -> BlobHeader {
         guard blob.count >= BlobHeader.size, blobLength >= BlobHeader.size else {
-            throw TensorBlobError(.truncated, "\(min(blob.count, blobLength)) bytes is shorter than the \(BlobHeader.size)-byte header")
+            throw TensorBlobError(
+                .truncated, "\(min(blob.count, blobLength)) bytes is shorter than the \(BlobHeader.size)-byte header")
         }
         guard blob[0] == 0x53, blob[1] == 0x4D, blob[2] == 0x4C, blob[3] == 0x54 else {
             throw TensorBlobError(.badMagic, "magic is not 'SMLT'")
@@ -115,14 +118,18 @@ public enum TensorBlob {
         switch codec {
         case .raw:
             guard Int(header.payloadLength) == raw else {
-                throw TensorBlobError(.lengthMismatch, "raw payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+                throw TensorBlobError(
+                    .lengthMismatch, "raw payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
             }
         case .lz4, .shuffleLZ4:
             guard header.payloadLength > 0, Int(header.payloadLength) < raw else {
-                throw TensorBlobError(.lengthMismatch, "compressed payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+                throw TensorBlobError(
+                    .lengthMismatch, "compressed payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
             }
         }
-        guard dtype == .f32 else { throw TensorBlobError(.unsupportedDType, "dtype \(dtype) is reserved, not yet readable") }
+        guard dtype == .f32 else {
+            throw TensorBlobError(.unsupportedDType, "dtype \(dtype) is reserved, not yet readable")
+        }
         return header
     }
 
@@ -145,12 +152,16 @@ public enum TensorBlob {
             dst.copyMemory(from: payload, byteCount: raw)
         case .lz4:
             let n = clz4_decompress_safe(payload, dst, Int32(h.payloadLength), Int32(raw))
-            guard n == Int32(raw) else { throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes") }
+            guard n == Int32(raw) else {
+                throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
+            }
         case .shuffleLZ4:
             let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: raw, alignment: 16)
             defer { tmp.deallocate() }
             let n = clz4_decompress_safe(payload, tmp.baseAddress, Int32(h.payloadLength), Int32(raw))
-            guard n == Int32(raw) else { throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes") }
+            guard n == Int32(raw) else {
+                throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
+            }
             ctk_unshuffle(tmp.baseAddress, dst, Int(h.count), 4)
         }
         return h

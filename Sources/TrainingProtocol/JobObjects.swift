@@ -13,7 +13,8 @@ public struct JobObjects: Sendable {
     }
 
     func shard(for name: String) -> Int {
-        Placement.shard(forChunk: Int(truncatingIfNeeded: Hash64.fnv1a(name.utf8)), job: shards.map.job, shards: shards.map.shards)
+        Placement.shard(
+            forChunk: Int(truncatingIfNeeded: Hash64.fnv1a(name.utf8)), job: shards.map.job, shards: shards.map.shards)
     }
 
     public func get(_ name: String) throws(ShardError) -> [UInt8]? {
@@ -25,6 +26,8 @@ public struct JobObjects: Sendable {
     public func set(_ name: String, _ bytes: [UInt8]) throws(ShardError) {
         let target = shard(for: name)
         let key = keys.object(name)
-        try shards.onShard(target) { c throws(RedisError) in _ = try c.run(RedisCommand("SET", key).appending(bytes: bytes)) }
+        try shards.onShard(target) { c throws(RedisError) in
+            _ = try c.run(RedisCommand("SET", key).appending(bytes: bytes))
+        }
     }
 }

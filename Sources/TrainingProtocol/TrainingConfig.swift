@@ -38,7 +38,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(self)) } catch { throw ShardError(.invalidSpec, "\(error)") }
         let key = TrainingKeys(job: shards.map.job).config
-        _ = try shards.onEachShard { _, c throws(RedisError) in try c.run(RedisCommand("SET", key).appending(bytes: json)) }
+        _ = try shards.onEachShard { _, c throws(RedisError) in
+            try c.run(RedisCommand("SET", key).appending(bytes: json))
+        }
     }
 
     /// Loads a job's config from one shard connection; nil when the job has none.

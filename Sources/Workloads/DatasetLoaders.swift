@@ -4,7 +4,8 @@ import Foundation
 public enum DatasetLoader {
     /// LIBSVM text: `label index:value index:value ...`, indices from 1, labels 0..<classes.
     /// - Parameter dimension: the feature count; the largest index seen when nil.
-    public static func libsvm(path: String, dimension: Int? = nil, classes: Int? = nil) throws(DatasetError) -> Dataset {
+    public static func libsvm(path: String, dimension: Int? = nil, classes: Int? = nil) throws(DatasetError) -> Dataset
+    {
         let text = try read(path)
         var rows: [(Int32, [(Int, Float)])] = []
         var maxIndex = 0
@@ -16,7 +17,8 @@ public enum DatasetLoader {
             var entries: [(Int, Float)] = []
             for p in parts.dropFirst() {
                 let kv = p.split(separator: ":")
-                guard kv.count == 2, let i = Int(kv[0]), i >= 1, i <= 10_000_000, let v = Float(kv[1]), v.isFinite else {
+                guard kv.count == 2, let i = Int(kv[0]), i >= 1, i <= 10_000_000, let v = Float(kv[1]), v.isFinite
+                else {
                     throw DatasetError("\(path):\(n + 1): '\(p)' is not index:value")
                 }
                 entries.append((i - 1, v))
@@ -55,7 +57,9 @@ public enum DatasetLoader {
                 throw DatasetError("\(path):\(n + 1): \(cells.count - 1) features, earlier lines have \(d!)")
             }
             for c in cells.dropFirst() {
-                guard let v = Float(c), v.isFinite else { throw DatasetError("\(path):\(n + 1): '\(c)' is not a number") }
+                guard let v = Float(c), v.isFinite else {
+                    throw DatasetError("\(path):\(n + 1): '\(c)' is not a number")
+                }
                 features.append(v)
             }
             labels.append(Int32(label))

@@ -33,7 +33,9 @@ extension Model {
         var g = [Float](repeating: 0, count: parameterCount)
         let r = params.withUnsafeBufferPointer { p in
             features.withUnsafeBufferPointer { f in
-                g.withUnsafeMutableBufferPointer { lossAndGradient(params: p, features: f, labels: labels, gradient: $0) }
+                g.withUnsafeMutableBufferPointer {
+                    lossAndGradient(params: p, features: f, labels: labels, gradient: $0)
+                }
             }
         }
         return (r.loss, r.correct, g)
@@ -52,7 +54,9 @@ extension Model {
             let l = Array(data.labels[start..<end])
             let r = params.withUnsafeBufferPointer { p in
                 f.withUnsafeBufferPointer { fp in
-                    g.withUnsafeMutableBufferPointer { lossAndGradient(params: p, features: fp, labels: l, gradient: $0) }
+                    g.withUnsafeMutableBufferPointer {
+                        lossAndGradient(params: p, features: fp, labels: l, gradient: $0)
+                    }
                 }
             }
             loss += r.loss * Double(end - start)

@@ -26,7 +26,8 @@ struct AdminCommand: ParsableCommand {
                 for s in statuses {
                     let versions = s.minVersion.map { min in "\(min)..\(s.maxVersion ?? min)" } ?? "-"
                     t.add(
-                        s.endpoint, s.reachable ? "yes" : "NO", "\(s.chunks)", byteCount(s.bytes), byteCount(s.usedMemory),
+                        s.endpoint, s.reachable ? "yes" : "NO", "\(s.chunks)", byteCount(s.bytes),
+                        byteCount(s.usedMemory),
                         versions, s.jobs.isEmpty ? "-" : s.jobs.joined(separator: ","))
                 }
                 print(t.render())
@@ -92,9 +93,9 @@ struct AdminCommand: ParsableCommand {
 
         func run() throws {
             let chunks: [ChunkStatus]
-            do { chunks = try ShardInspector.chunks(job: job, endpoints: try redis.endpoints(), options: redis.options) } catch
-                let e as ShardError
-            {
+            do {
+                chunks = try ShardInspector.chunks(job: job, endpoints: try redis.endpoints(), options: redis.options)
+            } catch let e as ShardError {
                 printError(e.description)
                 throw ExitCode(1)
             }

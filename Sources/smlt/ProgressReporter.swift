@@ -35,7 +35,8 @@ final class ProgressReporter {
         let rate = Double(completed) / max(elapsed, 1e-9)
         let eta = rate > 0 ? Double(steps - completed) / rate : 0
         let stats = String(
-            format: "step %d/%d  loss %.4f  acc %.3f  %.1f steps/s  ETA %.0fs", completed, steps, loss, accuracy, rate, eta)
+            format: "step %d/%d  loss %.4f  acc %.3f  %.1f steps/s  ETA %.0fs", completed, steps, loss, accuracy, rate,
+            eta)
         if tty {
             let width = 30
             let filled = steps == 0 ? width : width * completed / steps

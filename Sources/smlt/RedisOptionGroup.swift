@@ -29,7 +29,8 @@ struct RedisOptionGroup: ParsableArguments {
     }
 
     var options: RedisOptions {
-        RedisOptions(password: password ?? environment["SMLT_REDIS_PASSWORD"], username: user ?? environment["SMLT_REDIS_USER"])
+        RedisOptions(
+            password: password ?? environment["SMLT_REDIS_PASSWORD"], username: user ?? environment["SMLT_REDIS_USER"])
     }
 }
 

@@ -19,7 +19,8 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var redis: RedisOptionGroup
     @Option(help: "digits, synthetic, libsvm:PATH or csv:PATH.") var dataset = "digits"
-    @Option(help: "A held-out test file for libsvm:/csv: data (default: the last 20% of the data).") var testData: String?
+    @Option(help: "A held-out test file for libsvm:/csv: data (default: the last 20% of the data).") var testData:
+        String?
     @Option(help: "softmax or mlp.") var model = "softmax"
     @Option(help: "Hidden units of the mlp model.") var hidden = 64
     @Option(help: "Number of function workers.") var workers = 4
@@ -41,18 +42,24 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Examples of the synthetic dataset.") var syntheticExamples = 20_000
     @Option(help: "Features of the synthetic dataset.") var syntheticFeatures = 100
     @Option(help: "Classes of the synthetic dataset.") var syntheticClasses = 10
-    @Flag(help: "Train in this process with global batch = workers × batch (no Redis), for comparison.") var reference = false
+    @Flag(help: "Train in this process with global batch = workers × batch (no Redis), for comparison.") var reference =
+        false
     @Flag(help: "Print the admin shard and chunk tables before stopping.") var showShards = false
     @Flag(help: "Print one JSON object at the end instead of the summary.") var json = false
 
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1, got \(workers)") }
-        guard workers <= 256 else { throw ValidationError("--workers must be at most 256 on one machine, got \(workers)") }
+        guard workers <= 256 else {
+            throw ValidationError("--workers must be at most 256 on one machine, got \(workers)")
+        }
         guard shards >= 1 && shards <= 64 else { throw ValidationError("--shards must be from 1 to 64, got \(shards)") }
         guard WorkloadSettings.models.contains(model) else {
-            throw ValidationError("unknown model '\(model)' (choose one of: \(WorkloadSettings.models.joined(separator: ", ")))")
+            throw ValidationError(
+                "unknown model '\(model)' (choose one of: \(WorkloadSettings.models.joined(separator: ", ")))")
         }
-        guard BlobCodec(name: codec) != nil else { throw ValidationError("unknown codec '\(codec)' (raw, lz4, shuffle-lz4)") }
+        guard BlobCodec(name: codec) != nil else {
+            throw ValidationError("unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+        }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard hidden >= 1 else { throw ValidationError("--hidden must be at least 1") }
         guard memory >= 64 else { throw ValidationError("--memory must be at least 64 MiB") }
@@ -70,7 +77,8 @@ struct TrainCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let perWorker = (data.train.count + workers - 1) / workers
-        let totalSteps = steps ?? epochs.map { max(1, Int(($0 * Double(perWorker) / Double(batchSize)).rounded(.up))) } ?? 300
+        let totalSteps =
+            steps ?? epochs.map { max(1, Int(($0 * Double(perWorker) / Double(batchSize)).rounded(.up))) } ?? 300
         let settings = WorkloadSettings(
             model: model, hidden: hidden, inputs: data.train.dimension, classes: data.train.classes,
             batchSize: batchSize, seed: seed)
@@ -84,14 +92,19 @@ struct TrainCommand: ParsableCommand {
             } else {
                 let driver = TrainingDriver(
                     plan: plan, shards: shards, endpoints: try redis.endpointsIfGiven(), options: redis.options,
-                    job: job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))", codec: BlobCodec(name: codec)!,
-                    chunkElements: chunkElements, functionTimeout: try parseDuration(functionTimeout), memoryMiB: memory,
+                    job: job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))",
+                    codec: BlobCodec(name: codec)!,
+                    chunkElements: chunkElements, functionTimeout: try parseDuration(functionTimeout),
+                    memoryMiB: memory,
                     prices: (priceGbSecond, priceRequest), showShards: showShards, json: json)
                 summary = try driver.run()
             }
         } catch let e as ExitCode {
             throw e
         } catch {
+            // On Ctrl-C the signal handler stops everything and exits; the failures it causes
+            // here are not worth reporting.
+            while ChildRegistry.isStopping { sleepFor(.seconds(1)) }
             printError("\(error)")
             throw ExitCode(1)
         }
@@ -121,7 +134,8 @@ struct TrainCommand: ParsableCommand {
             return try DatasetLoader.digits(directory: try dataDirectory() + "/digits")
         case .synthetic:
             let all = DatasetLoader.synthetic(
-                examples: syntheticExamples * 5 / 4, dimension: syntheticFeatures, classes: syntheticClasses, seed: seed)
+                examples: syntheticExamples * 5 / 4, dimension: syntheticFeatures, classes: syntheticClasses, seed: seed
+            )
             return split(all)
         case .libsvm(let path):
             let train = try DatasetLoader.libsvm(path: path)
@@ -144,8 +158,12 @@ struct TrainCommand: ParsableCommand {
         let cut = d.count * 4 / 5
         let k = d.dimension
         return (
-            Dataset(features: Array(d.features[..<(cut * k)]), labels: Array(d.labels[..<cut]), dimension: k, classes: d.classes),
-            Dataset(features: Array(d.features[(cut * k)...]), labels: Array(d.labels[cut...]), dimension: k, classes: d.classes)
+            Dataset(
+                features: Array(d.features[..<(cut * k)]), labels: Array(d.labels[..<cut]), dimension: k,
+                classes: d.classes),
+            Dataset(
+                features: Array(d.features[(cut * k)...]), labels: Array(d.labels[cut...]), dimension: k,
+                classes: d.classes)
         )
     }
 }

@@ -69,11 +69,13 @@ struct TrainingDriver {
         while !running.isEmpty {
             sleepFor(.milliseconds(100))
             // Progress from the workers' metrics.
-            let fresh = (try? manager.onShard(0) { c throws(RedisError) in
-                try c.run(["LRANGE", metricsKey, "\(seen)", "-1"]).array ?? []
-            }) ?? []
+            let fresh =
+                (try? manager.onShard(0) { c throws(RedisError) in
+                    try c.run(["LRANGE", metricsKey, "\(seen)", "-1"]).array ?? []
+                }) ?? []
             seen += fresh.count
-            progress.add(fresh.compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StepMetrics.self, from: Data($0)) } })
+            progress.add(
+                fresh.compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StepMetrics.self, from: Data($0)) } })
             var still: [any FunctionInvocation] = []
             for r in running {
                 guard let o = r.poll() else {
@@ -98,7 +100,8 @@ struct TrainingDriver {
         let gbs = outcomes.reduce(0) { $0 + $1.gbSeconds }
         return TrainingSummary(
             mode: "BSP", job: job, model: plan.settings.model, steps: plan.steps, workers: plan.workers,
-            shards: eps.count, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc, testAccuracy: testAcc,
+            shards: eps.count, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc,
+            testAccuracy: testAcc,
             wallSeconds: (ContinuousClock.now - start).seconds, functionGBSeconds: gbs, invocations: outcomes.count,
             restarts: 0, estimatedCostUSD: gbs * prices.gbSecond + Double(outcomes.count) * prices.request,
             paramDigest: digest)
@@ -113,7 +116,8 @@ struct TrainingDriver {
         for (w, part) in plan.partitions().enumerated() {
             try objects.set(StagedData.features(w), TensorBlob.encode(part.features, codec: .lz4, step: 0, producer: 0))
             try objects.set(
-                StagedData.labels(w), TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
+                StagedData.labels(w),
+                TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
         }
         let initial = model.initialParameters(seed: plan.settings.seed)
         try manager.write(initial, as: .params, step: 0, producer: BlobHeader.serverProducer)

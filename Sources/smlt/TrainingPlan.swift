@@ -107,7 +107,8 @@ struct ReferenceTrainer {
             params.withUnsafeMutableBufferPointer { p in
                 velocity.withUnsafeMutableBufferPointer { v in
                     sum.withUnsafeBufferPointer { s in
-                        SGDMomentum.apply(params: p, velocity: v, gradientSum: s, workers: plan.workers, config: plan.config)
+                        SGDMomentum.apply(
+                            params: p, velocity: v, gradientSum: s, workers: plan.workers, config: plan.config)
                     }
                 }
             }
@@ -115,7 +116,8 @@ struct ReferenceTrainer {
         let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
         let wall = ContinuousClock.now - start
         return TrainingSummary(
-            mode: "reference, one process", job: nil, model: plan.settings.model, steps: plan.steps, workers: plan.workers,
+            mode: "reference, one process", job: nil, model: plan.settings.model, steps: plan.steps,
+            workers: plan.workers,
             shards: 0, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc, testAccuracy: testAcc,
             wallSeconds: wall.seconds, functionGBSeconds: 0, invocations: 0, restarts: 0, estimatedCostUSD: 0,
             paramDigest: digest)

@@ -26,7 +26,8 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func train() throws {
-        let client = try FunctionClient(job: job, worker: worker, endpoints: try redis.endpoints(), options: redis.options)
+        let client = try FunctionClient(
+            job: job, worker: worker, endpoints: try redis.endpoints(), options: redis.options)
         let settings = try WorkloadSettings(client.config.workload)
         let model = try settings.makeModel()
         guard model.parameterCount == client.parameterCount else {
@@ -36,7 +37,9 @@ struct WorkerCommand: ParsableCommand {
         }
         let expected = model.parameters.map { TensorSpec(name: $0.name, shape: $0.shape) }
         guard expected == client.shards.map.tensors else {
-            throw WorkerError("the job's tensor shapes \(client.shards.map.tensors.map(\.shape)) do not match the model's \(expected.map(\.shape))")
+            throw WorkerError(
+                "the job's tensor shapes \(client.shards.map.tensors.map(\.shape)) do not match the model's \(expected.map(\.shape))"
+            )
         }
         let partition = try loadPartition(client, inputs: settings.inputs, classes: settings.classes)
         var params = [Float](repeating: 0, count: model.parameterCount)
@@ -60,7 +63,8 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func loadPartition(_ client: FunctionClient, inputs: Int, classes: Int) throws -> Dataset {
-        guard let xb = try client.object(StagedData.features(worker)), let yb = try client.object(StagedData.labels(worker))
+        guard let xb = try client.object(StagedData.features(worker)),
+            let yb = try client.object(StagedData.labels(worker))
         else { throw WorkerError("no data partition staged for worker \(worker)") }
         let x = try TensorBlob.decode(xb).values
         let y = try TensorBlob.decode(yb).values

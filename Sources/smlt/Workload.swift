@@ -24,7 +24,9 @@ struct WorkloadSettings {
 
     init(_ w: [String: String]) throws {
         func int(_ k: String) throws -> Int {
-            guard let s = w[k], let v = Int(s), v >= 0 else { throw WorkerError("job's workload setting '\(k)' is missing or invalid") }
+            guard let s = w[k], let v = Int(s), v >= 0 else {
+                throw WorkerError("job's workload setting '\(k)' is missing or invalid")
+            }
             return v
         }
         model = w["model"] ?? ""

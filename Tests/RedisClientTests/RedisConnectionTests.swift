@@ -46,12 +46,14 @@ import Testing
         try withRedisServers(1) { servers in
             let admin = try RedisConnection(servers[0].endpoint)
             try admin.run(["ACL", "SETUSER", "trainer", "on", ">pw1", "~smlt:*", "+@all"])
-            let c = try RedisConnection(servers[0].endpoint, options: RedisOptions(password: "pw1", username: "trainer"))
+            let c = try RedisConnection(
+                servers[0].endpoint, options: RedisOptions(password: "pw1", username: "trainer"))
             try c.run(["SET", "smlt:x", "1"])
             // The ACL limits the user to smlt:* keys.
             #expect { try c.run(["SET", "other", "1"]) } throws: { ($0 as? RedisError)?.code == .authenticationFailed }
-            #expect { try RedisConnection(servers[0].endpoint, options: RedisOptions(password: "nope", username: "trainer")) }
-                throws: { ($0 as? RedisError)?.code == .authenticationFailed }
+            #expect {
+                try RedisConnection(servers[0].endpoint, options: RedisOptions(password: "nope", username: "trainer"))
+            } throws: { ($0 as? RedisError)?.code == .authenticationFailed }
         }
     }
 

@@ -10,8 +10,10 @@ import Testing
     static func spec(_ job: String, codec: BlobCodec = .raw) -> JobSpec {
         JobSpec(
             job: job,
-            tensors: [TensorSpec(name: "w1", shape: [300, 70]), TensorSpec(name: "b1", shape: [70]),
-                TensorSpec(name: "w2", shape: [70, 10])],
+            tensors: [
+                TensorSpec(name: "w1", shape: [300, 70]), TensorSpec(name: "b1", shape: [70]),
+                TensorSpec(name: "w2", shape: [70, 10]),
+            ],
             chunkElements: 1000, codec: codec)
     }
 
@@ -67,12 +69,16 @@ import Testing
             #expect(try ShardManager.jobs(on: eps) == ["a", "b"])
             var changed = Self.spec("a")
             changed.chunkElements = 500
-            #expect { try ShardManager.register(changed, on: eps) } throws: { ($0 as? ShardError)?.code == .invalidSpec }
+            #expect { try ShardManager.register(changed, on: eps) } throws: {
+                ($0 as? ShardError)?.code == .invalidSpec
+            }
             let replaced = try ShardManager.register(changed, on: eps, replace: true)
             #expect(replaced.layout.chunkCount == 44)
             try replaced.deleteJob()
             #expect(try ShardManager.jobs(on: eps) == ["b"])
-            #expect { try ShardManager.open(job: "a", endpoints: eps) } throws: { ($0 as? ShardError)?.code == .jobNotFound }
+            #expect { try ShardManager.open(job: "a", endpoints: eps) } throws: {
+                ($0 as? ShardError)?.code == .jobNotFound
+            }
         }
     }
 

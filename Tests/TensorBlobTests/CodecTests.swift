@@ -56,7 +56,9 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
         let blob = TensorBlob.encode([1, 2, 3], codec: .raw, step: 0, producer: 0)
         var dst = [Float](repeating: 0, count: 4)
         #expect(throws: TensorBlobError.self) {
-            try blob.withUnsafeBytes { b in try dst.withUnsafeMutableBufferPointer { try TensorBlob.decode(b, into: $0) } }
+            try blob.withUnsafeBytes { b in
+                try dst.withUnsafeMutableBufferPointer { try TensorBlob.decode(b, into: $0) }
+            }
         }
         #expect(dst == [0, 0, 0, 0])
     }

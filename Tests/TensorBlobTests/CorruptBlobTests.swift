@@ -13,7 +13,8 @@ import Testing
         var rng = RandomBits(state: 99)
         for blob in Self.samples {
             // Every bit of the header, and random bits of the payload.
-            let positions = Array(0..<(BlobHeader.size * 8)) + (0..<400).map { _ in Int(rng.next() % UInt64(blob.count * 8)) }
+            let positions =
+                Array(0..<(BlobHeader.size * 8)) + (0..<400).map { _ in Int(rng.next() % UInt64(blob.count * 8)) }
             for bit in positions {
                 var bad = blob
                 bad[bit / 8] ^= UInt8(1 << (bit % 8))
@@ -27,7 +28,9 @@ import Testing
         for blob in Self.samples {
             for _ in 0..<300 {
                 var bad = blob
-                for _ in 0..<Int(1 + rng.next() % 8) { bad[Int(rng.next() % UInt64(bad.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+                for _ in 0..<Int(1 + rng.next() % 8) {
+                    bad[Int(rng.next() % UInt64(bad.count))] = UInt8(truncatingIfNeeded: rng.next())
+                }
                 if bad == blob { continue }
                 #expect(throws: TensorBlobError.self) { try TensorBlob.decode(bad) }
             }

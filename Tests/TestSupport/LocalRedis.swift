@@ -1,5 +1,4 @@
 import Foundation
-
 import LocalProcesses
 import RedisClient
 

@@ -47,7 +47,9 @@ func json(_ s: String) -> [String: Any] {
 func processes(containing text: String) -> [String] {
     let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return all.compactMap { pid -> String? in
-        guard Int(pid) != nil, let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
+        guard Int(pid) != nil, let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else {
+            return nil
+        }
         let cmd = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
         return cmd.contains(text) ? cmd : nil
     }
@@ -64,7 +66,9 @@ func processes(containing text: String) -> [String] {
         #expect(out["workers"] as? Int == 4)
         #expect(out["shards"] as? Int == 2)
         #expect(out["steps"] as? Int == 300)
-        for key in ["final_loss", "wall_seconds", "param_digest", "function_gb_seconds"] { #expect(out[key] != nil, "\(key)") }
+        for key in ["final_loss", "wall_seconds", "param_digest", "function_gb_seconds"] {
+            #expect(out[key] != nil, "\(key)")
+        }
         let again = json(try smlt(args + ["--shards", "2"]).stdout)
         #expect(again["param_digest"] as? String == out["param_digest"] as? String)
         let reference = json(try smlt(args + ["--reference"]).stdout)
@@ -134,7 +138,9 @@ func processes(containing text: String) -> [String] {
             try c.run(["SET", "smlt:{mismatch}:train", config])
             let r = try smlt(["worker", "--job", "mismatch", "--worker", "0", "--redis", ep])
             #expect(r.status.code == 1)
-            #expect(r.stderr.contains("the job's tensors hold 110 parameters but the softmax model needs 650"), "\(r.stderr)")
+            #expect(
+                r.stderr.contains("the job's tensors hold 110 parameters but the softmax model needs 650"),
+                "\(r.stderr)")
         }
     }
 

@@ -55,16 +55,26 @@ struct RedisValueBench: ParsableCommand {
             best.get = max(best.get, Double(count) / (ContinuousClock.now - start).seconds)
         }
         var rows = [
-            Row(client: "smlt (hiredis)", command: "SET", opsPerSecond: best.set, gigabytesPerSecond: best.set * Double(size) / 1e9),
-            Row(client: "smlt (hiredis)", command: "GET", opsPerSecond: best.get, gigabytesPerSecond: best.get * Double(size) / 1e9),
+            Row(
+                client: "smlt (hiredis)", command: "SET", opsPerSecond: best.set,
+                gigabytesPerSecond: best.set * Double(size) / 1e9),
+            Row(
+                client: "smlt (hiredis)", command: "GET", opsPerSecond: best.get,
+                gigabytesPerSecond: best.get * Double(size) / 1e9),
         ]
         var bench = (set: 0.0, get: 0.0)
         for _ in 0..<repeats {
             let r = try redisBenchmark(port: server.port)
             bench = (max(bench.set, r.set), max(bench.get, r.get))
         }
-        rows.append(Row(client: "redis-benchmark", command: "SET", opsPerSecond: bench.set, gigabytesPerSecond: bench.set * Double(size) / 1e9))
-        rows.append(Row(client: "redis-benchmark", command: "GET", opsPerSecond: bench.get, gigabytesPerSecond: bench.get * Double(size) / 1e9))
+        rows.append(
+            Row(
+                client: "redis-benchmark", command: "SET", opsPerSecond: bench.set,
+                gigabytesPerSecond: bench.set * Double(size) / 1e9))
+        rows.append(
+            Row(
+                client: "redis-benchmark", command: "GET", opsPerSecond: bench.get,
+                gigabytesPerSecond: bench.get * Double(size) / 1e9))
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -76,7 +86,9 @@ struct RedisValueBench: ParsableCommand {
                     "  \(r.client.padding(toLength: 16, withPad: " ", startingAt: 0)) \(r.command)  "
                         + String(format: "%8.0f ops/s  %6.2f GB/s", r.opsPerSecond, r.gigabytesPerSecond))
             }
-            print(String(format: "  smlt / redis-benchmark: SET %.2f, GET %.2f", best.set / bench.set, best.get / bench.get))
+            print(
+                String(
+                    format: "  smlt / redis-benchmark: SET %.2f, GET %.2f", best.set / bench.set, best.get / bench.get))
         }
     }
 
@@ -85,7 +97,9 @@ struct RedisValueBench: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let p = try ChildProcess(
             "redis-benchmark",
-            arguments: ["-p", "\(port)", "-t", "set,get", "-d", "\(size)", "-n", "\(count)", "-c", "1", "-P", "1", "--csv"],
+            arguments: [
+                "-p", "\(port)", "-t", "set,get", "-d", "\(size)", "-n", "\(count)", "-c", "1", "-P", "1", "--csv",
+            ],
             stdout: .file(out), stderr: .discard)
         _ = p.wait()
         let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
