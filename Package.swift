@@ -57,14 +57,16 @@ let package = Package(
             name: "smlt-bench",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
-                "LocalProcesses",
+                "LocalProcesses", "Workloads",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/smlt-bench",
             swiftSettings: strict),
 
         // Starts and stops real redis-server processes for the tests.
-        .target(name: "TestSupport", dependencies: ["RedisClient", "LocalProcesses"], path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport", dependencies: ["RedisClient", "LocalProcesses", "Workloads"], path: "Tests/TestSupport"
+        ),
         .testTarget(name: "TensorBlobTests", dependencies: ["TensorBlob", "CTensorKernels"], swiftSettings: strict),
         .testTarget(
             name: "RedisClientTests", dependencies: ["RedisClient", "LocalProcesses", "TestSupport"],

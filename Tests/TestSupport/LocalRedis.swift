@@ -1,6 +1,7 @@
 import Foundation
 import LocalProcesses
 import RedisClient
+import Workloads
 
 /// Starts `count` throw-away redis-server processes on free loopback ports for one test and stops
 /// them when `body` returns or throws. When `SMLT_TEST_PIDDIR` is set (make test sets it), each
@@ -24,24 +25,18 @@ public func startTestRedis(password: String? = nil) throws -> RedisServerProcess
     return try RedisServerProcess(password: password, extraArguments: extra)
 }
 
-/// Deterministic pseudo-random floats (splitmix64), for test data.
+/// Deterministic pseudo-random test data.
 public struct TestRandom {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
+    var rng: SplitMix
+    public init(seed: UInt64) { rng = SplitMix(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { rng.next() }
 
     /// Roughly normal values (sum of uniforms), like a dense gradient.
     public mutating func gaussian(_ n: Int) -> [Float] {
         (0..<n).map { _ in
             var s: Float = 0
-            for _ in 0..<4 { s += Float(next() >> 40) / Float(1 << 24) }
+            for _ in 0..<4 { s += rng.uniform() }
             return (s - 2) * 0.01
         }
     }

@@ -2,12 +2,14 @@ import ArgumentParser
 import Foundation
 import LocalProcesses
 import TensorBlob
+import Workloads
 
 /// Encode/decode speed and ratio of each blob codec on gradient-like data, with the `lz4`
 /// command-line tool's own benchmark (`lz4 -b1`) on the same bytes as the baseline.
 struct CodecBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "codec", abstract: "Blob codec GB/s and ratio on f32 gradients, against the lz4 CLI on the same bytes.")
+        commandName: "codec",
+        abstract: "Blob codec GB/s and ratio on f32 gradients, against the lz4 CLI on the same bytes.")
 
     @Option(help: "Elements per blob.") var elements = 1 << 20
     @Option(help: "Encode/decode repetitions per measurement.") var repeats = 20
@@ -27,19 +29,9 @@ struct CodecBench: ParsableCommand {
     }
 
     func datasets() -> [(String, [Float])] {
-        var state: UInt64 = 42
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        func gaussian() -> Float {
-            let u1 = max(Float(next() >> 40) / Float(1 << 24), 1e-7)
-            let u2 = Float(next() >> 40) / Float(1 << 24)
-            return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2) * 0.01
-        }
+        var rng = SplitMix(seed: 42)
+        func next() -> UInt64 { rng.next() }
+        func gaussian() -> Float { rng.normal() * 0.01 }
         let dense = (0..<elements).map { _ in gaussian() }
         let bf16 = dense.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) }
         let half = dense.map { next() % 2 == 0 ? 0 : $0 }
@@ -59,7 +51,9 @@ struct CodecBench: ParsableCommand {
                 var out = [Float](repeating: 0, count: values.count)
                 start = ContinuousClock.now
                 for _ in 0..<repeats {
-                    try blob.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { _ = try TensorBlob.decode(b, into: $0) } }
+                    try blob.withUnsafeBytes { b in
+                        try out.withUnsafeMutableBufferPointer { _ = try TensorBlob.decode(b, into: $0) }
+                    }
                 }
                 let dec = (ContinuousClock.now - start).seconds / Double(repeats)
                 precondition(out.map(\.bitPattern) == values.map(\.bitPattern), "round trip failed")
@@ -68,7 +62,10 @@ struct CodecBench: ParsableCommand {
                         data: name, method: "smlt \(codec)", ratio: rawBytes / Double(blob.count - BlobHeader.size),
                         encodeGBps: rawBytes / enc / 1e9, decodeGBps: rawBytes / dec / 1e9))
             }
-            if let cli = try lz4CLI(values) { rows.append(Row(data: name, method: "lz4 -b1 (CLI)", ratio: cli.0, encodeGBps: cli.1, decodeGBps: cli.2)) }
+            if let cli = try lz4CLI(values) {
+                rows.append(
+                    Row(data: name, method: "lz4 -b1 (CLI)", ratio: cli.0, encodeGBps: cli.1, decodeGBps: cli.2))
+            }
         }
         if json {
             let e = JSONEncoder()
@@ -80,7 +77,8 @@ struct CodecBench: ParsableCommand {
         print("data             method              ratio   encode GB/s  decode GB/s")
         for r in rows {
             print(
-                r.data.padding(toLength: 17, withPad: " ", startingAt: 0) + r.method.padding(toLength: 18, withPad: " ", startingAt: 0)
+                r.data.padding(toLength: 17, withPad: " ", startingAt: 0)
+                    + r.method.padding(toLength: 18, withPad: " ", startingAt: 0)
                     + String(format: "%6.2fx  %11.2f  %11.2f", r.ratio, r.encodeGBps, r.decodeGBps))
         }
     }
@@ -94,13 +92,15 @@ struct CodecBench: ParsableCommand {
             try? FileManager.default.removeItem(atPath: out)
         }
         try values.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
-        guard let p = try? ChildProcess("lz4", arguments: ["-b1", "-i1", path], stdout: .file(out), stderr: .file(out)) else {
+        guard let p = try? ChildProcess("lz4", arguments: ["-b1", "-i1", path], stdout: .file(out), stderr: .file(out))
+        else {
             return nil
         }
         _ = p.wait()
         // The last line looks like: " 1#file : 4194304 -> 4179437 (1.004), 5021.3 MB/s , 19000.2 MB/s"
         let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-        guard let line = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).last(where: { $0.contains("->") }) else { return nil }
+        guard let line = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).last(where: { $0.contains("->") })
+        else { return nil }
         let numbers = line.split(whereSeparator: { " ,()".contains($0) }).compactMap { Double($0) }
         guard numbers.count >= 3 else { return nil }
         let mb = line.components(separatedBy: "MB/s").dropLast().compactMap {
