@@ -75,6 +75,7 @@ let package = Package(
             name: "ShardManagerTests",
             dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport"],
             swiftSettings: strict),
+        .testTarget(name: "WorkloadsTests", dependencies: ["Workloads"], swiftSettings: strict),
         .testTarget(
             name: "TrainingTests",
             dependencies: [
