@@ -22,15 +22,7 @@ struct AdminCommand: ParsableCommand {
             if json {
                 try printJSON(statuses)
             } else {
-                var t = TextTable("SHARD", "REACHABLE", "CHUNKS", "BYTES", "USED MEMORY", "VERSIONS", "JOBS")
-                for s in statuses {
-                    let versions = s.minVersion.map { min in "\(min)..\(s.maxVersion ?? min)" } ?? "-"
-                    t.add(
-                        s.endpoint, s.reachable ? "yes" : "NO", "\(s.chunks)", byteCount(s.bytes),
-                        byteCount(s.usedMemory),
-                        versions, s.jobs.isEmpty ? "-" : s.jobs.joined(separator: ","))
-                }
-                print(t.render())
+                print(shardsTable(statuses))
             }
             let down = statuses.filter { !$0.reachable }
             for s in down { printError("shard \(s.endpoint) is unreachable: \(s.error ?? "unknown error")") }
@@ -100,14 +92,7 @@ struct AdminCommand: ParsableCommand {
                 throw ExitCode(1)
             }
             if json { return try printJSON(chunks) }
-            var t = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")
-            for c in chunks {
-                t.add(
-                    "\(c.chunk)", c.shard, c.tensors.joined(separator: ","), "\(c.elements)",
-                    c.version.map(String.init) ?? "-", c.codec ?? (c.error ?? "-"), byteCount(c.storedBytes),
-                    c.ratio.map { String(format: "%.2fx", $0) } ?? "-")
-            }
-            print(t.render())
+            print(chunksTable(chunks))
             if chunks.contains(where: { $0.error != nil }) { throw ExitCode(1) }
         }
     }

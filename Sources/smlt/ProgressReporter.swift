@@ -1,4 +1,5 @@
 import Foundation
+import LocalProcesses
 import TrainingProtocol
 
 /// Shows training progress on standard error: a bar on a terminal, plain lines otherwise.

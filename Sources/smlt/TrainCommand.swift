@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocalProcesses
 import RedisClient
+import Scheduler
 import ShardManager
 import TensorBlob
 import Workloads
@@ -173,7 +174,7 @@ func dataDirectory() throws -> String {
     let fm = FileManager.default
     if let d = ProcessInfo.processInfo.environment["SMLT_DATA_DIR"] { return d }
     if fm.fileExists(atPath: "data/digits/train.libsvm") { return "data" }
-    var dir = URL(fileURLWithPath: currentExecutableForData()).deletingLastPathComponent()
+    var dir = URL(fileURLWithPath: currentExecutable()).deletingLastPathComponent()
     for _ in 0..<6 {
         if fm.fileExists(atPath: dir.appendingPathComponent("data/digits/train.libsvm").path) {
             return dir.appendingPathComponent("data").path
@@ -181,10 +182,6 @@ func dataDirectory() throws -> String {
         dir = dir.deletingLastPathComponent()
     }
     throw DatasetError("cannot find the data directory (run from the SMLT checkout or set SMLT_DATA_DIR)")
-}
-
-func currentExecutableForData() -> String {
-    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
 /// Parses "900s", "15m", "1.5h", "250ms" or a plain number of seconds.

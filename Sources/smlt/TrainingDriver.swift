@@ -131,23 +131,9 @@ struct TrainingDriver {
 
     func printShardTables(_ eps: [RedisEndpoint]) {
         let out = FileHandle.standardError
-        let statuses = ShardInspector.shards(eps, options: options)
-        var t = TextTable("SHARD", "REACHABLE", "CHUNKS", "BYTES", "USED MEMORY", "VERSIONS")
-        for s in statuses {
-            t.add(
-                s.endpoint, s.reachable ? "yes" : "NO", "\(s.chunks)", byteCount(s.bytes), byteCount(s.usedMemory),
-                s.minVersion.map { "\($0)..\(s.maxVersion ?? $0)" } ?? "-")
-        }
-        out.write(Data("\n$ smlt admin shards\n\(t.render())\n".utf8))
+        out.write(Data("\n$ smlt admin shards\n\(shardsTable(ShardInspector.shards(eps, options: options)))\n".utf8))
         if let chunks = try? ShardInspector.chunks(job: job, endpoints: eps, options: options) {
-            var c = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")
-            for x in chunks {
-                c.add(
-                    "\(x.chunk)", x.shard, x.tensors.joined(separator: ","), "\(x.elements)",
-                    x.version.map(String.init) ?? "-", x.codec ?? "-", byteCount(x.storedBytes),
-                    x.ratio.map { String(format: "%.2fx", $0) } ?? "-")
-            }
-            out.write(Data("\n$ smlt admin chunks --job \(job)\n\(c.render())\n".utf8))
+            out.write(Data("\n$ smlt admin chunks --job \(job)\n\(chunksTable(chunks))\n".utf8))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LocalProcesses
 import ParamServer
 import ShardManager
 import TrainingProtocol
@@ -122,8 +123,4 @@ struct ReferenceTrainer {
             wallSeconds: wall.seconds, functionGBSeconds: 0, invocations: 0, restarts: 0, estimatedCostUSD: 0,
             paramDigest: digest)
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

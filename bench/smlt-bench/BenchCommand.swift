@@ -114,7 +114,3 @@ struct RedisValueBench: ParsableCommand {
         return (set, get)
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -1,0 +1,27 @@
+import Foundation
+import ShardManager
+
+/// The `smlt admin shards` table.
+func shardsTable(_ statuses: [ShardStatus]) -> String {
+    var t = TextTable("SHARD", "REACHABLE", "CHUNKS", "BYTES", "USED MEMORY", "VERSIONS", "JOBS")
+    for s in statuses {
+        let versions = s.minVersion.map { min in "\(min)..\(s.maxVersion ?? min)" } ?? "-"
+        t.add(
+            s.endpoint, s.reachable ? "yes" : "NO", "\(s.chunks)", byteCount(s.bytes), byteCount(s.usedMemory),
+            versions,
+            s.jobs.isEmpty ? "-" : s.jobs.joined(separator: ","))
+    }
+    return t.render()
+}
+
+/// The `smlt admin chunks` table.
+func chunksTable(_ chunks: [ChunkStatus]) -> String {
+    var t = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")
+    for c in chunks {
+        t.add(
+            "\(c.chunk)", c.shard, c.tensors.joined(separator: ","), "\(c.elements)",
+            c.version.map(String.init) ?? "-", c.codec ?? (c.error ?? "-"), byteCount(c.storedBytes),
+            c.ratio.map { String(format: "%.2fx", $0) } ?? "-")
+    }
+    return t.render()
+}
