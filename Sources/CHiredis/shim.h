@@ -1,6 +1,7 @@
 #ifndef CHIREDIS_SHIM_H
 #define CHIREDIS_SHIM_H
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <malloc.h>
 
 /// hiredis formats every command into a fresh heap buffer. For megabyte values glibc serves that
@@ -15,4 +16,12 @@ static inline void chiredis_tune_malloc_for_large_values(void) {
 
 /// The context's error string (a fixed char array, awkward to read from Swift).
 static inline const char *chiredis_errstr(const redisContext *c) { return c->errstr; }
+
+/// Bytes hiredis still holds to write, plus unparsed bytes it has read. Both must be zero before
+/// SMLT writes to or reads from the socket itself (RedisClient/LargeValues.swift).
+static inline size_t chiredis_output_pending(const redisContext *c) {
+    size_t out = c->obuf ? sdslen(c->obuf) : 0;
+    size_t in = c->reader ? c->reader->len - c->reader->pos : 0;
+    return out + in;
+}
 #endif

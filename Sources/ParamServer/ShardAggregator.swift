@@ -1,3 +1,4 @@
+import Foundation
 import RedisClient
 import ShardManager
 import TensorBlob
@@ -5,11 +6,15 @@ import TrainingProtocol
 
 /// Aggregates one job's chunks on one shard, one BSP step at a time.
 ///
-/// For step `v` it waits until every worker id `0..<N` is in the step's pushed set, then for each
-/// chunk sums the N gradients in worker-id order, applies SGD with momentum and, in one
-/// MULTI/EXEC, writes parameter version `v + 1`, the optimizer state, deletes the gradients and
-/// appends `v + 1` to the shard's version stream. Parameters and optimizer state are cached in
-/// memory; Redis stays the source of truth when a server restarts.
+/// For step `v`, each worker that appears in the step's pushed set has its gradient chunks read
+/// at once, while the others are still pushing, so reading overlaps the push phase. The
+/// gradients are summed in worker-id order (a worker's gradient waits in memory until every lower
+/// id has been added), so the sum never depends on arrival order. Once all N are in, it applies
+/// SGD with momentum and, in one MULTI/EXEC, writes parameter version `v + 1` and the optimizer
+/// state, deletes the gradients and appends `v + 1` to the shard's version stream. Parameters and
+/// optimizer state are cached in memory; Redis stays the source of truth when a server restarts,
+/// and nothing read for an unfinished step is lost with the process: the gradients stay in Redis
+/// until the step commits.
 final class ShardAggregator {
     let map: ShardMap
     let config: TrainingConfig
@@ -21,6 +26,16 @@ final class ShardAggregator {
     private(set) var version: Int?
     private var params: [Int: [Float]] = [:]
     private var velocity: [Int: [Float]] = [:]
+    /// The step being gathered: workers read so far, how many are summed (ids `0..<folded`),
+    /// the gradients read but not yet summed, and the running sum per chunk.
+    private var gathering = -1
+    private var consumed = Set<Int>()
+    private var folded = 0
+    private var waiting: [Int: [Int: [Float]]] = [:]
+    private var sums: [Int: [Float]] = [:]
+    /// Released gradient buffers by element count, to avoid fresh pages every step.
+    private var pool: [Int: [[Float]]] = [:]
+    private let scratch = DecodeScratch()
     private let log: (String) -> Void
 
     init(map: ShardMap, config: TrainingConfig, shard: Int, log: @escaping (String) -> Void) {
@@ -49,27 +64,117 @@ final class ShardAggregator {
         }
     }
 
-    /// Runs every step whose gradients are all in; returns how many steps it completed.
+    /// Reads the gradients that have arrived and runs every step whose gradients are all in;
+    /// returns how many steps it completed.
     func advance(_ c: RedisConnection) throws(RedisError) -> Int {
         if version == nil { try loadVersion(c) }
         var done = 0
-        while let v = version, v < config.steps, try ready(c, step: v) {
-            guard try aggregate(c, step: v) else { break }
+        while let v = version, v < config.steps {
+            if gathering != v { startGathering(v) }
+            for w in try arrived(c, step: v).subtracting(consumed).sorted() { try consume(c, worker: w, step: v) }
+            fold()
+            guard folded == config.workers, try commit(c, step: v) else { break }
             done += 1
         }
         return done
     }
 
-    private func ready(_ c: RedisConnection, step: Int) throws(RedisError) -> Bool {
+    private func arrived(_ c: RedisConnection, step: Int) throws(RedisError) -> Set<Int> {
         let members = (try c.run(["SMEMBERS", training.pushed(shard: shard, step: step)]).array ?? []).compactMap(
             \.text)
-        let valid = Set(members.compactMap { Int($0) }.filter { $0 >= 0 && $0 < config.workers })
-        return valid.count == config.workers
+        return Set(members.compactMap { Int($0) }.filter { $0 >= 0 && $0 < config.workers })
     }
 
-    /// Loads the cached parameters and optimizer state of a chunk, from Redis when not cached.
+    private func startGathering(_ step: Int) {
+        for (_, buffers) in waiting { for (_, b) in buffers { release(b) } }
+        for (_, b) in sums { release(b) }
+        waiting = [:]
+        sums = [:]
+        consumed = []
+        folded = 0
+        gathering = step
+    }
+
+    private func buffer(_ count: Int) -> [Float] {
+        pool[count]?.popLast() ?? [Float](repeating: 0, count: count)
+    }
+
+    private func release(_ b: [Float]) { pool[b.count, default: []].append(b) }
+
+    /// Reads all of worker `w`'s gradient chunks for `step`, streaming each blob from the socket
+    /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
+    /// step's pushed set (it may push again) and the reason is logged.
+    private func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
+        var buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
+        var why: String?
+        let scratch = self.scratch
+        let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
+        try withPointers(&buffers) { (dst) throws(RedisError) in
+            var pending: BlobHeader?
+            try c.pipelineStreaming(
+                gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
+                target: { i, prefix, rest in
+                    do throws(TensorBlobError) {
+                        let (h, payload) = try TensorBlob.payloadTarget(
+                            prefix: prefix, blobLength: prefix.count + rest, destination: dst[i], scratch: scratch)
+                        guard h.step == UInt64(v), h.producer == UInt32(w) else {
+                            throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
+                        }
+                        pending = h
+                        return payload
+                    } catch {
+                        why = why ?? "chunk \(chunks[i]): \(error)"
+                        return nil
+                    }
+                },
+                done: { i, reply in
+                    defer { pending = nil }
+                    guard case .bulk(let prefix, let rest) = reply else {
+                        if case .null = reply {
+                            why = why ?? "chunk \(chunks[i]): gradient missing"
+                        } else {
+                            why = why ?? "chunk \(chunks[i]): \(reply)"
+                        }
+                        return
+                    }
+                    guard let rest, let h = pending else { return }
+                    do throws(TensorBlobError) {
+                        try TensorBlob.finishDecode(
+                            h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: dst[i], scratch: scratch)
+                    } catch { why = why ?? "chunk \(chunks[i]): \(error)" }
+                })
+        }
+        if let why {
+            for b in buffers { release(b) }
+            log("job \(job): step \(v): rejected worker \(w)'s push: \(why)")
+            try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
+            return
+        }
+        consumed.insert(w)
+        waiting[w] = Dictionary(uniqueKeysWithValues: zip(chunks, buffers))
+    }
+
+    /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.
+    private func fold() {
+        while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
+            for (chunk, g) in buffers {
+                if folded == 0 {
+                    sums[chunk] = g
+                } else {
+                    sums[chunk]!.withUnsafeMutableBufferPointer { s in
+                        g.withUnsafeBufferPointer { GradientSum.add($0, into: s) }
+                    }
+                    release(g)
+                }
+            }
+            folded += 1
+        }
+    }
+
+    /// Takes the cached parameters and optimizer state of a chunk out of the cache (so they can be
+    /// updated in place), or loads them from Redis when not cached. `commit` puts them back.
     private func state(_ c: RedisConnection, chunk: Int, step: Int) throws(RedisError) -> ([Float], [Float])? {
-        if let p = params[chunk], let v = velocity[chunk] { return (p, v) }
+        if let p = params.removeValue(forKey: chunk), let v = velocity.removeValue(forKey: chunk) { return (p, v) }
         let n = map.layout.range(ofChunk: chunk).count
         let replies = try c.pipeline([["GET", keys.params(chunk: chunk)], ["GET", keys.optimizer(chunk: chunk)]])
         guard let pb = replies[0].bytes else {
@@ -100,43 +205,14 @@ final class ShardAggregator {
         }
     }
 
-    /// One step on every chunk of the shard; false when it could not complete (logged).
-    private func aggregate(_ c: RedisConnection, step v: Int) throws(RedisError) -> Bool {
+    /// Applies the optimizer to every chunk with the complete sums and commits version `v + 1`
+    /// in one MULTI/EXEC; false when it could not (logged; the sums are kept for a retry).
+    private func commit(_ c: RedisConnection, step v: Int) throws(RedisError) -> Bool {
         let n = config.workers
-        var transaction: [RedisCommand] = [["MULTI"]]
+        var transaction: [BorrowedCommand] = [BorrowedCommand(["MULTI"])]
         var updated: [(Int, [Float], [Float])] = []
         for chunk in chunks {
-            guard var (p, vel) = try state(c, chunk: chunk, step: v) else { return false }
-            let count = p.count
-            var sum: [Float] = []
-            var scratch = [Float](repeating: 0, count: count)
-            let gradKeys = (0..<n).map { keys.gradient(chunk: chunk, step: v, worker: $0) }
-            var bad: [(Int, String)] = []
-            _ = try c.pipeline(gradKeys.map { RedisCommand("GET", $0) }) { w, reply throws(RedisError) in
-                guard let bytes = reply.bytes else {
-                    bad.append((w, "gradient missing"))
-                    return
-                }
-                do throws(TensorBlobError) {
-                    let h = try scratch.withUnsafeMutableBufferPointer { (s) throws(TensorBlobError) in
-                        try TensorBlob.decode(bytes, into: s)
-                    }
-                    guard h.step == UInt64(v), h.producer == UInt32(w) else {
-                        throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
-                    }
-                    // Summed in worker-id order, always: the result does not depend on arrival order.
-                    if w == 0 { sum = scratch } else { GradientSum.add(scratch, into: &sum) }
-                } catch { bad.append((w, error.description)) }
-            }
-            if !bad.isEmpty {
-                // Reject the bad pushes: the workers are taken out of the step's set and may push again.
-                for (w, why) in bad {
-                    log("job \(job): step \(v), chunk \(chunk): rejected worker \(w)'s push: \(why)")
-                }
-                try c.run(
-                    RedisCommand(strings: ["SREM", training.pushed(shard: shard, step: v)] + bad.map { String($0.0) }))
-                return false
-            }
+            guard var (p, vel) = try state(c, chunk: chunk, step: v), let sum = sums[chunk] else { return false }
             p.withUnsafeMutableBufferPointer { pp in
                 vel.withUnsafeMutableBufferPointer { vv in
                     sum.withUnsafeBufferPointer { ss in
@@ -144,23 +220,37 @@ final class ShardAggregator {
                     }
                 }
             }
-            let producer = BlobHeader.serverProducer
-            transaction.append(
-                RedisCommand("SET", keys.params(chunk: chunk))
-                    .appending(bytes: TensorBlob.encode(p, codec: map.codec, step: UInt64(v + 1), producer: producer)))
-            transaction.append(
-                RedisCommand("SET", keys.optimizer(chunk: chunk))
-                    .appending(bytes: TensorBlob.encode(vel, codec: map.codec, step: UInt64(v + 1), producer: producer))
-            )
-            transaction.append(RedisCommand(strings: ["UNLINK"] + gradKeys))
             updated.append((chunk, p, vel))
+            transaction.append(
+                BorrowedCommand(
+                    RedisCommand(strings: ["UNLINK"] + (0..<n).map { keys.gradient(chunk: chunk, step: v, worker: $0) })
+                ))
         }
-        transaction.append(["UNLINK", training.pushed(shard: shard, step: v)])
+        // The new versions go to the socket straight from the arrays (kept alive below).
+        let producer = BlobHeader.serverProducer
+        var blobs: [BlobParts] = []
+        for (chunk, p, vel) in updated {
+            for (key, values) in [(keys.params(chunk: chunk), p), (keys.optimizer(chunk: chunk), vel)] {
+                let blob = values.withUnsafeBufferPointer {
+                    TensorBlob.encodeParts($0, codec: map.codec, step: UInt64(v + 1), producer: producer)
+                }
+                blobs.append(blob)
+                transaction.append(
+                    values.withUnsafeBufferPointer {
+                        BorrowedCommand(["SET", key], payload: blob.segments(values: $0))
+                    })
+            }
+        }
+        transaction.append(BorrowedCommand(["UNLINK", training.pushed(shard: shard, step: v)]))
         transaction.append(
-            RedisCommand(
-                "XADD", training.versions(shard: shard), "MAXLEN", "~", "1000", "\(v + 1)-1", "version", "\(v + 1)"))
-        transaction.append(["EXEC"])
-        let replies = try c.pipeline(transaction)
+            BorrowedCommand(
+                RedisCommand(
+                    "XADD", training.versions(shard: shard), "MAXLEN", "~", "1000", "\(v + 1)-1", "version", "\(v + 1)")
+            ))
+        transaction.append(BorrowedCommand(["EXEC"]))
+        let replies = try withExtendedLifetime((blobs, updated)) { () throws(RedisError) in
+            try c.pipeline(borrowing: transaction)
+        }
         guard case .array(let results)? = replies.last, results.count == transaction.count - 2 else {
             log("job \(job): step \(v): transaction failed: \(replies.last.map { "\($0)" } ?? "no reply")")
             return false
@@ -174,6 +264,16 @@ final class ShardAggregator {
             velocity[chunk] = vel
         }
         version = v + 1
+        startGathering(v + 1)
         return true
     }
+}
+
+/// Calls `body` with a mutable pointer to each array's elements.
+private func withPointers<E: Error>(
+    _ arrays: inout [[Float]], _ body: ([UnsafeMutableBufferPointer<Float>]) throws(E) -> Void
+) throws(E) {
+    let pointers = arrays.indices.map { i in arrays[i].withUnsafeMutableBufferPointer { $0 } }
+    // The arrays are uniquely owned (fresh or from the pool) and not resized while `body` runs.
+    try withExtendedLifetime(arrays) { () throws(E) in try body(pointers) }
 }

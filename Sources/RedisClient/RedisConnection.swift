@@ -28,7 +28,9 @@ private let tuneMallocOnce: Void = chiredis_tune_malloc_for_large_values()
 public final class RedisConnection {
     public let endpoint: RedisEndpoint
     public let options: RedisOptions
-    private var context: UnsafeMutablePointer<redisContext>?
+    private(set) var context: UnsafeMutablePointer<redisContext>?
+    /// Read buffer of the streaming reply reader (LargeValues.swift); allocated on first use.
+    var streamBuffer: UnsafeMutableRawBufferPointer?
 
     /// Connects and authenticates.
     public init(_ endpoint: RedisEndpoint, options: RedisOptions = RedisOptions()) throws(RedisError) {
@@ -40,6 +42,7 @@ public final class RedisConnection {
 
     deinit {
         if let context { redisFree(context) }
+        streamBuffer?.deallocate()
     }
 
     /// Whether the connection is currently up (it reconnects lazily when it is not).
@@ -78,7 +81,7 @@ public final class RedisConnection {
         }
     }
 
-    private func disconnect() {
+    func disconnect() {
         if let context { redisFree(context) }
         context = nil
     }
@@ -87,12 +90,12 @@ public final class RedisConnection {
         if let context { _ = redisSetTimeout(context, timeval(d)) }
     }
 
-    private func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+    func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
         if context == nil { try connect() }
         return context!
     }
 
-    private func lostError(_ ctx: UnsafeMutablePointer<redisContext>, _ command: String) -> RedisError {
+    func lostError(_ ctx: UnsafeMutablePointer<redisContext>, _ command: String) -> RedisError {
         var message = String(cString: chiredis_errstr(ctx))
         if message == "Resource temporarily unavailable" { message = "no reply within the timeout" }
         disconnect()

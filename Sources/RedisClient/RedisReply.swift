@@ -61,6 +61,13 @@ public struct RedisCommand: Sendable, ExpressibleByArrayLiteral {
         return c
     }
 
+    /// This command with more string arguments.
+    public func appending(_ strings: String...) -> RedisCommand {
+        var c = self
+        for s in strings { c.append(s) }
+        return c
+    }
+
     /// The command's name, for error messages.
     var name: String { arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "" }
 }

@@ -201,27 +201,31 @@ public final class ShardManager: Sendable {
         // Each thread reads a disjoint range of `flat`, and all threads are joined before return.
         nonisolated(unsafe) let source = flat
         _ = try onEachShard { shard, c throws(RedisError) in
-            let chunks = map.chunks(onShard: shard)
-            var batch: [RedisCommand] = []
+            // Blob payloads go to the socket from `source` itself (raw) or from their
+            // compressed buffer, with writev: no copy of the tensor is made.
+            var batch: [BorrowedCommand] = []
+            var parts: [BlobParts] = []
             var bytes = 0
             func flush(_ extra: [RedisCommand]) throws(RedisError) {
-                for r in try c.pipeline(batch + extra) {
+                let replies = try withExtendedLifetime(parts) { () throws(RedisError) in
+                    try c.pipeline(borrowing: batch + extra.map(BorrowedCommand.init))
+                }
+                for r in replies {
                     if case .error(let m) = r { throw c.serverError(m, command: "SET") }
                 }
                 batch.removeAll(keepingCapacity: true)
+                parts.removeAll(keepingCapacity: true)
                 bytes = 0
             }
-            for chunk in chunks {
-                let r = layout.range(ofChunk: chunk)
-                let blob = TensorBlob.encode(
-                    UnsafeBufferPointer(rebasing: source[r]), codec: codec, step: UInt64(step), producer: producer)
-                var cmd = RedisCommand("SET", kind.key(keys, chunk: chunk)).appending(bytes: blob)
-                if let ttl = expireSeconds {
-                    cmd.append("EX")
-                    cmd.append(ttl)
-                }
-                batch.append(cmd)
-                bytes += blob.count
+            for chunk in map.chunks(onShard: shard) {
+                let values = UnsafeBufferPointer(rebasing: source[layout.range(ofChunk: chunk)])
+                let blob = TensorBlob.encodeParts(values, codec: codec, step: UInt64(step), producer: producer)
+                parts.append(blob)
+                batch.append(
+                    BorrowedCommand(
+                        ["SET", kind.key(keys, chunk: chunk)], payload: blob.segments(values: values),
+                        trailing: expireSeconds.map { ["EX", "\($0)"] } ?? []))
+                bytes += blob.blobLength
                 if bytes >= Self.batchBytes { try flush([]) }
             }
             let extra = after(shard)
@@ -255,38 +259,72 @@ public final class ShardManager: Sendable {
         nonisolated(unsafe) let destination = flat
         let perShard = onEachShardResult { shard, c throws(RedisError) -> [(Int, Result<BlobHeader, ShardError>)] in
             let chunks = map.chunks(onShard: shard)
+            let scratch = DecodeScratch()
             var out: [(Int, Result<BlobHeader, ShardError>)] = []
-            var start = 0
-            while start < chunks.count {
-                // GETs are small; their replies are large, so keep a few in flight.
-                let end = min(chunks.count, start + max(1, Self.batchBytes / max(1, layout.chunkElements * 4)))
-                let group = Array(chunks[start..<end])
-                let commands = group.map { RedisCommand("GET", kind.key(keys, chunk: $0)) }
-                let results = try c.pipeline(commands) { i, reply -> Result<BlobHeader, ShardError> in
-                    let chunk = group[i]
-                    let key = commands[i].arguments[1]
-                    if reply.isError {
-                        return .failure(ShardError(c.serverError(RedisReply(reply).text ?? "", command: "GET")))
-                    }
-                    guard let bytes = reply.bytes else {
-                        return .failure(
-                            ShardError(
-                                .missingChunk,
-                                "chunk \(chunk) of job '\(map.job)' is missing on \(c.endpoint) (key \(String(decoding: key, as: UTF8.self)))"
-                            ))
-                    }
-                    let r = layout.range(ofChunk: chunk)
+            // Each blob streams from the socket straight into its range of `destination`.
+            let commands = chunks.map { RedisCommand("GET", kind.key(keys, chunk: $0)) }
+            var pending: (BlobHeader, UnsafeMutableBufferPointer<Float>)?
+            var failure: ShardError?
+            try c.pipelineStreaming(
+                commands, prefixLength: BlobHeader.size,
+                target: { i, prefix, rest in
+                    let chunk = chunks[i]
+                    let d = UnsafeMutableBufferPointer(rebasing: destination[layout.range(ofChunk: chunk)])
                     do throws(TensorBlobError) {
-                        return .success(
-                            try TensorBlob.decode(bytes, into: UnsafeMutableBufferPointer(rebasing: destination[r])))
+                        let (h, payload) = try TensorBlob.payloadTarget(
+                            prefix: prefix, blobLength: prefix.count + rest, destination: d, scratch: scratch)
+                        pending = (h, d)
+                        return payload
                     } catch {
-                        return .failure(
-                            ShardError(.corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)"))
+                        failure = ShardError(
+                            .corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)")
+                        return nil
                     }
-                }
-                out += zip(group, results).map { ($0, $1) }
-                start = end
-            }
+                },
+                done: { i, reply in
+                    let chunk = chunks[i]
+                    defer {
+                        pending = nil
+                        failure = nil
+                    }
+                    switch reply {
+                    case .bulk(let prefix, let rest):
+                        guard let rest, let (h, d) = pending else {
+                            out.append(
+                                (chunk, .failure(failure ?? ShardError(.corruptChunk, "chunk \(chunk): unreadable"))))
+                            return
+                        }
+                        do throws(TensorBlobError) {
+                            try TensorBlob.finishDecode(
+                                h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: d, scratch: scratch)
+                            out.append((chunk, .success(h)))
+                        } catch {
+                            out.append(
+                                (
+                                    chunk,
+                                    .failure(
+                                        ShardError(
+                                            .corruptChunk,
+                                            "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)"))
+                                ))
+                        }
+                    case .null:
+                        out.append(
+                            (
+                                chunk,
+                                .failure(
+                                    ShardError(
+                                        .missingChunk,
+                                        "chunk \(chunk) of job '\(map.job)' is missing on \(c.endpoint) (key \(kind.key(keys, chunk: chunk)))"
+                                    ))
+                            ))
+                    case .error(let m):
+                        out.append((chunk, .failure(ShardError(c.serverError(m, command: "GET")))))
+                    case .unexpected(let m):
+                        out.append(
+                            (chunk, .failure(ShardError(.corruptChunk, "chunk \(chunk): unexpected reply \(m)"))))
+                    }
+                })
             return out
         }
         var headers = [BlobHeader?](repeating: nil, count: layout.chunkCount)

@@ -27,7 +27,7 @@ public struct ShardMap: Codable, Sendable, Equatable {
         chunkElements = spec.chunkElements
         codec = spec.codec
         let layout = ModelLayout(tensors: spec.tensors, chunkElements: spec.chunkElements)
-        assignment = Placement.assign(chunks: layout.chunkCount, job: spec.job, shards: shards)
+        assignment = Placement.balanced(chunks: layout.chunkCount, job: spec.job, shards: shards)
     }
 
     public var spec: JobSpec { JobSpec(job: job, tensors: tensors, chunkElements: chunkElements, codec: codec) }

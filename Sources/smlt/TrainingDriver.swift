@@ -111,7 +111,6 @@ struct TrainingDriver {
     func stage(_ manager: ShardManager, model: any Model) throws {
         let config = plan.config
         try config.validate()
-        try config.store(on: manager)
         let objects = JobObjects(manager)
         for (w, part) in plan.partitions().enumerated() {
             try objects.set(StagedData.features(w), TensorBlob.encode(part.features, codec: .lz4, step: 0, producer: 0))
@@ -119,14 +118,7 @@ struct TrainingDriver {
                 StagedData.labels(w),
                 TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
         }
-        let initial = model.initialParameters(seed: plan.settings.seed)
-        try manager.write(initial, as: .params, step: 0, producer: BlobHeader.serverProducer)
-        let training = TrainingKeys(job: manager.map.job)
-        _ = try manager.onEachShard { shard, c throws(RedisError) in
-            try c.run(["XADD", training.versions(shard: shard), "0-1", "version", "0"])
-            try c.run(["RPUSH", TrainingKeys.wakeup, manager.map.job])
-            try c.run(["EXPIRE", TrainingKeys.wakeup, "60"])
-        }
+        try config.start(on: manager, initial: model.initialParameters(seed: plan.settings.seed))
     }
 
     func printShardTables(_ eps: [RedisEndpoint]) {

@@ -40,6 +40,19 @@ import Testing
         #expect(a == b)
     }
 
+    @Test func balancedPlacementEvensOutSmallJobs() {
+        for chunks in [1, 7, 16, 33, 1000] {
+            let a = Placement.balanced(chunks: chunks, job: "j", shards: shards)
+            let loads = shards.indices.map { s in a.filter { $0 == s }.count }
+            #expect(loads.max()! - loads.min()! <= 1, "\(chunks) chunks: \(loads)")
+            #expect(a == Placement.balanced(chunks: chunks, job: "j", shards: shards))
+        }
+        // Most chunks stay where plain rendezvous hashing puts them.
+        let plain = Placement.assign(chunks: 1000, job: "j", shards: shards)
+        let bounded = Placement.balanced(chunks: 1000, job: "j", shards: shards)
+        #expect(zip(plain, bounded).filter { $0 == $1 }.count > 800)
+    }
+
     @Test func layoutChunksSpanTensors() {
         let layout = ModelLayout(
             tensors: [TensorSpec(name: "w", shape: [3, 5]), TensorSpec(name: "b", shape: [5])], chunkElements: 8)

@@ -1,3 +1,4 @@
+import CTensorKernels
 import Testing
 
 @testable import TensorBlob
@@ -80,5 +81,23 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
         // The standard check value of CRC-32C for "123456789".
         let crc = Array("123456789".utf8).withUnsafeBytes { ctkCRC($0) }
         #expect(crc == 0xE306_9283)
+    }
+
+    @Test func crc32cOfLongBuffersMatchesPieceByPiece() {
+        // Long buffers take the three-chain path; short pieces chained one after the other take
+        // the single-chain path. Both must give the same CRC, for any length and alignment.
+        var rng = RandomBits(state: 9)
+        let bytes = (0..<100_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        bytes.withUnsafeBytes { all in
+            for (start, length) in [(0, 100_003), (1, 12_288), (3, 12_289), (5, 40_000), (7, 99_990)] {
+                let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                var chained: UInt32 = 0
+                for piece in stride(from: 0, to: length, by: 1000) {
+                    let part = UnsafeRawBufferPointer(rebasing: slice[piece..<min(length, piece + 1000)])
+                    chained = ctk_crc32c(chained, part.baseAddress, part.count)
+                }
+                #expect(ctkCRC(slice) == chained, "start \(start), length \(length)")
+            }
+        }
     }
 }

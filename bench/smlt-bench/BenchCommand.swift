@@ -7,7 +7,7 @@ import RedisClient
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smlt-bench", abstract: "Benchmarks for SMLT, each against a baseline run in the same invocation.",
-        subcommands: [RedisValueBench.self, CodecBench.self])
+        subcommands: [AggregateBench.self, RedisValueBench.self, CodecBench.self, AggregateWorker.self])
 }
 
 /// Large SET/GET through SMLT's hiredis connection against redis-benchmark on the same server.

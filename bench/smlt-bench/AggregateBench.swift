@@ -1,0 +1,312 @@
+import ArgumentParser
+import Foundation
+import LocalProcesses
+import ParamServer
+import RedisClient
+import Scheduler
+import ShardManager
+import TensorBlob
+import TrainingProtocol
+
+/// What one aggregation benchmark runs: the same for every method it compares.
+struct AggregateSetup: ParsableArguments, Sendable {
+    @Option(help: "Worker processes (N).") var workers = 8
+    @Option(help: "f32 elements per gradient (P).") var params = 4_000_000
+    @Option(help: "Timed steps.") var steps = 10
+    @Option(help: "Untimed steps before the timed ones.") var warmup = 2
+    @Option(help: "Redis shards to start (K); ignored with --redis.") var shards = 2
+    @Option(help: "Blob codec: raw, lz4 or shuffle-lz4.") var codec = BlobCodec.raw
+    @Option(help: "Elements per chunk.") var chunkElements = JobSpec.defaultChunkElements
+    @Option(
+        help: ArgumentHelp(
+            "Use these Redis servers (host:port,...) instead of starting shards. No `smlt serve` may serve them.",
+            valueName: "endpoints"))
+    var redis: String?
+
+    func validate() throws {
+        guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be from 1 to 256") }
+        guard params >= workers else { throw ValidationError("--params must be at least --workers") }
+        guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1") }
+        guard shards >= 1, shards <= 64 else { throw ValidationError("--shards must be from 1 to 64") }
+        guard chunkElements >= 1, chunkElements <= 1 << 26 else {
+            throw ValidationError("--chunk-elements must be from 1 to \(1 << 26)")
+        }
+    }
+}
+
+/// `smlt-bench aggregate`: BSP aggregation throughput of SMLT, and with `--compare` the
+/// redis-limit and scatter-reduce baselines on the same servers in the same run.
+struct AggregateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aggregate",
+        abstract: "Aggregation throughput: N worker processes push gradients and pull the model each step.",
+        discussion: """
+            Step time runs from the first worker starting its push to the last worker holding the
+            next version. gradient_gbps = N * P * 4 bytes / median step time. Every worker checks
+            its share of the model bit for bit against the known gradient sums.
+            """)
+
+    @OptionGroup var setup: AggregateSetup
+    @Flag(help: "Also run the redis-limit and scatter-reduce baselines.") var compare = false
+    @Flag(help: "Print JSON: one object per method.") var json = false
+    @Flag(help: "Show the parameter server's log.") var verbose = false
+
+    func run() throws {
+        ChildRegistry.installSignalHandlers()
+        let methods: [AggregationMethod] = compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt]
+        let results = try AggregateRunner(setup: setup, verbose: verbose).run(methods)
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try e.encode(results), as: UTF8.self))
+        } else {
+            print(AggregateResult.table(results))
+        }
+    }
+}
+
+/// One method's figures; every method reports the same fields.
+struct AggregateResult: Codable, Sendable {
+    var method: AggregationMethod
+    var workers: Int
+    var params: Int
+    var shards: Int
+    var codec: BlobCodec
+    var steps: Int
+    var stepSecondsMedian: Double
+    var stepSecondsMin: Double
+    var stepSecondsMax: Double
+    var gradientGBps: Double
+    var wireBytesPerStep: Double
+    var compressionRatio: Double
+    /// Elements of the aggregate compared bit for bit with the known sums, over all workers and steps.
+    var checkedElements: Int
+    /// gradient_gbps divided by redis-limit's, when both ran.
+    var vsRedisLimit: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case method, workers, params, shards, codec, steps
+        case stepSecondsMedian = "step_seconds_median"
+        case stepSecondsMin = "step_seconds_min"
+        case stepSecondsMax = "step_seconds_max"
+        case gradientGBps = "gradient_gbps"
+        case wireBytesPerStep = "wire_bytes_per_step"
+        case compressionRatio = "compression_ratio"
+        case checkedElements = "checked_elements"
+        case vsRedisLimit = "vs_redis_limit"
+    }
+
+    static func table(_ rows: [AggregateResult]) -> String {
+        guard let first = rows.first else { return "" }
+        var out =
+            "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(first.codec), "
+            + "\(first.steps) timed steps\n"
+        out += "method          step median      min      max   gradient GB/s   wire MB/step   vs redis-limit\n"
+        for r in rows {
+            out +=
+                r.method.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
+                + String(
+                    format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f", r.stepSecondsMedian * 1e3,
+                    r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6)
+                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "") + "\n"
+        }
+        return out
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Runs the methods one after another on the same shards (its own, or `--redis`).
+struct AggregateRunner {
+    let setup: AggregateSetup
+    let verbose: Bool
+
+    func run(_ methods: [AggregationMethod]) throws -> [AggregateResult] {
+        var servers: [RedisServerProcess] = []
+        defer { for s in servers { s.stop() } }
+        let endpoints: [RedisEndpoint]
+        if let redis = setup.redis {
+            endpoints = try RedisEndpoint.list(parsing: redis)
+        } else {
+            for _ in 0..<setup.shards { servers.append(try RedisServerProcess()) }
+            endpoints = servers.map(\.endpoint)
+        }
+        var results: [AggregateResult] = []
+        for m in methods { results.append(try measure(m, endpoints)) }
+        if let limit = results.first(where: { $0.method == .redisLimit }) {
+            for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
+        }
+        return results
+    }
+
+    func measure(_ method: AggregationMethod, _ endpoints: [RedisEndpoint]) throws -> AggregateResult {
+        let n = setup.workers
+        let run = "\(getpid())-\(method.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
+        let keys = BenchKeys(run: run)
+        let shards = BenchShards(endpoints)
+        let dir = NSTemporaryDirectory() + "smlt-bench-\(run)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanUp(shards, keys) }
+
+        // SMLT: the job, version 0, and the parameter server (in this process, one thread per shard).
+        var job = ""
+        var server: ParamServer?
+        let serverDone = DispatchGroup()
+        var manager: ShardManager?
+        defer {
+            server?.stop()
+            serverDone.wait()
+            try? manager?.deleteJob()
+        }
+        if method == .smlt {
+            job = "bench-\(run)"
+            let spec = JobSpec(
+                job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
+                chunkElements: setup.chunkElements, codec: setup.codec)
+            manager = try ShardManager.register(spec, on: endpoints, replace: true)
+            try TrainingConfig(workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01)
+                .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
+            let verbose = self.verbose
+            let s = ParamServer(endpoints: endpoints) { line in
+                if verbose { FileHandle.standardError.write(Data("[serve] \(line)\n".utf8)) }
+            }
+            server = s
+            serverDone.enter()
+            Thread {
+                s.run()
+                serverDone.leave()
+            }.start()
+        }
+
+        var workers: [ChildProcess] = []
+        defer { for w in workers where w.isRunning { _ = w.terminate(grace: .seconds(1)) } }
+        for w in 0..<n {
+            workers.append(
+                try ChildProcess(
+                    currentExecutable(),
+                    arguments: [
+                        "aggregate-worker", "--method", method.rawValue, "--worker", "\(w)", "--workers", "\(n)",
+                        "--params", "\(setup.params)", "--steps", "\(setup.steps)", "--warmup", "\(setup.warmup)",
+                        "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)",
+                        "--redis", endpoints.map(\.description).joined(separator: ","), "--run", run, "--job", job,
+                    ],
+                    stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err")))
+        }
+        func failIfExited() throws {
+            for (w, p) in workers.enumerated() {
+                if let status = p.poll(), !status.succeeded {
+                    let err = (try? String(contentsOfFile: "\(dir)/\(w).err", encoding: .utf8)) ?? ""
+                    throw BenchError("\(method.rawValue) worker \(w) failed (\(status)): \(err.suffix(600))")
+                }
+            }
+        }
+        // Everyone warmed up: snapshot the traffic counters, then start the timed steps.
+        try shards.on(0) { c throws(RedisError) in
+            var arrived = 0
+            while arrived < n {
+                if try c.run(["BLPOP", keys.ready, "1"], blockingFor: .seconds(1)) != .null {
+                    arrived += 1
+                } else {
+                    do { try failIfExited() } catch {
+                        throw RedisError(.unexpectedReply, endpoint: "", "\(error)")
+                    }
+                }
+            }
+        }
+        let before = try netBytes(shards)
+        try shards.on(0) { c throws(RedisError) in
+            try c.run(RedisCommand(strings: ["RPUSH", keys.go] + [String](repeating: "1", count: n)))
+        }
+        while workers.contains(where: \.isRunning) {
+            try failIfExited()
+            sleepFor(.milliseconds(20))
+        }
+        try failIfExited()
+        let after = try netBytes(shards)
+
+        let decoder = JSONDecoder()
+        let times = try (0..<n).map { w in
+            let text = try String(contentsOfFile: "\(dir)/\(w).json", encoding: .utf8)
+            return try decoder.decode(WorkerTimes.self, from: Data(text.utf8))
+        }
+        let blobBytes = encodedGradientBytes()
+        var stepTimes: [Double] = []
+        for t in 0..<setup.steps {
+            let first = times.map { $0.start[t] }.min()!
+            let last = times.map { $0.end[t] }.max()!
+            if method == .redisLimit {
+                // The rates of this step's SET and GET phases, applied to the design's minimal
+                // traffic: N gradients and the model written, 2N gradients' worth read.
+                let get = times.map { $0.getEnd[t] }.max()! - times.map { $0.getStart[t] }.min()!
+                stepTimes.append((last - first) * Double(n + 1) / Double(n) + get * 2)
+            } else {
+                stepTimes.append(last - first)
+            }
+        }
+        stepTimes.sort()
+        let median = stepTimes[stepTimes.count / 2]
+        let wire =
+            method == .redisLimit
+            ? Double((3 * n + 1) * blobBytes) : Double(after - before) / Double(setup.steps)
+        return AggregateResult(
+            method: method, workers: n, params: setup.params, shards: endpoints.count, codec: setup.codec,
+            steps: setup.steps, stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,
+            stepSecondsMax: stepTimes.last!, gradientGBps: Double(n * setup.params * 4) / median / 1e9,
+            wireBytesPerStep: wire, compressionRatio: Double(setup.params * 4) / Double(blobBytes),
+            checkedElements: times.reduce(0) { $0 + $1.checked })
+    }
+
+    /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, with `--codec`.
+    func encodedGradientBytes() -> Int {
+        let g = KnownGradient(workers: setup.workers, params: setup.params).base(worker: 0)
+        return g.withUnsafeBufferPointer { p in
+            stride(from: 0, to: setup.params, by: setup.chunkElements).reduce(0) { total, start in
+                total
+                    + TensorBlob.encode(
+                        UnsafeBufferPointer(rebasing: p[start..<min(setup.params, start + setup.chunkElements)]),
+                        codec: setup.codec, step: 0, producer: 0
+                    ).count
+            }
+        }
+    }
+
+    /// Bytes into and out of all shards so far (INFO stats).
+    func netBytes(_ shards: BenchShards) throws -> Int {
+        var total = 0
+        for i in 0..<shards.count {
+            let info = try shards.on(i) { c throws(RedisError) in try c.run(["INFO", "stats"]).text ?? "" }
+            for line in info.split(whereSeparator: \.isNewline) {
+                for field in ["total_net_input_bytes:", "total_net_output_bytes:"] where line.hasPrefix(field) {
+                    total += Int(line.dropFirst(field.count).trimmingCharacters(in: .whitespaces)) ?? 0
+                }
+            }
+        }
+        return total
+    }
+
+    /// Deletes the run's own keys; other keys on the servers are left alone.
+    func cleanUp(_ shards: BenchShards, _ keys: BenchKeys) {
+        for i in 0..<shards.count {
+            _ = try? shards.on(i) { c throws(RedisError) in
+                var cursor = "0"
+                repeat {
+                    let reply = try c.run(["SCAN", cursor, "MATCH", keys.pattern, "COUNT", "1000"])
+                    guard let parts = reply.array, parts.count == 2, let next = parts[0].text else { return }
+                    cursor = next
+                    let found = (parts[1].array ?? []).compactMap(\.text)
+                    if !found.isEmpty { try c.run(RedisCommand(strings: ["UNLINK"] + found)) }
+                } while cursor != "0"
+            }
+        }
+    }
+}
+
+extension BlobCodec: ExpressibleByArgument {
+    public init?(argument: String) { self.init(name: argument) }
+    public var defaultValueDescription: String { description }
+    public static var allValueStrings: [String] { allCases.map(\.description) }
+}

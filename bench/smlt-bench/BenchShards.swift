@@ -1,0 +1,84 @@
+import Foundation
+import RedisClient
+import Synchronization
+
+/// One connection per shard, used from one thread per shard: the same client the ShardManager
+/// uses, for the baselines that talk to Redis without it.
+final class BenchShards: Sendable {
+    let endpoints: [RedisEndpoint]
+    private final class Lane: Sendable {
+        let connection = Mutex<RedisConnection?>(nil)
+    }
+    private let lanes: [Lane]
+
+    init(_ endpoints: [RedisEndpoint]) {
+        self.endpoints = endpoints
+        lanes = endpoints.map { _ in Lane() }
+    }
+
+    var count: Int { endpoints.count }
+
+    /// Runs `body` on shard `i`'s connection.
+    func on<R: Sendable>(_ i: Int, _ body: (RedisConnection) throws(RedisError) -> R) throws(RedisError) -> R {
+        let endpoint = endpoints[i]
+        return try lanes[i].connection.withLock { (c: inout RedisConnection?) throws(RedisError) -> R in
+            if c == nil { c = try RedisConnection(endpoint) }
+            return try body(c!)
+        }
+    }
+
+    /// Runs `body` on every shard at once, one thread per shard; throws the first error.
+    func each(_ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> Void) throws(RedisError) {
+        let errors = Mutex<[RedisError]>([])
+        let group = DispatchGroup()
+        for i in 0..<count {
+            group.enter()
+            let t = Thread {
+                do throws(RedisError) { try self.on(i) { c throws(RedisError) in try body(i, c) } } catch {
+                    errors.withLock { $0.append(error) }
+                }
+                group.leave()
+            }
+            t.start()
+        }
+        group.wait()
+        if let e = errors.withLock({ $0.first }) { throw e }
+    }
+}
+
+/// Seconds on the system-wide monotonic clock: comparable between processes on one machine.
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// The keys of one benchmark run, all under `bench:{RUN}:`.
+struct BenchKeys: Sendable {
+    let run: String
+    func key(_ suffix: String) -> String { "bench:{\(run)}:\(suffix)" }
+    var ready: String { key("ready") }
+    var go: String { key("go") }
+    var pattern: String { "bench:{\(run)}:*" }
+}
+
+/// Waits until all `parties` workers reached the barrier named `name` (on one connection).
+func barrier(_ c: RedisConnection, keys: BenchKeys, name: String, parties: Int) throws(RedisError) {
+    let count = keys.key("barrier:\(name)")
+    let release = keys.key("release:\(name)")
+    let n = try c.run(["INCR", count]).integer ?? 0
+    if n == Int64(parties) {
+        _ = try c.pipeline([
+            RedisCommand(strings: ["RPUSH", release] + [String](repeating: "1", count: parties)), ["DEL", count],
+        ])
+    }
+    try blockingPop(c, release, what: "barrier \(name)")
+}
+
+/// BLPOP with a generous timeout; the benchmark fails rather than hanging forever.
+func blockingPop(_ c: RedisConnection, _ key: String, what: String) throws(RedisError) {
+    let reply = try c.run(["BLPOP", key, "120"], blockingFor: .seconds(120))
+    if reply == .null {
+        throw RedisError(.connectionLost, endpoint: c.endpoint.description, "\(what): nothing arrived within 120 s")
+    }
+}

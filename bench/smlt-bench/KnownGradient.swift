@@ -1,0 +1,67 @@
+import ShardManager
+
+/// Gradients whose sum over the workers is known exactly, so the benchmark can check every
+/// aggregate bit for bit, and cheap enough to produce that they do not steal the CPU the
+/// measurement runs on.
+///
+/// Each worker has a base gradient of pseudo-random values `k * 2^-24`, with `|k|` small enough
+/// that the sum over all workers stays below 2^23: every partial sum is exact in f32, in any
+/// order. At step `t` a worker sends its base rotated by `t * shift` elements, so every step
+/// moves different bytes for two memcpys. Values span the exponents of a real gradient (up to
+/// about 2^-3), so codecs see similar data, except that the lowest mantissa bits are more
+/// often zero.
+struct KnownGradient: Sendable {
+    let workers: Int
+    let params: Int
+    let seed: UInt64
+    private let bits: Int
+    /// Elements the gradient rotates by per step.
+    static let shift = 7919
+
+    init(workers: Int, params: Int, seed: UInt64 = 0x5EED) {
+        self.workers = workers
+        self.params = params
+        self.seed = seed
+        // 2^bits * workers < 2^23
+        var log2 = 0
+        while (1 << log2) < workers { log2 += 1 }
+        bits = max(1, 22 - log2)
+    }
+
+    /// Worker `w`'s base gradient.
+    func base(worker w: Int) -> [Float] {
+        (0..<params).map { i in
+            let h = Hash64.mix(seed ^ UInt64(truncatingIfNeeded: i) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(w) << 44)
+            let magnitude = Int64(truncatingIfNeeded: h >> UInt64(64 - bits))
+            return Float(h & 1 == 1 ? -magnitude : magnitude) * 0x1p-24
+        }
+    }
+
+    /// The exact element-wise sum of all workers' base gradients.
+    func baseSum() -> [Float] {
+        var sum = [Float](repeating: 0, count: params)
+        for w in 0..<workers {
+            let b = base(worker: w)
+            for i in 0..<params { sum[i] += b[i] }
+        }
+        return sum
+    }
+
+    /// Where element `i` of step `t`'s gradient comes from in the base.
+    func source(index i: Int, step t: Int) -> Int { (i + t % params * Self.shift % params) % params }
+
+    /// Step `t`'s gradient from a base gradient (or the sum at step `t` from the base sum).
+    func fill(_ out: UnsafeMutableBufferPointer<Float>, step t: Int, from base: [Float]) {
+        let offset = source(index: 0, step: t)
+        base.withUnsafeBufferPointer { b in
+            let head = params - offset
+            UnsafeMutableBufferPointer(rebasing: out[0..<head]).update(fromContentsOf: b[offset...])
+            UnsafeMutableBufferPointer(rebasing: out[head...]).update(fromContentsOf: b[..<offset])
+        }
+    }
+
+    /// The slice of the model that worker `w` checks (each worker checks 1/N of it).
+    static func checkedRange(worker w: Int, workers n: Int, params p: Int) -> Range<Int> {
+        (p * w / n)..<(p * (w + 1) / n)
+    }
+}
