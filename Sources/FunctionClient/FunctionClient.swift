@@ -55,8 +55,9 @@ public final class FunctionClient: Sendable {
         throws(ShardError) -> Int
     {
         let training = self.training
-        // Entry ids are VERSION-1, so "after STEP-0" means version STEP or later.
-        _ = try shards.onEachShard { shard, c throws(RedisError) in
+        // Entry ids are VERSION-1, so "after STEP-0" means version STEP or later. Each shard's
+        // chunks are read as soon as that shard has published.
+        let headers = try shards.read(.params, into: flat) { shard, c throws(RedisError) in
             let deadline = ContinuousClock.now + timeout
             while true {
                 let left = deadline - ContinuousClock.now
@@ -73,7 +74,6 @@ public final class FunctionClient: Sendable {
                 if reply != .null { return }
             }
         }
-        let headers = try shards.read(.params, into: flat)
         return Int(headers.map(\.step).min() ?? 0)
     }
 

@@ -73,7 +73,8 @@ final class ShardAggregator {
             if gathering != v { startGathering(v) }
             for w in try arrived(c, step: v).subtracting(consumed).sorted() { try consume(c, worker: w, step: v) }
             fold()
-            guard folded == config.workers, try commit(c, step: v) else { break }
+            guard folded == config.workers else { break }
+            guard try commit(c, step: v) else { break }
             done += 1
         }
         return done
@@ -189,11 +190,14 @@ final class ShardAggregator {
                 )
                 return nil
             }
-            var v = [Float](repeating: 0, count: n)
-            if let vb = replies[1].bytes {
-                let (_, stored) = try TensorBlob.decode(vb)
-                guard stored.count == n else {
-                    log("job \(job): optimizer state of chunk \(chunk) has \(stored.count) elements, expected \(n)")
+            // Plain SGD keeps no velocity; with momentum, version 0 starts from zero velocity.
+            var v = [Float](repeating: 0, count: config.momentum == 0 ? 0 : n)
+            if config.momentum != 0, let vb = replies[1].bytes {
+                let (oh, stored) = try TensorBlob.decode(vb)
+                guard stored.count == n, oh.step == UInt64(step) else {
+                    log(
+                        "job \(job): optimizer state of chunk \(chunk) holds version \(oh.step) with \(stored.count) elements, expected \(step) and \(n)"
+                    )
                     return nil
                 }
                 v = stored
@@ -230,7 +234,12 @@ final class ShardAggregator {
         let producer = BlobHeader.serverProducer
         var blobs: [BlobParts] = []
         for (chunk, p, vel) in updated {
-            for (key, values) in [(keys.params(chunk: chunk), p), (keys.optimizer(chunk: chunk), vel)] {
+            // Plain SGD (momentum 0) has no optimizer state to store.
+            let stored =
+                config.momentum == 0
+                ? [(keys.params(chunk: chunk), p)]
+                : [(keys.params(chunk: chunk), p), (keys.optimizer(chunk: chunk), vel)]
+            for (key, values) in stored {
                 let blob = values.withUnsafeBufferPointer {
                     TensorBlob.encodeParts($0, codec: map.codec, step: UInt64(v + 1), producer: producer)
                 }

@@ -244,8 +244,13 @@ public final class ShardManager: Sendable {
 
     /// Reads every chunk of `kind` into `flat` (the whole parameter space) and returns each
     /// chunk's header. A missing or corrupt chunk is an error naming the chunk and the shard.
+    /// `before(shard, connection)` runs on each shard's thread before its chunks are read (to
+    /// wait there for a version, so one shard's chunks need not wait for the others).
     @discardableResult
-    public func read(_ kind: ChunkKind, into flat: UnsafeMutableBufferPointer<Float>) throws(ShardError)
+    public func read(
+        _ kind: ChunkKind, into flat: UnsafeMutableBufferPointer<Float>,
+        before: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> Void = { _, _ in }
+    ) throws(ShardError)
         -> [BlobHeader]
     {
         guard flat.count == layout.totalElements else {
@@ -258,6 +263,7 @@ public final class ShardManager: Sendable {
         // Each thread writes a disjoint range of `flat`, and all threads are joined before return.
         nonisolated(unsafe) let destination = flat
         let perShard = onEachShardResult { shard, c throws(RedisError) -> [(Int, Result<BlobHeader, ShardError>)] in
+            try before(shard, c)
             let chunks = map.chunks(onShard: shard)
             let scratch = DecodeScratch()
             var out: [(Int, Result<BlobHeader, ShardError>)] = []

@@ -19,6 +19,11 @@ struct AggregateSetup: ParsableArguments, Sendable {
     @Option(help: "Elements per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(
         help: ArgumentHelp(
+            "Optimizer momentum. 0 (plain SGD) keeps no optimizer state, so the server writes only the model, as the redis-limit traffic assumes."
+        ))
+    var momentum: Float = 0
+    @Option(
+        help: ArgumentHelp(
             "Use these Redis servers (host:port,...) instead of starting shards. No `smlt serve` may serve them.",
             valueName: "endpoints"))
     var redis: String?
@@ -168,8 +173,10 @@ struct AggregateRunner {
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
                 chunkElements: setup.chunkElements, codec: setup.codec)
             manager = try ShardManager.register(spec, on: endpoints, replace: true)
-            try TrainingConfig(workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01)
-                .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
+            try TrainingConfig(
+                workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
+            )
+            .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
             let verbose = self.verbose
             let s = ParamServer(endpoints: endpoints) { line in
                 if verbose { FileHandle.standardError.write(Data("[serve] \(line)\n".utf8)) }
@@ -191,7 +198,8 @@ struct AggregateRunner {
                     arguments: [
                         "aggregate-worker", "--method", method.rawValue, "--worker", "\(w)", "--workers", "\(n)",
                         "--params", "\(setup.params)", "--steps", "\(setup.steps)", "--warmup", "\(setup.warmup)",
-                        "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)",
+                        "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
+                        "\(setup.momentum)",
                         "--redis", endpoints.map(\.description).joined(separator: ","), "--run", run, "--job", job,
                     ],
                     stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err")))

@@ -41,6 +41,7 @@ struct AggregateWorker: ParsableCommand {
     @Option var warmup: Int
     @Option var codec: BlobCodec
     @Option var chunkElements: Int
+    @Option var momentum: Float
     @Option var redis: String
     @Option(name: .customLong("run")) var runID: String
     @Option var job: String = ""
@@ -73,8 +74,7 @@ struct AggregateWorker: ParsableCommand {
     {
         let client = try FunctionClient(job: job, worker: worker, endpoints: endpoints)
         let control = BenchShards(endpoints)
-        let base = known.base(worker: worker)
-        var gradient = [Float](repeating: 0, count: params)
+        let gradients = known.gradients(worker: worker)
         var model = [Float](repeating: 0, count: params)
         var checker = ModelChecker(
             range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params), known: known,
@@ -82,9 +82,8 @@ struct AggregateWorker: ParsableCommand {
         try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
-            gradient.withUnsafeMutableBufferPointer { known.fill($0, step: t, from: base) }
             let start = monotonicSeconds()
-            try gradient.withUnsafeBufferPointer { g in try client.push(gradient: g, step: t) }
+            try gradients[t % 2].withUnsafeBufferPointer { g in try client.push(gradient: g, step: t) }
             try model.withUnsafeMutableBufferPointer { m in try client.pull(step: t + 1, into: m) }
             let end = monotonicSeconds()
             try checker.step(t, model: model)
@@ -196,9 +195,8 @@ struct AggregateWorker: ParsableCommand {
         let worker = self.worker
         let codec = self.codec
         let slices = (0..<n).map { KnownGradient.checkedRange(worker: $0, workers: n, params: params) }
-        let config = TrainingConfig(workers: n, steps: warmup + steps, learningRate: 0.01)
-        let base = known.base(worker: worker)
-        var gradient = [Float](repeating: 0, count: params)
+        let config = TrainingConfig(workers: n, steps: warmup + steps, learningRate: 0.01, momentum: momentum)
+        let gradients = known.gradients(worker: worker)
         var aggregate = [Float](repeating: 0, count: params)
         var model = [Float](repeating: 0, count: params)
         var velocity = [Float](repeating: 0, count: params)
@@ -212,10 +210,9 @@ struct AggregateWorker: ParsableCommand {
 
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(shards, keys) }
-            gradient.withUnsafeMutableBufferPointer { known.fill($0, step: t, from: base) }
             let start = monotonicSeconds()
             // 1. Scatter: slice j of this worker's gradient goes to aggregator j's shard.
-            nonisolated(unsafe) let source = gradient
+            nonisolated(unsafe) let source = gradients[t % 2]
             try shards.each { s, c throws(RedisError) in
                 for j in 0..<n where j % k == s {
                     try source.withUnsafeBufferPointer { (p) throws(RedisError) in
@@ -339,36 +336,24 @@ struct ModelChecker {
     let range: Range<Int>
     let known: KnownGradient
     let config: TrainingConfig
-    let baseSum: [Float]
+    /// The exact sums over this worker's range, for even and odd steps.
+    let rangeSums: [[Float]]
     var params: [Float]
     var velocity: [Float]
-    var sums: [Float]
     private(set) var checked = 0
 
     init(range: Range<Int>, known: KnownGradient, config: TrainingConfig) {
         self.range = range
         self.known = known
         self.config = config
-        baseSum = known.baseSum()
+        let sum = Array(known.baseSum()[range])
+        rangeSums = [sum, sum.map { -$0 }]
         params = Array(repeating: 0, count: range.count)
         velocity = params
-        sums = params
     }
 
     mutating func step(_ t: Int, model: [Float]) throws {
-        // sums = baseSum rotated as the gradients are, over this worker's range: two memcpys.
-        var o = 0
-        while o < range.count {
-            let from = known.source(index: range.lowerBound + o, step: t)
-            let n = min(range.count - o, known.params - from)
-            sums.withUnsafeMutableBufferPointer { dst in
-                baseSum.withUnsafeBufferPointer { src in
-                    UnsafeMutableBufferPointer(rebasing: dst[o..<(o + n)]).update(
-                        fromContentsOf: src[from..<(from + n)])
-                }
-            }
-            o += n
-        }
+        let sums = rangeSums[t % 2]
         params.withUnsafeMutableBufferPointer { p in
             velocity.withUnsafeMutableBufferPointer { v in
                 sums.withUnsafeBufferPointer { s in

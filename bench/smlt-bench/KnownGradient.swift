@@ -6,17 +6,15 @@ import ShardManager
 ///
 /// Each worker has a base gradient of pseudo-random values `k * 2^-24`, with `|k|` small enough
 /// that the sum over all workers stays below 2^23: every partial sum is exact in f32, in any
-/// order. At step `t` a worker sends its base rotated by `t * shift` elements, so every step
-/// moves different bytes for two memcpys. Values span the exponents of a real gradient (up to
-/// about 2^-3), so codecs see similar data, except that the lowest mantissa bits are more
-/// often zero.
+/// order. Even steps send the base and odd steps its negation (both precomputed, so producing a
+/// step's gradient costs nothing); a stale gradient from the previous step would flip the sign
+/// of the sum and fail the check. Values span the exponents of a real gradient (up to about
+/// 2^-3), so codecs see similar data, except that the lowest mantissa bits are more often zero.
 struct KnownGradient: Sendable {
     let workers: Int
     let params: Int
     let seed: UInt64
     private let bits: Int
-    /// Elements the gradient rotates by per step.
-    static let shift = 7919
 
     init(workers: Int, params: Int, seed: UInt64 = 0x5EED) {
         self.workers = workers
@@ -47,17 +45,10 @@ struct KnownGradient: Sendable {
         return sum
     }
 
-    /// Where element `i` of step `t`'s gradient comes from in the base.
-    func source(index i: Int, step t: Int) -> Int { (i + t % params * Self.shift % params) % params }
-
-    /// Step `t`'s gradient from a base gradient (or the sum at step `t` from the base sum).
-    func fill(_ out: UnsafeMutableBufferPointer<Float>, step t: Int, from base: [Float]) {
-        let offset = source(index: 0, step: t)
-        base.withUnsafeBufferPointer { b in
-            let head = params - offset
-            UnsafeMutableBufferPointer(rebasing: out[0..<head]).update(fromContentsOf: b[offset...])
-            UnsafeMutableBufferPointer(rebasing: out[head...]).update(fromContentsOf: b[..<offset])
-        }
+    /// Worker `w`'s gradients for even and odd steps.
+    func gradients(worker w: Int) -> [[Float]] {
+        let b = base(worker: w)
+        return [b, b.map { -$0 }]
     }
 
     /// The slice of the model that worker `w` checks (each worker checks 1/N of it).
