@@ -7,7 +7,9 @@ import RedisClient
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smlt-bench", abstract: "Benchmarks for SMLT, each against a baseline run in the same invocation.",
-        subcommands: [AggregateBench.self, RedisValueBench.self, CodecBench.self, AggregateWorker.self])
+        subcommands: [
+            AggregateBench.self, SweepBench.self, RedisValueBench.self, CodecBench.self, AggregateWorker.self,
+        ])
 }
 
 /// Large SET/GET through SMLT's hiredis connection against redis-benchmark on the same server.

@@ -1,0 +1,96 @@
+import Foundation
+import TensorBlob
+
+/// Small multiples of gradient GB/s against worker count: one panel per (shards, codec, params),
+/// one line per method. Plain SVG, no dependencies.
+struct SweepChart {
+    let rows: [AggregateResult]
+
+    struct Panel: Hashable, Comparable {
+        let shards: Int
+        let codec: String
+        let params: Int
+        static func < (a: Panel, b: Panel) -> Bool {
+            (a.params, a.codec, a.shards) < (b.params, b.codec, b.shards)
+        }
+        var title: String { "K=\(shards) shards, \(codec), P=\(params.formatted())" }
+    }
+
+    static let colors: [AggregationMethod: String] = [
+        .smlt: "#1f77b4", .redisLimit: "#7f7f7f", .scatterReduce: "#d62728",
+    ]
+
+    func svg() -> String {
+        let panels = Array(Set(rows.map { Panel(shards: $0.shards, codec: $0.codec.description, params: $0.params) }))
+            .sorted()
+        let columns = min(panels.count, Set(rows.map(\.shards)).count)
+        let rowsOfPanels = (panels.count + max(columns, 1) - 1) / max(columns, 1)
+        let (pw, ph) = (360.0, 250.0)
+        let (left, top, right, bottom) = (55.0, 40.0, 15.0, 45.0)
+        let width = Double(max(columns, 1)) * pw
+        let height = Double(rowsOfPanels) * ph + 60
+        let yMax = niceCeiling((rows.map(\.gradientGBps).max() ?? 1) * 1.1)
+        let workerCounts = Array(Set(rows.map(\.workers))).sorted()
+        var s = """
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+            font-family="sans-serif" font-size="11">
+            <rect width="100%" height="100%" fill="white"/>
+            <text x="\(Int(width / 2))" y="18" text-anchor="middle" font-size="14">\
+            smlt-bench sweep: gradient GB/s (N x P x 4 bytes / median step time), higher is better</text>
+
+            """
+        for (i, panel) in panels.enumerated() {
+            let ox = Double(i % max(columns, 1)) * pw
+            let oy = 30 + Double(i / max(columns, 1)) * ph
+            let (x0, y0) = (ox + left, oy + top)
+            let (w, h) = (pw - left - right, ph - top - bottom)
+            func x(_ workers: Int) -> Double {
+                guard workerCounts.count > 1, let idx = workerCounts.firstIndex(of: workers) else { return x0 + w / 2 }
+                return x0 + w * Double(idx) / Double(workerCounts.count - 1)
+            }
+            func y(_ v: Double) -> Double { y0 + h - h * v / yMax }
+            s += "<text x=\"\(Int(ox + pw / 2))\" y=\"\(Int(oy + 25))\" text-anchor=\"middle\">\(panel.title)</text>\n"
+            s += "<rect x=\"\(x0)\" y=\"\(y0)\" width=\"\(w)\" height=\"\(h)\" fill=\"none\" stroke=\"#ccc\"/>\n"
+            for t in 0...4 {
+                let v = yMax * Double(t) / 4
+                s += "<line x1=\"\(x0)\" x2=\"\(x0 + w)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"#eee\"/>\n"
+                s += "<text x=\"\(x0 - 5)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(fmt(v, 2))</text>\n"
+            }
+            for n in workerCounts {
+                s += "<text x=\"\(x(n))\" y=\"\(y0 + h + 15)\" text-anchor=\"middle\">\(n)</text>\n"
+            }
+            s += "<text x=\"\(x0 + w / 2)\" y=\"\(y0 + h + 32)\" text-anchor=\"middle\">workers (N)</text>\n"
+            for method in AggregationMethod.allCases {
+                let points = rows.filter {
+                    $0.method == method && $0.shards == panel.shards && $0.codec.description == panel.codec
+                        && $0.params == panel.params
+                }.sorted { $0.workers < $1.workers }
+                guard !points.isEmpty else { continue }
+                let color = Self.colors[method] ?? "black"
+                let path = points.map { "\(x($0.workers)),\(y($0.gradientGBps))" }.joined(separator: " ")
+                s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
+                for p in points {
+                    s += "<circle cx=\"\(x(p.workers))\" cy=\"\(y(p.gradientGBps))\" r=\"3\" fill=\"\(color)\"/>\n"
+                }
+            }
+        }
+        // Legend.
+        var lx = 20.0
+        let ly = height - 15
+        for method in AggregationMethod.allCases where rows.contains(where: { $0.method == method }) {
+            let color = Self.colors[method] ?? "black"
+            s +=
+                "<line x1=\"\(lx)\" x2=\"\(lx + 25)\" y1=\"\(ly - 4)\" y2=\"\(ly - 4)\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
+            s += "<text x=\"\(lx + 30)\" y=\"\(ly)\">\(method.rawValue)</text>\n"
+            lx += 140
+        }
+        return s + "</svg>\n"
+    }
+
+    func niceCeiling(_ v: Double) -> Double {
+        guard v > 0 else { return 1 }
+        let magnitude = pow(10, floor(log10(v)))
+        for step in [1.0, 2.0, 2.5, 5.0, 10.0] where step * magnitude >= v { return step * magnitude }
+        return 10 * magnitude
+    }
+}
