@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import ShardManager
+import Synchronization
 import TensorBlob
 import TrainingProtocol
 
@@ -21,6 +22,7 @@ public final class FunctionClient: Sendable {
     /// The job's shard map and layout.
     public let shards: ShardManager
     let training: TrainingKeys
+    let options: RedisOptions
 
     /// How long a gradient waits in Redis for its aggregation before it expires.
     public static let gradientTTLSeconds = 3600
@@ -30,6 +32,7 @@ public final class FunctionClient: Sendable {
         throws(ShardError)
     {
         shards = try ShardManager.open(job: job, endpoints: endpoints, options: options)
+        self.options = options
         training = TrainingKeys(job: job)
         let key = training.config
         let loaded = try shards.onShard(0) { c throws(RedisError) in
@@ -49,10 +52,12 @@ public final class FunctionClient: Sendable {
     public var parameterCount: Int { shards.layout.totalElements }
 
     /// Waits until every shard has published parameter version `step` or later, then reads the
-    /// whole model into `into`. Returns the oldest chunk version read.
+    /// whole model into `into`. Returns the oldest and newest chunk versions read: both equal
+    /// `step` in a normal BSP step. A newer version means the step was already pushed by an
+    /// earlier invocation of this worker (see `completePush(step:)`).
     @discardableResult
     public func pull(step: Int, into flat: UnsafeMutableBufferPointer<Float>, timeout: Duration = .seconds(600))
-        throws(ShardError) -> Int
+        throws(ShardError) -> (oldest: Int, newest: Int)
     {
         let training = self.training
         // Entry ids are VERSION-1, so "after STEP-0" means version STEP or later. Each shard's
@@ -63,7 +68,7 @@ public final class FunctionClient: Sendable {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else {
                     throw RedisError(
-                        .connectionLost, endpoint: c.endpoint.description, "version \(step) not published in time")
+                        .timedOut, endpoint: c.endpoint.description, "version \(step) not published in time")
                 }
                 let wait = min(left, .seconds(5))
                 let ms = max(
@@ -74,7 +79,7 @@ public final class FunctionClient: Sendable {
                 if reply != .null { return }
             }
         }
-        return Int(headers.map(\.step).min() ?? 0)
+        return (Int(headers.map(\.step).min() ?? 0), Int(headers.map(\.step).max() ?? 0))
     }
 
     /// Waits for version `step` and returns the whole model.
@@ -91,20 +96,61 @@ public final class FunctionClient: Sendable {
 
     /// Pushes this worker's gradient for `step`. Pushing the same step again replaces the blobs
     /// and is counted once.
+    ///
+    /// Two phases: first every gradient chunk is stored on every shard, then the worker is added
+    /// to each shard's pushed set. A worker killed between the phases has left its whole gradient
+    /// in Redis, so its next invocation can finish the push (`completePush`) even when some
+    /// shards already moved on and the parameters it was computed from are gone.
     public func push(gradient: UnsafeBufferPointer<Float>, step: Int) throws(ShardError) {
-        let training = self.training
-        let worker = self.worker
         try shards.write(
             gradient, as: .gradient(step: step, worker: worker), step: step, producer: UInt32(worker),
-            expireSeconds: Self.gradientTTLSeconds
-        ) { shard in
-            [
+            expireSeconds: Self.gradientTTLSeconds)
+        try markPushed(step: step) { _, _ in true }
+    }
+
+    /// Adds this worker to the pushed set of `step` on each shard where `include(shard, connection)`.
+    private func markPushed(
+        step: Int, where include: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> Bool
+    ) throws(ShardError) {
+        let training = self.training
+        let worker = self.worker
+        _ = try shards.onEachShard { shard, c throws(RedisError) in
+            guard try include(shard, c) else { return }
+            for r in try c.pipeline([
                 ["SADD", training.pushed(shard: shard, step: step), "\(worker)"],
                 ["EXPIRE", training.pushed(shard: shard, step: step), "\(Self.gradientTTLSeconds)"],
                 ["RPUSH", training.inbox(shard: shard), "\(step):\(worker)"],
                 ["LTRIM", training.inbox(shard: shard), "-1000", "-1"],
-            ]
+            ]) {
+                if case .error(let m) = r { throw c.serverError(m, command: "SADD") }
+            }
         }
+    }
+
+    /// Finishes a push of `step` that an earlier invocation of this worker started: on every
+    /// shard still at version `step` whose gradient chunks from this worker are all there, adds
+    /// the worker to the pushed set. Returns false when some shard at `step` lacks chunks (the
+    /// gradient must then be computed and pushed again).
+    @discardableResult
+    public func completePush(step: Int) throws(ShardError) -> Bool {
+        let training = self.training
+        let keys = shards.keys
+        let map = shards.map
+        let worker = self.worker
+        let complete = Mutex<Bool>(true)
+        try markPushed(step: step) { shard, c throws(RedisError) in
+            let latest = try c.run(["XREVRANGE", training.versions(shard: shard), "+", "-", "COUNT", "1"])
+            let version = latest.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) }
+            guard version == step else { return false }
+            let chunkKeys = map.chunks(onShard: shard).map { keys.gradient(chunk: $0, step: step, worker: worker) }
+            let present = try c.run(RedisCommand(strings: ["EXISTS"] + chunkKeys)).integer ?? 0
+            if present != Int64(chunkKeys.count) {
+                complete.withLock { $0 = false }
+                return false
+            }
+            return true
+        }
+        return complete.withLock { $0 }
     }
 
     public func push(gradient: [Float], step: Int) throws(ShardError) {
@@ -128,5 +174,41 @@ public final class FunctionClient: Sendable {
     /// Stores a named object of the job.
     public func setObject(_ name: String, _ bytes: [UInt8]) throws(ShardError) {
         try JobObjects(shards).set(name, bytes)
+    }
+}
+
+extension FunctionClient {
+    /// The progress this worker saved in an earlier invocation, if any.
+    public func loadProgress() throws(ShardError) -> WorkerProgress? {
+        guard let bytes = try object(WorkerProgress.objectName(worker: worker)) else { return nil }
+        do { return try JSONDecoder().decode(WorkerProgress.self, from: Data(bytes)) } catch {
+            throw ShardError(.corruptChunk, "saved progress of worker \(worker) is not valid: \(error)")
+        }
+    }
+
+    /// Saves this worker's progress for its next invocation.
+    public func saveProgress(_ progress: WorkerProgress) throws(ShardError) {
+        let json: [UInt8]
+        do { json = Array(try JSONEncoder().encode(progress)) } catch { throw ShardError(.invalidSpec, "\(error)") }
+        try setObject(WorkerProgress.objectName(worker: worker), json)
+    }
+
+    /// Records how long this invocation took to start (shown by `smlt train`).
+    public func reportStart(_ report: StartReport) throws(ShardError) {
+        let json: [UInt8]
+        do { json = Array(try JSONEncoder().encode(report)) } catch { throw ShardError(.invalidSpec, "\(error)") }
+        let key = training.starts
+        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("RPUSH", key).appending(bytes: json))
+        }
+    }
+
+    /// Starts renewing this worker's lease every `ttl / 3` on its own thread and connection, so
+    /// the scheduler can tell a live worker from a dead or frozen one. `stop()` ends the
+    /// renewals; the lease then expires on its own.
+    public func startHeartbeat(ttl: Duration, generation: Int) throws(ShardError) -> Heartbeat {
+        let endpoint: RedisEndpoint
+        do { endpoint = try RedisEndpoint(parsing: shards.map.shards[0]) } catch { throw ShardError(error) }
+        return try Heartbeat(
+            endpoint: endpoint, options: options, key: training.lease(worker: worker), value: "\(generation)", ttl: ttl)
     }
 }

@@ -106,7 +106,7 @@ public final class ParamServer: Sendable {
     }
 }
 
-func sleepFor(_ d: Duration) {
+private func sleepFor(_ d: Duration) {
     let (s, atto) = d.components
     Thread.sleep(forTimeInterval: Double(s) + Double(atto) / 1e18)
 }

@@ -86,6 +86,14 @@ final class ShardAggregator {
         return Set(members.compactMap { Int($0) }.filter { $0 >= 0 && $0 < config.workers })
     }
 
+    /// Drops everything cached; the next `advance` reloads the version and the state from Redis.
+    private func forget() {
+        version = nil
+        params.removeAll()
+        velocity.removeAll()
+        gathering = -1
+    }
+
     private func startGathering(_ step: Int) {
         for (_, buffers) in waiting { for (_, b) in buffers { release(b) } }
         for (_, b) in sums { release(b) }
@@ -105,7 +113,7 @@ final class ShardAggregator {
     /// Reads all of worker `w`'s gradient chunks for `step`, streaming each blob from the socket
     /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
     /// step's pushed set (it may push again) and the reason is logged.
-    private func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
+    func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         var buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
         var why: String?
         let scratch = self.scratch
@@ -156,7 +164,7 @@ final class ShardAggregator {
     }
 
     /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.
-    private func fold() {
+    func fold() {
         while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
             for (chunk, g) in buffers {
                 if folded == 0 {
@@ -211,7 +219,7 @@ final class ShardAggregator {
 
     /// Applies the optimizer to every chunk with the complete sums and commits version `v + 1`
     /// in one MULTI/EXEC; false when it could not (logged; the sums are kept for a retry).
-    private func commit(_ c: RedisConnection, step v: Int) throws(RedisError) -> Bool {
+    func commit(_ c: RedisConnection, step v: Int) throws(RedisError) -> Bool {
         let n = config.workers
         var transaction: [BorrowedCommand] = [BorrowedCommand(["MULTI"])]
         var updated: [(Int, [Float], [Float])] = []
@@ -257,8 +265,24 @@ final class ShardAggregator {
                     "XADD", training.versions(shard: shard), "MAXLEN", "~", "1000", "\(v + 1)-1", "version", "\(v + 1)")
             ))
         transaction.append(BorrowedCommand(["EXEC"]))
+        // Optimistic lock on the version stream: if another server process (a stale one, or a
+        // second one started by mistake) publishes first, EXEC does nothing and this one reloads.
+        let stream = training.versions(shard: shard)
+        let check = try c.pipeline([["WATCH", stream], ["XREVRANGE", stream, "+", "-", "COUNT", "1"]])
+        let latest = check[1].array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) }
+        guard latest == v else {
+            try c.run(["UNWATCH"])
+            log("job \(job): step \(v): the shard is at version \(latest.map(String.init) ?? "none"); reloading")
+            forget()
+            return false
+        }
         let replies = try withExtendedLifetime((blobs, updated)) { () throws(RedisError) in
             try c.pipeline(borrowing: transaction)
+        }
+        if replies.last == .null {
+            log("job \(job): step \(v): another server published this version first; reloading")
+            forget()
+            return false
         }
         guard case .array(let results)? = replies.last, results.count == transaction.count - 2 else {
             log("job \(job): step \(v): transaction failed: \(replies.last.map { "\($0)" } ?? "no reply")")

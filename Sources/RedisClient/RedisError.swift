@@ -13,6 +13,9 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case serverError
         /// The reply had a type the caller did not expect.
         case unexpectedReply
+        /// A wait for something to appear in Redis (a version, a list entry) ran out of time;
+        /// the connection is fine.
+        case timedOut
     }
 
     public let code: Code
@@ -34,6 +37,7 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .authenticationFailed: "authentication to \(endpoint) failed: \(message)"
         case .serverError: "\(endpoint) replied with an error: \(message)"
         case .unexpectedReply: "unexpected reply from \(endpoint): \(message)"
+        case .timedOut: "waited too long on \(endpoint): \(message)"
         }
     }
 }

@@ -1,12 +1,19 @@
 import Foundation
 import LocalProcesses
 import RedisClient
+import Synchronization
 
 /// Throw-away shards for one run: K redis-server processes on free loopback ports and one
-/// `smlt serve` parameter server per shard. `stop()` ends them all, servers first.
+/// `smlt serve` parameter server per shard, supervised: `superviseServers()` restarts a server
+/// that died. `stop()` ends them all, servers first.
 public final class LocalCluster: Sendable {
     public let redis: [RedisServerProcess]
-    public let servers: [ChildProcess]
+    private let serverProcesses: Mutex<[ChildProcess]>
+    let executable: String
+    let logDirectory: String
+
+    /// The parameter-server processes, one per shard (a restarted one replaces the dead one).
+    public var servers: [ChildProcess] { serverProcesses.withLock { $0 } }
 
     public var endpoints: [RedisEndpoint] { redis.map(\.endpoint) }
 
@@ -19,11 +26,8 @@ public final class LocalCluster: Sendable {
         var servers: [ChildProcess] = []
         do {
             for _ in 0..<shards { redis.append(try RedisServerProcess()) }
-            for (i, r) in redis.enumerated() {
-                servers.append(
-                    try ChildProcess(
-                        executable, arguments: ["serve", "--redis", r.endpoint.description], stdout: .discard,
-                        stderr: .file("\(logDirectory)/serve-\(i).log")))
+            for i in redis.indices {
+                servers.append(try Self.startServer(i, redis[i], executable: executable, logDirectory: logDirectory))
             }
         } catch {
             for s in servers { s.terminate() }
@@ -31,10 +35,32 @@ public final class LocalCluster: Sendable {
             throw error
         }
         self.redis = redis
-        self.servers = servers
+        self.executable = executable
+        self.logDirectory = logDirectory
+        serverProcesses = Mutex(servers)
+    }
+
+    private static func startServer(
+        _ i: Int, _ r: RedisServerProcess, executable: String, logDirectory: String
+    ) throws -> ChildProcess {
+        try ChildProcess(
+            executable, arguments: ["serve", "--redis", r.endpoint.description], stdout: .discard,
+            stderr: .file("\(logDirectory)/serve-\(i).log"))
     }
 
     deinit { stop() }
+
+    /// Restarts every parameter server that has exited; returns the shards restarted.
+    public func superviseServers() throws -> [Int] {
+        var restarted: [Int] = []
+        try serverProcesses.withLock { servers in
+            for i in servers.indices where !servers[i].isRunning {
+                servers[i] = try Self.startServer(i, redis[i], executable: executable, logDirectory: logDirectory)
+                restarted.append(i)
+            }
+        }
+        return restarted
+    }
 
     public func stop() {
         for s in servers { s.terminate(grace: .seconds(3)) }

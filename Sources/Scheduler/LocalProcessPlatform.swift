@@ -8,6 +8,10 @@ public final class LocalProcessPlatform: FunctionPlatform {
     public let executable: String
     /// Where each invocation's standard error is written (`NAME.log`).
     public let logDirectory: String
+    /// The variable each invocation finds its time limit in, in milliseconds.
+    public static let timeLimitVariable = "SMLT_FUNCTION_TIMEOUT_MS"
+    /// The variable holding the CLOCK_MONOTONIC time (ns) the invocation was started at.
+    public static let invokedAtVariable = "SMLT_FUNCTION_INVOKED_AT_NS"
 
     public init(executable: String = currentExecutable(), logDirectory: String) {
         self.executable = executable
@@ -19,6 +23,13 @@ public final class LocalProcessPlatform: FunctionPlatform {
         let log = "\(logDirectory)/\(request.name).log"
         var env = ProcessInfo.processInfo.environment
         for (k, v) in request.environment { env[k] = v }
+        // Like a serverless context object: the function learns its maximum duration.
+        let (seconds, atto) = request.timeout.components
+        env[Self.timeLimitVariable] = "\(seconds * 1000 + atto / 1_000_000_000_000_000)"
+        // When the platform started the invocation, so the function can report its start time.
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        env[Self.invokedAtVariable] = "\(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))"
         let bytes = request.memoryMiB * 1024 * 1024
         let process = try ChildProcess(
             "prlimit", arguments: ["--as=\(bytes)", "--", executable] + request.arguments, environment: env,
@@ -27,9 +38,11 @@ public final class LocalProcessPlatform: FunctionPlatform {
     }
 }
 
-final class LocalInvocation: FunctionInvocation {
+/// An invocation running as a local process.
+public final class LocalInvocation: FunctionInvocation {
     let request: FunctionRequest
-    let process: ChildProcess
+    /// The process, for fault injection (SIGKILL, SIGSTOP).
+    public let process: ChildProcess
     let log: String
     let started = ContinuousClock.now
     private let outcome = Mutex<InvocationOutcome?>(nil)
@@ -41,9 +54,9 @@ final class LocalInvocation: FunctionInvocation {
         self.log = log
     }
 
-    var name: String { request.name }
+    public var name: String { request.name }
 
-    func poll() -> InvocationOutcome? {
+    public func poll() -> InvocationOutcome? {
         if let o = outcome.withLock({ $0 }) { return o }
         let elapsed = ContinuousClock.now - started
         if process.poll() == nil && elapsed > request.timeout {
@@ -63,8 +76,10 @@ final class LocalInvocation: FunctionInvocation {
         return o
     }
 
-    func kill() {
-        process.terminate(grace: .seconds(2))
+    /// Kills the process at once, as a platform ends a function (SIGKILL also ends a stopped one).
+    public func kill() {
+        process.send(SIGKILL)
+        _ = process.wait(timeout: .seconds(5))
     }
 }
 

@@ -45,6 +45,13 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Classes of the synthetic dataset.") var syntheticClasses = 10
     @Flag(help: "Train in this process with global batch = workers × batch (no Redis), for comparison.") var reference =
         false
+    @Option(help: "How long a worker may go without renewing its lease before it is relaunched.")
+    var leaseTimeout = "3s"
+    @Option(
+        help: ArgumentHelp(
+            "Kill workers and servers at random steps chosen by --seed: worker-kill=K,server-kill=M,worker-hang=H.",
+            valueName: "faults"))
+    var injectFaults: String?
     @Flag(help: "Print the admin shard and chunk tables before stopping.") var showShards = false
     @Flag(help: "Print one JSON object at the end instead of the summary.") var json = false
 
@@ -67,6 +74,14 @@ struct TrainCommand: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         if let epochs, !(epochs > 0) { throw ValidationError("--epochs must be positive") }
         _ = try parseDuration(functionTimeout)
+        _ = try parseDuration(leaseTimeout)
+        if let injectFaults {
+            guard !reference else { throw ValidationError("--inject-faults does not apply to --reference") }
+            let plan = try FaultPlan(injectFaults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed)
+            if plan.needsOwnServers && redis.redis != nil {
+                throw ValidationError("server-kill needs the shards and servers smlt train starts (no --redis)")
+            }
+        }
         _ = try datasetSource()
         if let job { try JobSpec.validateJobName(job) }
     }
@@ -91,13 +106,18 @@ struct TrainCommand: ParsableCommand {
             if reference {
                 summary = try ReferenceTrainer(plan: plan).run()
             } else {
-                let driver = TrainingDriver(
+                var driver = TrainingDriver(
                     plan: plan, shards: shards, endpoints: try redis.endpointsIfGiven(), options: redis.options,
                     job: job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))",
                     codec: BlobCodec(name: codec)!,
                     chunkElements: chunkElements, functionTimeout: try parseDuration(functionTimeout),
                     memoryMiB: memory,
                     prices: (priceGbSecond, priceRequest), showShards: showShards, json: json)
+                driver.leaseTimeout = try parseDuration(leaseTimeout)
+                if let injectFaults {
+                    driver.faults = try FaultPlan(
+                        injectFaults, steps: totalSteps, workers: workers, shards: shards, seed: seed)
+                }
                 summary = try driver.run()
             }
         } catch let e as ExitCode {

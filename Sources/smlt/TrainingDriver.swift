@@ -23,11 +23,15 @@ struct TrainingDriver {
     let prices: (gbSecond: Double, request: Double)
     let showShards: Bool
     let json: Bool
+    /// How long a worker may go without renewing its lease before it is relaunched.
+    var leaseTimeout: Duration = .seconds(3)
+    var faults = FaultPlan.none
 
     func run() throws -> TrainingSummary {
         let start = ContinuousClock.now
         let runDir = NSTemporaryDirectory() + "smlt-run-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: runDir) }
         ChildRegistry.installSignalHandlers { _ in
             FileHandle.standardError.write(Data("\ninterrupted: stopping workers, servers and shards\n".utf8))
         }
@@ -50,61 +54,116 @@ struct TrainingDriver {
 
         let platform = LocalProcessPlatform(logDirectory: runDir)
         var connection: [String] = ["--redis", eps.map(\.description).joined(separator: ",")]
-        var env: [String: String] = [:]
+        var env: [String: String] = [WorkerCommand.cacheVariable: runDir + "/function-cache"]
         if let p = options.password { env["SMLT_REDIS_PASSWORD"] = p }
         if let u = options.username { connection += ["--user", u] }
-        var running: [any FunctionInvocation] = []
-        var outcomes: [InvocationOutcome] = []
-        defer { for r in running { r.kill() } }
-        for w in 0..<plan.workers {
-            running.append(
-                try platform.invoke(
-                    FunctionRequest(
-                        name: "worker-\(w)", arguments: ["worker", "--job", job, "--worker", "\(w)"] + connection,
-                        environment: env, timeout: functionTimeout, memoryMiB: memoryMiB)))
-        }
+        let training = TrainingKeys(job: job)
+        let leaseTTL = leaseTimeout.seconds
+        let (functionTimeout, memoryMiB, job) = (self.functionTimeout, self.memoryMiB, self.job)
+        let control = try RedisConnection(eps[0], options: options)
+        let fleet = WorkerFleet(
+            workers: plan.workers, platform: platform, leases: control, leaseKey: { training.lease(worker: $0) },
+            leaseTimeout: leaseTimeout, continueCode: WorkerExit.continueLater,
+            request: { w, generation in
+                FunctionRequest(
+                    name: "worker-\(w)" + (generation > 0 ? ".\(generation)" : ""),
+                    arguments: [
+                        "worker", "--job", job, "--worker", "\(w)", "--generation", "\(generation)", "--lease-ttl",
+                        "\(leaseTTL)",
+                    ] + connection,
+                    environment: env, timeout: functionTimeout, memoryMiB: memoryMiB)
+            },
+            log: { line in if !json { FileHandle.standardError.write(Data("\r\(line)\n".utf8)) } })
+        defer { fleet.stopAll() }
+        try fleet.start()
+
         let progress = ProgressReporter(steps: plan.steps, workers: plan.workers)
-        let metricsKey = TrainingKeys(job: job).metrics
         var seen = 0
-        while !running.isEmpty {
-            sleepFor(.milliseconds(100))
+        var serverRestarts = 0
+        var pending = faults.events
+        var injected = 0
+        while !fleet.finished {
+            sleepFor(.milliseconds(50))
             // Progress from the workers' metrics.
-            let fresh =
-                (try? manager.onShard(0) { c throws(RedisError) in
-                    try c.run(["LRANGE", metricsKey, "\(seen)", "-1"]).array ?? []
-                }) ?? []
+            let fresh = (try? control.run(["LRANGE", training.metrics, "\(seen)", "-1"]).array) ?? []
             seen += fresh.count
             progress.add(
                 fresh.compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StepMetrics.self, from: Data($0)) } })
-            var still: [any FunctionInvocation] = []
-            for r in running {
-                guard let o = r.poll() else {
-                    still.append(r)
-                    continue
-                }
-                outcomes.append(o)
-                guard o.status.succeeded else {
-                    progress.finish()
-                    let why = o.timedOut ? "was killed at its \(functionTimeout) time limit" : "failed (\(o.status))"
-                    throw TrainError("\(o.name) \(why)\(o.errorTail.isEmpty ? "" : ":\n" + o.errorTail)")
+            // A parameter server that died is restarted; it resumes from what is in Redis.
+            if let cluster {
+                for shard in try cluster.superviseServers() {
+                    serverRestarts += 1
+                    note("the parameter server of shard \(shard) exited; restarted it")
                 }
             }
-            running = still
+            // Chaos: faults due at the version shard 0 has published.
+            if !pending.isEmpty {
+                let version = try latestVersion(control, training)
+                while let e = pending.first, e.step <= version {
+                    pending.removeFirst()
+                    if inject(e, fleet: fleet, cluster: cluster) { injected += 1 }
+                }
+            }
+            do { try fleet.tick() } catch {
+                progress.finish()
+                throw TrainError("\(error)")
+            }
         }
         // The last gradients are in; wait for the servers to publish the final version.
         let reader = try FunctionClient(job: job, worker: 0, endpoints: eps, options: options)
         let params = try reader.pull(step: plan.steps, timeout: .seconds(60))
         progress.finish()
         if showShards { printShardTables(eps) }
+        let starts = ((try? control.run(["LRANGE", training.starts, "0", "-1"]).array) ?? [])
+            .compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StartReport.self, from: Data($0)) } }
         let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
+        let outcomes = fleet.outcomes
         let gbs = outcomes.reduce(0) { $0 + $1.gbSeconds }
-        return TrainingSummary(
+        let counts = fleet.counts
+        var summary = TrainingSummary(
             mode: "BSP", job: job, model: plan.settings.model, steps: plan.steps, workers: plan.workers,
             shards: eps.count, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc,
             testAccuracy: testAcc,
             wallSeconds: (ContinuousClock.now - start).seconds, functionGBSeconds: gbs, invocations: outcomes.count,
-            restarts: 0, estimatedCostUSD: gbs * prices.gbSecond + Double(outcomes.count) * prices.request,
+            restarts: counts.continuations + counts.relaunches + serverRestarts,
+            estimatedCostUSD: gbs * prices.gbSecond + Double(outcomes.count) * prices.request,
             paramDigest: digest)
+        summary.continuations = counts.continuations
+        summary.workerRelaunches = counts.relaunches
+        summary.expiredLeases = counts.expiredLeases
+        summary.serverRestarts = serverRestarts
+        summary.faultsInjected = injected
+        summary.starts = StartStatistics(starts)
+        return summary
+    }
+
+    func note(_ line: String) {
+        if !json { FileHandle.standardError.write(Data("\r\(line)\n".utf8)) }
+    }
+
+    /// The newest version shard 0 has published.
+    func latestVersion(_ c: RedisConnection, _ training: TrainingKeys) throws -> Int {
+        let reply = try c.run(["XREVRANGE", training.versions(shard: 0), "+", "-", "COUNT", "1"])
+        return reply.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) } ?? 0
+    }
+
+    /// Injects one fault; false when its target was not running.
+    func inject(_ e: FaultPlan.Event, fleet: WorkerFleet, cluster: LocalCluster?) -> Bool {
+        switch e.kind {
+        case .workerKill:
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation else { return false }
+            note("fault: SIGKILL worker \(e.target) at step \(e.step)")
+            invocation.process.send(SIGKILL)
+        case .workerHang:
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation else { return false }
+            note("fault: SIGSTOP worker \(e.target) at step \(e.step)")
+            invocation.process.send(SIGSTOP)
+        case .serverKill:
+            guard let server = cluster?.servers[e.target] else { return false }
+            note("fault: SIGKILL the parameter server of shard \(e.target) at step \(e.step)")
+            server.send(SIGKILL)
+        }
+        return true
     }
 
     /// Writes the config, each worker's data partition, and parameter version 0.

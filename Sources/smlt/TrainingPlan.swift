@@ -43,9 +43,23 @@ struct TrainingSummary: Codable {
     var restarts: Int
     var estimatedCostUSD: Double
     var paramDigest: String
+    /// Of `restarts`: invocations continued after stopping before their time limit.
+    var continuations = 0
+    /// Of `restarts`: invocations relaunched after a crash, a kill or an expired lease.
+    var workerRelaunches = 0
+    /// Workers found frozen (lease expired while the process existed).
+    var expiredLeases = 0
+    /// Of `restarts`: parameter servers restarted after they died.
+    var serverRestarts = 0
+    var faultsInjected = 0
+    var starts = StartStatistics([])
 
     enum CodingKeys: String, CodingKey {
-        case mode, job, model, steps, workers, shards, parameters, invocations, restarts
+        case mode, job, model, steps, workers, shards, parameters, invocations, restarts, continuations, starts
+        case workerRelaunches = "worker_relaunches"
+        case expiredLeases = "expired_leases"
+        case serverRestarts = "server_restarts"
+        case faultsInjected = "faults_injected"
         case finalLoss = "final_loss"
         case trainAccuracy = "train_accuracy"
         case testAccuracy = "test_accuracy"
@@ -65,7 +79,9 @@ struct TrainingSummary: Codable {
           train accuracy   \(String(format: "%.4f", trainAccuracy))
           test accuracy    \(String(format: "%.4f", testAccuracy))
           wall time        \(String(format: "%.2f", wallSeconds)) s
-          function time    \(String(format: "%.3f", functionGBSeconds)) GB-s in \(invocations) invocations (\(restarts) restarts)
+          function time    \(String(format: "%.3f", functionGBSeconds)) GB-s in \(invocations) invocations
+          restarts         \(restarts): \(continuations) continued at the time limit, \(workerRelaunches) workers relaunched (\(expiredLeases) frozen), \(serverRestarts) servers restarted\(faultsInjected > 0 ? "; \(faultsInjected) faults injected" : "")
+          start time       \(starts.text)
           estimated cost   $\(String(format: "%.6f", estimatedCostUSD))
           param digest     \(paramDigest)
         """
@@ -83,6 +99,37 @@ struct TrainingSummary: Codable {
         let h = params.withUnsafeBytes { Hash64.fnv1a($0) }
         let s = String(h, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s
+    }
+}
+
+/// Cold and warm start times of the worker invocations (from process start to ready for the
+/// first step): warm ones found their data partition in the function's local cache.
+struct StartStatistics: Codable, Equatable {
+    var cold: Int
+    var warm: Int
+    var coldSeconds: Double
+    var warmSeconds: Double
+
+    init(_ reports: [StartReport]) {
+        let c = reports.filter { !$0.warm }
+        let w = reports.filter(\.warm)
+        cold = c.count
+        warm = w.count
+        coldSeconds = c.isEmpty ? 0 : c.reduce(0) { $0 + $1.seconds } / Double(c.count)
+        warmSeconds = w.isEmpty ? 0 : w.reduce(0) { $0 + $1.seconds } / Double(w.count)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case cold, warm
+        case coldSeconds = "cold_mean_seconds"
+        case warmSeconds = "warm_mean_seconds"
+    }
+
+    var text: String {
+        var parts: [String] = []
+        if cold > 0 { parts.append("\(cold) cold, mean \(String(format: "%.3f", coldSeconds)) s") }
+        if warm > 0 { parts.append("\(warm) warm, mean \(String(format: "%.3f", warmSeconds)) s") }
+        return parts.isEmpty ? "none reported" : parts.joined(separator: "; ")
     }
 }
 

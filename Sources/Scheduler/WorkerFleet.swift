@@ -1,0 +1,146 @@
+import Foundation
+import LocalProcesses
+import RedisClient
+
+/// Keeps N function workers running until each has finished: relaunches a worker that returned
+/// "continue" (it stopped before its time limit), that failed or was killed, or whose lease
+/// expired (it froze), each time as the next generation.
+///
+/// Call `tick()` periodically (every 50-100 ms). The lease keys live on one Redis connection
+/// (the job's first shard), read with one EXISTS per worker per tick.
+public final class WorkerFleet {
+    /// How a worker's invocations ended, counted.
+    public struct Counts: Sendable, Equatable {
+        /// Invocations that stopped before their time limit and were continued.
+        public var continuations = 0
+        /// Invocations that crashed, were killed or timed out, and were relaunched.
+        public var relaunches = 0
+        /// Invocations killed because their lease expired while the process still existed.
+        public var expiredLeases = 0
+    }
+
+    struct Slot {
+        var invocation: (any FunctionInvocation)?
+        var generation = 0
+        var started = ContinuousClock.now
+        var leaseSeen = false
+        var failures = 0
+        var done = false
+    }
+
+    let platform: any FunctionPlatform
+    let request: (_ worker: Int, _ generation: Int) -> FunctionRequest
+    let leaseKey: (Int) -> String
+    let leases: RedisConnection
+    let leaseTimeout: Duration
+    let maxFailures: Int
+    let continueCode: Int32
+    let log: (String) -> Void
+    private var slots: [Slot]
+    public private(set) var counts = Counts()
+    public private(set) var outcomes: [InvocationOutcome] = []
+
+    /// - Parameters:
+    ///   - request: the invocation of `worker` as generation `generation`.
+    ///   - leaseTimeout: how long a running worker may go without a lease before it is killed and
+    ///     relaunched (its lease TTL plus the time it needs to start).
+    ///   - maxFailures: failed invocations allowed per worker before the run is given up.
+    ///   - continueCode: the exit code meaning "stopped before the limit, progress saved".
+    public init(
+        workers: Int, platform: any FunctionPlatform, leases: RedisConnection, leaseKey: @escaping (Int) -> String,
+        leaseTimeout: Duration, maxFailures: Int = 5, continueCode: Int32,
+        request: @escaping (_ worker: Int, _ generation: Int) -> FunctionRequest,
+        log: @escaping (String) -> Void
+    ) {
+        self.platform = platform
+        self.request = request
+        self.leaseKey = leaseKey
+        self.leases = leases
+        self.leaseTimeout = leaseTimeout
+        self.maxFailures = maxFailures
+        self.continueCode = continueCode
+        self.log = log
+        slots = Array(repeating: Slot(), count: workers)
+    }
+
+    deinit { stopAll() }
+
+    public var finished: Bool { slots.allSatisfy(\.done) }
+    public var running: Int { slots.filter { $0.invocation != nil }.count }
+
+    /// Starts every worker's first invocation.
+    public func start() throws {
+        for w in slots.indices { try launch(w) }
+    }
+
+    private func launch(_ w: Int) throws {
+        slots[w].invocation = try platform.invoke(request(w, slots[w].generation))
+        slots[w].started = ContinuousClock.now
+        slots[w].leaseSeen = false
+    }
+
+    /// Reaps ended invocations, relaunches what needs it and checks the leases.
+    public func tick() throws {
+        var live: [Int] = []
+        for w in slots.indices {
+            guard let invocation = slots[w].invocation else { continue }
+            guard let o = invocation.poll() else {
+                live.append(w)
+                continue
+            }
+            outcomes.append(o)
+            slots[w].invocation = nil
+            if o.status.succeeded {
+                slots[w].done = true
+            } else if o.status.code == continueCode {
+                counts.continuations += 1
+                slots[w].generation += 1
+                try launch(w)
+            } else {
+                slots[w].failures += 1
+                let why = o.timedOut ? "was killed at its time limit" : "failed (\(o.status))"
+                guard slots[w].failures <= maxFailures else {
+                    throw FleetError(
+                        "\(o.name) \(why), \(slots[w].failures) failures in total; giving up"
+                            + (o.errorTail.isEmpty ? "" : ":\n" + o.errorTail))
+                }
+                log("\(o.name) \(why); relaunching it")
+                counts.relaunches += 1
+                slots[w].generation += 1
+                try launch(w)
+            }
+        }
+        guard !live.isEmpty else { return }
+        let present = try leases.pipeline(live.map { RedisCommand("EXISTS", leaseKey($0)) })
+        for (w, reply) in zip(live, present) {
+            if reply.integer == 1 {
+                slots[w].leaseSeen = true
+                continue
+            }
+            // No lease: the worker has not started yet, or it stopped renewing (frozen, hung).
+            // Workers never delete their lease, so once seen, a missing lease means expired.
+            let age = ContinuousClock.now - slots[w].started
+            guard slots[w].leaseSeen || age > leaseTimeout * 3, let invocation = slots[w].invocation else { continue }
+            log("\(invocation.name)'s lease expired; killing and relaunching it")
+            invocation.kill()
+            counts.expiredLeases += 1
+            // The next tick reaps it and relaunches it as a failure.
+        }
+    }
+
+    /// The running invocation of `worker`, for fault injection.
+    public func invocation(of worker: Int) -> (any FunctionInvocation)? { slots[worker].invocation }
+
+    /// Stops every running invocation.
+    public func stopAll() {
+        for i in slots.indices {
+            slots[i].invocation?.kill()
+            slots[i].invocation = nil
+        }
+    }
+}
+
+public struct FleetError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}

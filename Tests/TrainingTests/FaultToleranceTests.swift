@@ -1,0 +1,90 @@
+import Foundation
+import LocalProcesses
+import Testing
+
+/// `smlt train` through time limits, crashes, frozen workers and killed servers, against real
+/// processes: every run must end with the parameters of the same run without faults.
+@Suite(.serialized) struct FaultToleranceTests {
+    static let base = [
+        "train", "--dataset", "digits", "--model", "softmax", "--workers", "4", "--shards", "2", "--steps", "300",
+        "--seed", "7", "--json",
+    ]
+
+    /// The digest of the same training without faults, from the single-process reference.
+    static let cleanDigest: String? = {
+        let r = try? smlt(base + ["--reference"])
+        return r.flatMap { json($0.stdout)["param_digest"] as? String }
+    }()
+
+    func run(_ extra: [String]) throws -> [String: Any] {
+        let job = "ft-\(UUID().uuidString.prefix(8))"
+        let r = try smlt(Self.base + extra + ["--job", job])
+        #expect(r.status.succeeded, "\(r.stderr)")
+        #expect(processes(containing: job).isEmpty, "processes of \(job) left running")
+        let out = json(r.stdout)
+        #expect(Self.cleanDigest != nil)
+        #expect(out["param_digest"] as? String == Self.cleanDigest, "\(r.stderr.suffix(2000))")
+        return out
+    }
+
+    @Test func workersStoppedByTheirTimeLimitContinueExactly() throws {
+        // 300 steps do not fit in 400 ms: every worker saves its progress and is continued.
+        let out = try run(["--function-timeout", "400ms"])
+        let continuations = out["continuations"] as? Int ?? 0
+        #expect(continuations >= 4)
+        #expect(out["worker_relaunches"] as? Int == 0)
+        #expect(out["restarts"] as? Int == continuations)
+        #expect(out["invocations"] as? Int == 4 + continuations)
+        // Later generations find their data partition in the function cache.
+        let starts = out["starts"] as? [String: Any] ?? [:]
+        #expect(starts["cold"] as? Int == 4)
+        #expect(starts["warm"] as? Int == continuations)
+    }
+
+    @Test func killedWorkersAreRelaunchedAndTheirRepushCountsOnce() throws {
+        let out = try run(["--inject-faults", "worker-kill=3"])
+        #expect(out["faults_injected"] as? Int == 3)
+        #expect(out["worker_relaunches"] as? Int == 3)
+        #expect(out["restarts"] as? Int == 3)
+    }
+
+    @Test func frozenWorkerIsFoundByItsExpiredLease() throws {
+        // SIGSTOP: the process exists but stops renewing its lease; the default function
+        // timeout (900 s) would never end it.
+        let out = try run(["--inject-faults", "worker-hang=1", "--lease-timeout", "1s"])
+        #expect(out["faults_injected"] as? Int == 1)
+        #expect(out["expired_leases"] as? Int == 1)
+        #expect(out["worker_relaunches"] as? Int == 1)
+    }
+
+    @Test func killedParameterServerIsRestartedAndResumesFromRedis() throws {
+        let out = try run(["--inject-faults", "server-kill=2"])
+        #expect(out["faults_injected"] as? Int == 2)
+        #expect(out["server_restarts"] as? Int == 2)
+    }
+
+    @Test func allFaultsTogether() throws {
+        // The command of the "done when", plus a frozen worker.
+        let out = try run([
+            "--function-timeout", "3s", "--inject-faults", "worker-kill=3,server-kill=1,worker-hang=1",
+            "--lease-timeout",
+            "1s",
+        ])
+        #expect(out["faults_injected"] as? Int == 5)
+        // Two faults may hit the same invocation (a kill of a frozen worker): one relaunch.
+        #expect((out["worker_relaunches"] as? Int ?? 0) >= 2)
+        #expect((out["server_restarts"] as? Int ?? 0) >= 1)
+        let restarts = out["restarts"] as? Int ?? -1
+        let parts = ["continuations", "worker_relaunches", "server_restarts"].map { out[$0] as? Int ?? 0 }
+        #expect(restarts == parts.reduce(0, +))
+    }
+
+    @Test func faultSpecErrorsNameTheProblem() throws {
+        let bad = try smlt(Self.base + ["--inject-faults", "worker-explode=1"])
+        #expect(!bad.status.succeeded)
+        #expect(bad.stderr.contains("invalid fault 'worker-explode=1'"))
+        let external = try smlt(Self.base + ["--inject-faults", "server-kill=1", "--redis", "127.0.0.1:1"])
+        #expect(!external.status.succeeded)
+        #expect(external.stderr.contains("server-kill needs the shards and servers smlt train starts"))
+    }
+}
