@@ -41,6 +41,9 @@ let package = Package(
         .target(name: "ParamServer", dependencies: ["TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
         .target(name: "Workloads", swiftSettings: strict),
         .target(
+            name: "Checkpoints", dependencies: ["ShardManager", "TrainingProtocol", "TensorBlob", "RedisClient"],
+            swiftSettings: strict),
+        .target(
             name: "Scheduler",
             dependencies: ["TrainingProtocol", "RedisClient", "LocalProcesses"],
             swiftSettings: strict),
@@ -49,7 +52,7 @@ let package = Package(
             name: "smlt",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "FunctionClient", "ParamServer",
-                "Workloads", "Scheduler", "LocalProcesses",
+                "Workloads", "Scheduler", "LocalProcesses", "Checkpoints",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -80,7 +83,7 @@ let package = Package(
             name: "TrainingTests",
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
-                "TensorBlob", "TestSupport",
+                "TensorBlob", "TestSupport", "Checkpoints",
             ],
             swiftSettings: strict),
     ]

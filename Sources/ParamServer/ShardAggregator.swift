@@ -61,13 +61,16 @@ final class ShardAggregator {
             version = v
             params.removeAll()
             velocity.removeAll()
+            gathering = -1
         }
     }
 
     /// Reads the gradients that have arrived and runs every step whose gradients are all in;
     /// returns how many steps it completed.
     func advance(_ c: RedisConnection) throws(RedisError) -> Int {
-        if version == nil { try loadVersion(c) }
+        // The stream is the truth: a job restored from a checkpoint, or a version published by
+        // another server, resets what this one cached.
+        try loadVersion(c)
         var done = 0
         while let v = version, v < config.steps {
             if gathering != v { startGathering(v) }
@@ -243,10 +246,16 @@ final class ShardAggregator {
         var blobs: [BlobParts] = []
         for (chunk, p, vel) in updated {
             // Plain SGD (momentum 0) has no optimizer state to store.
-            let stored =
+            var stored =
                 config.momentum == 0
                 ? [(keys.params(chunk: chunk), p)]
                 : [(keys.params(chunk: chunk), p), (keys.optimizer(chunk: chunk), vel)]
+            // Every checkpoint_every versions the same blobs also go to the checkpoint keys,
+            // in the same transaction, so the copy is one consistent version.
+            if config.checkpointEvery > 0 && (v + 1) % config.checkpointEvery == 0 {
+                stored.append((keys.checkpointParams(chunk: chunk), p))
+                if config.momentum != 0 { stored.append((keys.checkpointOptimizer(chunk: chunk), vel)) }
+            }
             for (key, values) in stored {
                 let blob = values.withUnsafeBufferPointer {
                     TensorBlob.encodeParts($0, codec: map.codec, step: UInt64(v + 1), producer: producer)

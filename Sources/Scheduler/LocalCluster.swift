@@ -7,7 +7,7 @@ import Synchronization
 /// `smlt serve` parameter server per shard, supervised: `superviseServers()` restarts a server
 /// that died. `stop()` ends them all, servers first.
 public final class LocalCluster: Sendable {
-    public let redis: [RedisServerProcess]
+    private let redisProcesses: Mutex<[RedisServerProcess]>
     private let serverProcesses: Mutex<[ChildProcess]>
     let executable: String
     let logDirectory: String
@@ -15,6 +15,7 @@ public final class LocalCluster: Sendable {
     /// The parameter-server processes, one per shard (a restarted one replaces the dead one).
     public var servers: [ChildProcess] { serverProcesses.withLock { $0 } }
 
+    public var redis: [RedisServerProcess] { redisProcesses.withLock { $0 } }
     public var endpoints: [RedisEndpoint] { redis.map(\.endpoint) }
 
     /// Starts the shards and their parameter servers.
@@ -34,7 +35,7 @@ public final class LocalCluster: Sendable {
             for r in redis { r.stop() }
             throw error
         }
-        self.redis = redis
+        redisProcesses = Mutex(redis)
         self.executable = executable
         self.logDirectory = logDirectory
         serverProcesses = Mutex(servers)
@@ -53,6 +54,7 @@ public final class LocalCluster: Sendable {
     /// Restarts every parameter server that has exited; returns the shards restarted.
     public func superviseServers() throws -> [Int] {
         var restarted: [Int] = []
+        let redis = self.redis
         try serverProcesses.withLock { servers in
             for i in servers.indices where !servers[i].isRunning {
                 servers[i] = try Self.startServer(i, redis[i], executable: executable, logDirectory: logDirectory)
@@ -60,6 +62,15 @@ public final class LocalCluster: Sendable {
             }
         }
         return restarted
+    }
+
+    /// Restarts shard `i`'s redis-server on the same port with no data, as after a crash of a
+    /// shard without persistence. Its parameter server reconnects by itself.
+    public func wipeShard(_ i: Int) throws {
+        let old = redis[i]
+        old.kill()
+        let fresh = try RedisServerProcess(port: old.port)
+        redisProcesses.withLock { $0[i] = fresh }
     }
 
     public func stop() {

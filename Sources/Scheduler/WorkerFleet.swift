@@ -26,6 +26,9 @@ public final class WorkerFleet {
         var leaseSeen = false
         var failures = 0
         var done = false
+        /// A failed worker waits before its relaunch (backoff), so a transient cause (a shard
+        /// restarting) does not use up its failures at once.
+        var relaunchAt: ContinuousClock.Instant?
     }
 
     let platform: any FunctionPlatform
@@ -83,6 +86,10 @@ public final class WorkerFleet {
     public func tick() throws {
         var live: [Int] = []
         for w in slots.indices {
+            if let due = slots[w].relaunchAt, ContinuousClock.now >= due {
+                slots[w].relaunchAt = nil
+                try launch(w)
+            }
             guard let invocation = slots[w].invocation else { continue }
             guard let o = invocation.poll() else {
                 live.append(w)
@@ -104,14 +111,16 @@ public final class WorkerFleet {
                         "\(o.name) \(why), \(slots[w].failures) failures in total; giving up"
                             + (o.errorTail.isEmpty ? "" : ":\n" + o.errorTail))
                 }
-                log("\(o.name) \(why); relaunching it")
+                let backoff = Duration.milliseconds(min(2000, 100 << min(slots[w].failures - 1, 5)))
+                log("\(o.name) \(why); relaunching it in \(backoff)")
                 counts.relaunches += 1
                 slots[w].generation += 1
-                try launch(w)
+                slots[w].relaunchAt = ContinuousClock.now + backoff
             }
         }
         guard !live.isEmpty else { return }
-        let present = try leases.pipeline(live.map { RedisCommand("EXISTS", leaseKey($0)) })
+        // While the lease shard is unreachable (restarting), leases are not judged.
+        guard let present = try? leases.pipeline(live.map { RedisCommand("EXISTS", leaseKey($0)) }) else { return }
         for (w, reply) in zip(live, present) {
             if reply.integer == 1 {
                 slots[w].leaseSeen = true
@@ -131,11 +140,26 @@ public final class WorkerFleet {
     /// The running invocation of `worker`, for fault injection.
     public func invocation(of worker: Int) -> (any FunctionInvocation)? { slots[worker].invocation }
 
+    /// Stops every invocation and starts every worker again as its next generation, finished or
+    /// not (after the job was rolled back to a checkpoint). Counted as relaunches.
+    public func relaunchAll() throws {
+        stopAll()
+        for w in slots.indices {
+            slots[w].done = false
+            slots[w].failures = 0
+            slots[w].relaunchAt = nil
+            slots[w].generation += 1
+            counts.relaunches += 1
+            try launch(w)
+        }
+    }
+
     /// Stops every running invocation.
     public func stopAll() {
         for i in slots.indices {
             slots[i].invocation?.kill()
             slots[i].invocation = nil
+            slots[i].relaunchAt = nil
         }
     }
 }

@@ -69,11 +69,14 @@ public final class ShardManager: Sendable {
     ) throws(ShardError) -> ShardMap {
         try JobSpec.validateJobName(job)
         var lastError: RedisError?
+        var missing: [String] = []
         for endpoint in endpoints {
             do {
                 let c = try RedisConnection(endpoint, options: options)
                 guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes else {
-                    throw ShardError(.jobNotFound, "job '\(job)' is not registered on \(endpoint)")
+                    // A shard that restarted empty lacks the map; another one may have it.
+                    missing.append(endpoint.description)
+                    continue
                 }
                 let map: ShardMap
                 do { map = try JSONDecoder().decode(ShardMap.self, from: Data(json)) } catch {
@@ -88,6 +91,9 @@ public final class ShardManager: Sendable {
             } catch {
                 throw ShardError(.redis, "\(error)")
             }
+        }
+        if !missing.isEmpty {
+            throw ShardError(.jobNotFound, "job '\(job)' is not registered on \(missing.joined(separator: ", "))")
         }
         throw ShardError(lastError ?? RedisError(.connectionFailed, endpoint: "", "no endpoint given"))
     }
@@ -110,8 +116,9 @@ public final class ShardManager: Sendable {
         return all.sorted()
     }
 
-    /// Writes the shard map and the job's entry in the job set to every shard.
-    func storeMap() throws(ShardError) {
+    /// Writes the shard map and the job's entry in the job set to every shard (also to put them
+    /// back on a shard that restarted empty).
+    public func storeMap() throws(ShardError) {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(map)) } catch { throw ShardError(.invalidSpec, "\(error)") }
         let job = map.job

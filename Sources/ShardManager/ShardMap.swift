@@ -63,6 +63,8 @@ public struct JobKeys: Sendable {
     public var map: String { "smlt:{\(job)}:map" }
     public func params(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:params" }
     public func optimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:opt" }
+    public func checkpointParams(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:params" }
+    public func checkpointOptimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:opt" }
     public func gradient(chunk: Int, step: Int, worker: Int) -> String {
         "smlt:{\(job)/\(chunk)}:grad:\(step):\(worker)"
     }
@@ -75,11 +77,17 @@ public enum ChunkKind: Sendable, Equatable {
     case params
     case optimizer
     case gradient(step: Int, worker: Int)
+    /// The parameters as of the last checkpoint version (written by the servers).
+    case checkpointParams
+    /// The optimizer state as of the last checkpoint version.
+    case checkpointOptimizer
 
     func key(_ keys: JobKeys, chunk: Int) -> String {
         switch self {
         case .params: keys.params(chunk: chunk)
         case .optimizer: keys.optimizer(chunk: chunk)
+        case .checkpointParams: keys.checkpointParams(chunk: chunk)
+        case .checkpointOptimizer: keys.checkpointOptimizer(chunk: chunk)
         case .gradient(let step, let worker): keys.gradient(chunk: chunk, step: step, worker: worker)
         }
     }

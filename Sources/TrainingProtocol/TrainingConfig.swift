@@ -14,11 +14,15 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var weightDecay: Float
     /// Free-form settings for the workload (model, dataset, batch size), read by workers.
     public var workload: [String: String]
+    /// Every this many versions the servers also keep a copy of the parameters and optimizer
+    /// state under the job's checkpoint keys, for `smlt train` to save to disk; 0 for never.
+    public var checkpointEvery: Int
 
     public init(
         workers: Int, steps: Int, learningRate: Float, momentum: Float = 0.9, weightDecay: Float = 0,
-        workload: [String: String] = [:]
+        workload: [String: String] = [:], checkpointEvery: Int = 0
     ) {
+        self.checkpointEvery = checkpointEvery
         self.workers = workers
         self.steps = steps
         self.learningRate = learningRate
@@ -31,6 +35,18 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case workers, steps, momentum, workload
         case learningRate = "learning_rate"
         case weightDecay = "weight_decay"
+        case checkpointEvery = "checkpoint_every"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        workers = try c.decode(Int.self, forKey: .workers)
+        steps = try c.decode(Int.self, forKey: .steps)
+        learningRate = try c.decode(Float.self, forKey: .learningRate)
+        momentum = try c.decode(Float.self, forKey: .momentum)
+        weightDecay = try c.decode(Float.self, forKey: .weightDecay)
+        workload = try c.decodeIfPresent([String: String].self, forKey: .workload) ?? [:]
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? 0
     }
 
     /// Stores the config on every shard of the job.
@@ -58,6 +74,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard workers >= 1 else { throw ShardError(.invalidSpec, "workers must be at least 1, got \(workers)") }
         guard workers <= 4096 else { throw ShardError(.invalidSpec, "workers must be at most 4096, got \(workers)") }
         guard steps >= 0 else { throw ShardError(.invalidSpec, "steps must not be negative") }
+        guard checkpointEvery >= 0 else { throw ShardError(.invalidSpec, "checkpoint_every must not be negative") }
         guard learningRate.isFinite, momentum.isFinite, weightDecay.isFinite else {
             throw ShardError(.invalidSpec, "optimizer settings must be finite numbers")
         }

@@ -10,6 +10,8 @@ struct FaultPlan: Sendable, Equatable {
         case workerHang = "worker-hang"
         /// SIGKILL a shard's parameter server (`smlt serve`).
         case serverKill = "server-kill"
+        /// Restart a shard's redis-server empty: the job rolls back to its last checkpoint.
+        case shardWipe = "shard-wipe"
     }
 
     struct Event: Sendable, Equatable {
@@ -29,7 +31,7 @@ struct FaultPlan: Sendable, Equatable {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2, let kind = Kind(rawValue: kv[0]), let n = Int(kv[1]), n >= 0, n <= 1000 else {
                 throw ValidationError(
-                    "invalid fault '\(part)' (use e.g. worker-kill=3,server-kill=1,worker-hang=1; kinds: "
+                    "invalid fault '\(part)' (use e.g. worker-kill=3,server-kill=1; kinds: "
                         + Kind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
             }
             counts.append((kind, n))
@@ -42,7 +44,7 @@ struct FaultPlan: Sendable, Equatable {
         for (kind, n) in counts {
             for _ in 0..<n {
                 let step = 1 + Int(rng.next() % UInt64(max(1, steps - 2)))
-                let range = kind == .serverKill ? shards : workers
+                let range = kind == .serverKill || kind == .shardWipe ? shards : workers
                 events.append(Event(kind: kind, step: step, target: Int(rng.next() % UInt64(range))))
             }
         }
@@ -53,5 +55,5 @@ struct FaultPlan: Sendable, Equatable {
 
     init(events: [Event]) { self.events = events }
 
-    var needsOwnServers: Bool { events.contains { $0.kind == .serverKill } }
+    var needsOwnServers: Bool { events.contains { $0.kind == .serverKill || $0.kind == .shardWipe } }
 }

@@ -52,6 +52,10 @@ struct TrainCommand: ParsableCommand {
             "Kill workers and servers at random steps chosen by --seed: worker-kill=K,server-kill=M,worker-hang=H.",
             valueName: "faults"))
     var injectFaults: String?
+    @Option(help: "Save a checkpoint every this many steps (0: never); a shard that restarts empty rolls back to it.")
+    var checkpointEvery = 100
+    @Option(help: "Where checkpoints go (default: a temporary directory removed at the end).")
+    var checkpointDir: String?
     @Flag(help: "Print the admin shard and chunk tables before stopping.") var showShards = false
     @Flag(help: "Print one JSON object at the end instead of the summary.") var json = false
 
@@ -71,6 +75,7 @@ struct TrainCommand: ParsableCommand {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard hidden >= 1 else { throw ValidationError("--hidden must be at least 1") }
         guard memory >= 64 else { throw ValidationError("--memory must be at least 64 MiB") }
+        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         if let epochs, !(epochs > 0) { throw ValidationError("--epochs must be positive") }
         _ = try parseDuration(functionTimeout)
@@ -79,7 +84,8 @@ struct TrainCommand: ParsableCommand {
             guard !reference else { throw ValidationError("--inject-faults does not apply to --reference") }
             let plan = try FaultPlan(injectFaults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed)
             if plan.needsOwnServers && redis.redis != nil {
-                throw ValidationError("server-kill needs the shards and servers smlt train starts (no --redis)")
+                throw ValidationError(
+                    "server-kill and shard-wipe need the shards and servers smlt train starts (no --redis)")
             }
         }
         _ = try datasetSource()
@@ -100,7 +106,7 @@ struct TrainCommand: ParsableCommand {
             batchSize: batchSize, seed: seed)
         let plan = TrainingPlan(
             settings: settings, workers: workers, steps: totalSteps, learningRate: learningRate, momentum: momentum,
-            weightDecay: weightDecay, train: data.train, test: data.test)
+            weightDecay: weightDecay, train: data.train, test: data.test, checkpointEvery: checkpointEvery)
         let summary: TrainingSummary
         do {
             if reference {
@@ -114,6 +120,7 @@ struct TrainCommand: ParsableCommand {
                     memoryMiB: memory,
                     prices: (priceGbSecond, priceRequest), showShards: showShards, json: json)
                 driver.leaseTimeout = try parseDuration(leaseTimeout)
+                driver.checkpointDirectory = checkpointDir
                 if let injectFaults {
                     driver.faults = try FaultPlan(
                         injectFaults, steps: totalSteps, workers: workers, shards: shards, seed: seed)

@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 import FunctionClient
 import LocalProcesses
@@ -26,6 +27,8 @@ struct TrainingDriver {
     /// How long a worker may go without renewing its lease before it is relaunched.
     var leaseTimeout: Duration = .seconds(3)
     var faults = FaultPlan.none
+    /// Where checkpoints are written; nil for a temporary directory removed at the end.
+    var checkpointDirectory: String?
 
     func run() throws -> TrainingSummary {
         let start = ContinuousClock.now
@@ -82,6 +85,12 @@ struct TrainingDriver {
         var serverRestarts = 0
         var pending = faults.events
         var injected = 0
+        let checkpoints = checkpointDirectory ?? runDir + "/checkpoints"
+        let every = plan.checkpointEvery
+        var lastCheckpoint = 0
+        var checkpointsSaved = 0
+        var rollbacks = 0
+        var lastShardCheck = ContinuousClock.now
         while !fleet.finished {
             sleepFor(.milliseconds(50))
             // Progress from the workers' metrics.
@@ -96,12 +105,31 @@ struct TrainingDriver {
                     note("the parameter server of shard \(shard) exited; restarted it")
                 }
             }
+            let version = (try? latestVersion(control, training)) ?? 0
             // Chaos: faults due at the version shard 0 has published.
-            if !pending.isEmpty {
-                let version = try latestVersion(control, training)
-                while let e = pending.first, e.step <= version {
-                    pending.removeFirst()
-                    if inject(e, fleet: fleet, cluster: cluster) { injected += 1 }
+            while let e = pending.first, e.step <= version {
+                pending.removeFirst()
+                if inject(e, fleet: fleet, cluster: cluster) { injected += 1 }
+            }
+            // Checkpoints: the servers copy every `every`-th version aside; save it to disk.
+            if every > 0, version / every * every > lastCheckpoint,
+                let c = try? Checkpoint.capture(manager, config: plan.config, snapshot: true), c.step > lastCheckpoint
+            {
+                try c.write(to: checkpoints)
+                lastCheckpoint = c.step
+                checkpointsSaved += 1
+            }
+            // A shard that lost the job's map restarted empty: roll the job back.
+            if ContinuousClock.now - lastShardCheck > .milliseconds(100) {
+                lastShardCheck = ContinuousClock.now
+                let mapKey = manager.keys.map
+                let lost = manager.onEachShardResult { _, c throws(RedisError) in
+                    try c.run(["EXISTS", mapKey]).integer == 0
+                }.enumerated().filter { (try? $0.element.get()) == true }.map(\.offset)
+                if !lost.isEmpty {
+                    let step = try rollBack(manager, fleet: fleet, model: model, checkpoints: checkpoints, lost: lost)
+                    lastCheckpoint = min(lastCheckpoint, step)
+                    rollbacks += 1
                 }
             }
             do { try fleet.tick() } catch {
@@ -133,8 +161,33 @@ struct TrainingDriver {
         summary.expiredLeases = counts.expiredLeases
         summary.serverRestarts = serverRestarts
         summary.faultsInjected = injected
+        summary.rollbacks = rollbacks
+        summary.checkpointsSaved = checkpointsSaved
         summary.starts = StartStatistics(starts)
         return summary
+    }
+
+    /// Puts the job back on shards that lost it and resumes from the last checkpoint (or from
+    /// version 0): workers stopped, map and data staged again, state restored, workers relaunched.
+    func rollBack(
+        _ manager: ShardManager, fleet: WorkerFleet, model: any Model, checkpoints: String, lost: [Int]
+    ) throws -> Int {
+        fleet.stopAll()
+        try manager.storeMap()
+        try stageData(manager)
+        let checkpoint =
+            (try? Checkpoint.read(from: checkpoints))
+            ?? Checkpoint(
+                job: job, step: 0, tensors: manager.map.tensors,
+                params: model.initialParameters(seed: plan.settings.seed),
+                optimizer: plan.momentum == 0 ? nil : [Float](repeating: 0, count: model.parameterCount),
+                config: plan.config)
+        note(
+            "shard\(lost.count == 1 ? "" : "s") \(lost.map(String.init).joined(separator: ",")) lost the job's data; rolling back to step \(checkpoint.step)"
+        )
+        try checkpoint.restore(to: manager)
+        try fleet.relaunchAll()
+        return checkpoint.step
     }
 
     func note(_ line: String) {
@@ -162,14 +215,28 @@ struct TrainingDriver {
             guard let server = cluster?.servers[e.target] else { return false }
             note("fault: SIGKILL the parameter server of shard \(e.target) at step \(e.step)")
             server.send(SIGKILL)
+        case .shardWipe:
+            guard let cluster else { return false }
+            note("fault: restarting shard \(e.target)'s redis-server empty at step \(e.step)")
+            do { try cluster.wipeShard(e.target) } catch {
+                note("could not restart shard \(e.target): \(error)")
+                return false
+            }
         }
         return true
     }
 
     /// Writes the config, each worker's data partition, and parameter version 0.
     func stage(_ manager: ShardManager, model: any Model) throws {
+        try stageData(manager)
+        try plan.config.start(on: manager, initial: model.initialParameters(seed: plan.settings.seed))
+    }
+
+    /// Writes the config and each worker's data partition.
+    func stageData(_ manager: ShardManager) throws {
         let config = plan.config
         try config.validate()
+        try config.store(on: manager)
         let objects = JobObjects(manager)
         for (w, part) in plan.partitions().enumerated() {
             try objects.set(StagedData.features(w), TensorBlob.encode(part.features, codec: .lz4, step: 0, producer: 0))
@@ -177,7 +244,6 @@ struct TrainingDriver {
                 StagedData.labels(w),
                 TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
         }
-        try config.start(on: manager, initial: model.initialParameters(seed: plan.settings.seed))
     }
 
     func printShardTables(_ eps: [RedisEndpoint]) {

@@ -15,11 +15,12 @@ struct TrainingPlan {
     let weightDecay: Float
     let train: Dataset
     let test: Dataset
+    var checkpointEvery = 0
 
     var config: TrainingConfig {
         TrainingConfig(
             workers: workers, steps: steps, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay,
-            workload: settings.dictionary)
+            workload: settings.dictionary, checkpointEvery: checkpointEvery)
     }
 
     func partitions() -> [Dataset] { (0..<workers).map { train.partition($0, of: workers) } }
@@ -52,6 +53,9 @@ struct TrainingSummary: Codable {
     /// Of `restarts`: parameter servers restarted after they died.
     var serverRestarts = 0
     var faultsInjected = 0
+    /// Times a shard restarted empty and the job went back to its last checkpoint.
+    var rollbacks = 0
+    var checkpointsSaved = 0
     var starts = StartStatistics([])
 
     enum CodingKeys: String, CodingKey {
@@ -60,6 +64,8 @@ struct TrainingSummary: Codable {
         case expiredLeases = "expired_leases"
         case serverRestarts = "server_restarts"
         case faultsInjected = "faults_injected"
+        case rollbacks
+        case checkpointsSaved = "checkpoints_saved"
         case finalLoss = "final_loss"
         case trainAccuracy = "train_accuracy"
         case testAccuracy = "test_accuracy"
@@ -82,6 +88,7 @@ struct TrainingSummary: Codable {
           function time    \(String(format: "%.3f", functionGBSeconds)) GB-s in \(invocations) invocations
           restarts         \(restarts): \(continuations) continued at the time limit, \(workerRelaunches) workers relaunched (\(expiredLeases) frozen), \(serverRestarts) servers restarted\(faultsInjected > 0 ? "; \(faultsInjected) faults injected" : "")
           start time       \(starts.text)
+          checkpoints      \(checkpointsSaved) saved, \(rollbacks) rollback\(rollbacks == 1 ? "" : "s") after a shard lost its data
           estimated cost   $\(String(format: "%.6f", estimatedCostUSD))
           param digest     \(paramDigest)
         """

@@ -63,6 +63,19 @@ import Testing
         #expect(out["server_restarts"] as? Int == 2)
     }
 
+    @Test func shardThatRestartsEmptyRollsBackToTheLastCheckpoint() throws {
+        let dir = NSTemporaryDirectory() + "smlt-ft-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = try run(["--inject-faults", "shard-wipe=1", "--checkpoint-every", "50", "--checkpoint-dir", dir])
+        #expect(out["faults_injected"] as? Int == 1)
+        #expect(out["rollbacks"] as? Int == 1)
+        // Every 50th version was saved (the last one, 300, too), as safetensors files.
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        #expect(files.contains("step-00000300.safetensors"))
+        #expect(files.contains("latest"))
+        #expect((out["checkpoints_saved"] as? Int ?? 0) >= 1)
+    }
+
     @Test func allFaultsTogether() throws {
         // The command of the "done when", plus a frozen worker.
         let out = try run([
@@ -85,6 +98,6 @@ import Testing
         #expect(bad.stderr.contains("invalid fault 'worker-explode=1'"))
         let external = try smlt(Self.base + ["--inject-faults", "server-kill=1", "--redis", "127.0.0.1:1"])
         #expect(!external.status.succeeded)
-        #expect(external.stderr.contains("server-kill needs the shards and servers smlt train starts"))
+        #expect(external.stderr.contains("server-kill and shard-wipe need the shards and servers smlt train starts"))
     }
 }
