@@ -74,10 +74,11 @@ final class ShardAggregator {
         var done = 0
         while let v = version, v < config.steps {
             if gathering != v { startGathering(v) }
-            for w in try arrived(c, step: v).subtracting(consumed).sorted() { try consume(c, worker: w, step: v) }
-            fold()
-            guard folded == config.workers else { break }
-            guard try commit(c, step: v) else { break }
+            for w in try arrived(c, step: v).subtracting(consumed).sorted() {
+                try consume(c, worker: w, step: v)
+                fold()
+            }
+            guard folded == config.workers, try commit(c, step: v) else { break }
             done += 1
         }
         return done
@@ -117,6 +118,7 @@ final class ShardAggregator {
     /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
     /// step's pushed set (it may push again) and the reason is logged.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
+        if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
         var buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
         var why: String?
         let scratch = self.scratch
@@ -164,6 +166,72 @@ final class ShardAggregator {
         }
         consumed.insert(w)
         waiting[w] = Dictionary(uniqueKeysWithValues: zip(chunks, buffers))
+    }
+
+    /// Reads the gradient of the next worker in id order straight into one chunk-sized buffer
+    /// and adds each chunk to the sum while it is still in cache. If the push turns out bad
+    /// halfway, the sums already changed: the step's gathering starts over (everything is
+    /// still in Redis) and the worker is rejected.
+    private func consumeInOrder(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
+        let largest = chunks.map { map.layout.range(ofChunk: $0).count }.max() ?? 0
+        var piece = buffer(largest)
+        defer { release(piece) }
+        var why: String?
+        var added = false
+        let scratch = self.scratch
+        let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
+        let counts = chunks.map { map.layout.range(ofChunk: $0).count }
+        let chunks = self.chunks
+        try piece.withUnsafeMutableBufferPointer { (whole) throws(RedisError) in
+            var pending: BlobHeader?
+            try c.pipelineStreaming(
+                gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
+                target: { i, prefix, rest in
+                    guard why == nil else { return nil }
+                    do throws(TensorBlobError) {
+                        let (h, payload) = try TensorBlob.payloadTarget(
+                            prefix: prefix, blobLength: prefix.count + rest,
+                            destination: UnsafeMutableBufferPointer(rebasing: whole[0..<counts[i]]), scratch: scratch)
+                        guard h.step == UInt64(v), h.producer == UInt32(w) else {
+                            throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
+                        }
+                        pending = h
+                        return payload
+                    } catch {
+                        why = why ?? "chunk \(chunks[i]): \(error)"
+                        return nil
+                    }
+                },
+                done: { i, reply in
+                    defer { pending = nil }
+                    guard why == nil else { return }
+                    guard case .bulk(let prefix, let rest) = reply, let rest, let h = pending else {
+                        if case .null = reply {
+                            why = "chunk \(chunks[i]): gradient missing"
+                        } else {
+                            why = "chunk \(chunks[i]): \(reply)"
+                        }
+                        return
+                    }
+                    let one = UnsafeMutableBufferPointer(rebasing: whole[0..<counts[i]])
+                    do throws(TensorBlobError) {
+                        try TensorBlob.finishDecode(
+                            h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: one, scratch: scratch)
+                        sums[chunks[i]]!.withUnsafeMutableBufferPointer {
+                            GradientSum.add(UnsafeBufferPointer(one), into: $0)
+                        }
+                        added = true
+                    } catch { why = "chunk \(chunks[i]): \(error)" }
+                })
+        }
+        if let why {
+            log("job \(job): step \(v): rejected worker \(w)'s push: \(why)")
+            if added { startGathering(v) }
+            try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
+            return
+        }
+        consumed.insert(w)
+        folded += 1
     }
 
     /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.

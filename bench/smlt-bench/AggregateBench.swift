@@ -53,12 +53,15 @@ struct AggregateBench: ParsableCommand {
 
     @OptionGroup var setup: AggregateSetup
     @Flag(help: "Also run the redis-limit and scatter-reduce baselines.") var compare = false
+    @Option(help: ArgumentHelp("Run only this method (for profiling one of them).", visibility: .hidden))
+    var only: AggregationMethod?
     @Flag(help: "Print JSON: one object per method.") var json = false
     @Flag(help: "Show the parameter server's log.") var verbose = false
 
     func run() throws {
         ChildRegistry.installSignalHandlers()
-        let methods: [AggregationMethod] = compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt]
+        let methods: [AggregationMethod] =
+            only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
         let results = try AggregateRunner(setup: setup, verbose: verbose).run(methods)
         if json {
             let e = JSONEncoder()
@@ -244,12 +247,15 @@ struct AggregateRunner {
         let blobBytes = encodedGradientBytes()
         var stepTimes: [Double] = []
         for t in 0..<setup.steps {
-            let first = times.map { $0.start[t] }.min()!
+            // From the moment every worker has started (the last start) to the last end: a worker
+            // starts step t+1 as soon as it holds version t+1, so these intervals tile the run
+            // and their sum is its wall time.
+            let first = times.map { $0.start[t] }.max()!
             let last = times.map { $0.end[t] }.max()!
             if method == .redisLimit {
                 // The rates of this step's SET and GET phases, applied to the design's minimal
                 // traffic: N gradients and the model written, 2N gradients' worth read.
-                let get = times.map { $0.getEnd[t] }.max()! - times.map { $0.getStart[t] }.min()!
+                let get = times.map { $0.getEnd[t] }.max()! - times.map { $0.getStart[t] }.max()!
                 stepTimes.append((last - first) * Double(n + 1) / Double(n) + get * 2)
             } else {
                 stepTimes.append(last - first)
