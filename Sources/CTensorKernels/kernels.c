@@ -1,4 +1,5 @@
 #include "CTensorKernels.h"
+#include <pthread.h>
 #include <string.h>
 
 static uint32_t crc_table[8][256];
@@ -42,6 +43,7 @@ static uint32_t crc32c_sw(uint32_t crc, const unsigned char *p, size_t n) {
 #define CRC_BLOCK 4096
 static uint32_t crc_shift_table[4][256];
 static int crc_shift_ready = 0;
+static pthread_once_t crc_shift_once = PTHREAD_ONCE_INIT;
 
 __attribute__((target("sse4.2"))) static uint32_t crc32c_chain(uint32_t crc, const unsigned char *p, size_t n) {
     uint64_t c = crc;
@@ -81,7 +83,7 @@ static inline uint32_t crc_shift(uint32_t c) {
 
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, size_t n) {
     if (n >= 3 * CRC_BLOCK) {
-        if (!__atomic_load_n(&crc_shift_ready, __ATOMIC_ACQUIRE)) crc_shift_init();
+        if (!__atomic_load_n(&crc_shift_ready, __ATOMIC_ACQUIRE)) pthread_once(&crc_shift_once, crc_shift_init);
         while (n >= 3 * CRC_BLOCK) {
             uint64_t a = crc, b = 0, c = 0;
             const unsigned char *pb = p + CRC_BLOCK, *pc = p + 2 * CRC_BLOCK;
@@ -101,6 +103,193 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
     }
     return crc32c_chain(crc, p, n);
 }
+/* Carry-less multiplication folding (PCLMULQDQ): four 128-bit accumulators run over the data
+ * 64 bytes at a time; each step multiplies an accumulator's halves by two constants, which moves
+ * its contribution 64 bytes forward, and XORs in the next block. At the end the accumulators are
+ * folded into one, whose 16 bytes go through the crc32 instruction with the tail.
+ *
+ * The constants are not typed in: they are solved at first use as a linear system over GF(2),
+ * with the crc32 instruction as the reference (folding is linear in the constant), so no
+ * bit-reflection convention can be got wrong. If the system had no solution this path would
+ * stay off. */
+#include <immintrin.h>
+
+static uint64_t fold_k[3][2]; /* [distance: 64, 16 or 256 bytes][lo half, hi half] */
+static int fold_state = 0;    /* 0 unknown, 1 ready, -1 unavailable */
+static pthread_once_t fold_once = PTHREAD_ONCE_INIT;
+
+/* The raw CRC register after `n` bytes of `buf` starting from 0. */
+static uint32_t reg_of(const unsigned char *buf, size_t n) { return crc32c_chain(0, buf, n); }
+
+/* Solves K (64 bits) with reg((K << i) placed at bit `base`) == target(i) for i in 0..63. */
+static int solve_fold(size_t distance, int base, uint64_t *out) {
+    unsigned char buf[16 + 256];
+    size_t len = 16 + distance;
+    uint32_t R[128], target[64];
+    for (int m = 0; m < 128; m++) {
+        memset(buf, 0, sizeof buf);
+        buf[m / 8] = (unsigned char)(1u << (m % 8));
+        R[m] = reg_of(buf, 16);
+    }
+    for (int i = 0; i < 64; i++) {
+        memset(buf, 0, sizeof buf);
+        int bit = base + i;
+        buf[bit / 8] = (unsigned char)(1u << (bit % 8));
+        target[i] = reg_of(buf, len);
+    }
+    /* Rows: 64 coefficient bits + 1 right-hand side bit; 64 x 32 equations. */
+    uint64_t rows[64 * 32];
+    unsigned char rhs[64 * 32];
+    int count = 0;
+    for (int i = 0; i < 64; i++)
+        for (int b = 0; b < 32; b++) {
+            uint64_t row = 0;
+            for (int j = 0; j < 64; j++)
+                if (i + j < 128 && ((R[i + j] >> b) & 1)) row |= (uint64_t)1 << j;
+            rows[count] = row;
+            rhs[count] = (target[i] >> b) & 1;
+            count++;
+        }
+    int pivot_row[64];
+    int r = 0;
+    for (int col = 0; col < 64; col++) {
+        pivot_row[col] = -1;
+        int sel = -1;
+        for (int k = r; k < count; k++)
+            if ((rows[k] >> col) & 1) { sel = k; break; }
+        if (sel < 0) continue;
+        uint64_t tr = rows[sel]; rows[sel] = rows[r]; rows[r] = tr;
+        unsigned char tb = rhs[sel]; rhs[sel] = rhs[r]; rhs[r] = tb;
+        for (int k = 0; k < count; k++)
+            if (k != r && ((rows[k] >> col) & 1)) { rows[k] ^= rows[r]; rhs[k] ^= rhs[r]; }
+        pivot_row[col] = r++;
+    }
+    /* Inconsistent if a zero row has a nonzero right-hand side. */
+    for (int k = r; k < count; k++)
+        if (rows[k] == 0 && rhs[k]) return 0;
+    uint64_t K = 0;
+    for (int col = 0; col < 64; col++)
+        if (pivot_row[col] >= 0 && rhs[pivot_row[col]]) K |= (uint64_t)1 << col;
+    *out = K;
+    return 1;
+}
+
+__attribute__((target("pclmul,sse4.2"))) static __m128i fold_by(__m128i x, __m128i k) {
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+static void fold_init(void) {
+    int ok = solve_fold(64, 0, &fold_k[0][0]) && solve_fold(64, 64, &fold_k[0][1]) &&
+             solve_fold(16, 0, &fold_k[1][0]) && solve_fold(16, 64, &fold_k[1][1]) &&
+             solve_fold(256, 0, &fold_k[2][0]) && solve_fold(256, 64, &fold_k[2][1]);
+    __atomic_store_n(&fold_state, ok ? 1 : -1, __ATOMIC_RELEASE);
+}
+
+__attribute__((target("pclmul,sse4.2"))) static uint32_t crc32c_fold(uint32_t crc, const unsigned char *p, size_t n) {
+    const __m128i k64 = _mm_set_epi64x((long long)fold_k[0][1], (long long)fold_k[0][0]);
+    const __m128i k16 = _mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]);
+    __m128i x0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)crc));
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 48));
+    p += 64;
+    n -= 64;
+    while (n >= 64) {
+        x0 = _mm_xor_si128(fold_by(x0, k64), _mm_loadu_si128((const __m128i *)p));
+        x1 = _mm_xor_si128(fold_by(x1, k64), _mm_loadu_si128((const __m128i *)(p + 16)));
+        x2 = _mm_xor_si128(fold_by(x2, k64), _mm_loadu_si128((const __m128i *)(p + 32)));
+        x3 = _mm_xor_si128(fold_by(x3, k64), _mm_loadu_si128((const __m128i *)(p + 48)));
+        p += 64;
+        n -= 64;
+    }
+    __m128i x = _mm_xor_si128(fold_by(x0, k16), x1);
+    x = _mm_xor_si128(fold_by(x, k16), x2);
+    x = _mm_xor_si128(fold_by(x, k16), x3);
+    while (n >= 16) {
+        x = _mm_xor_si128(fold_by(x, k16), _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        n -= 16;
+    }
+    unsigned char last[16];
+    _mm_storeu_si128((__m128i *)last, x);
+    return crc32c_chain(crc32c_chain(0, last, 16), p, n);
+}
+
+/* The same folding four 16-byte lanes at a time (AVX-512 VPCLMULQDQ): four 64-byte
+ * accumulators, each moved 256 bytes forward per step; then 64-byte, then 16-byte folds. */
+__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static __m512i fold512(__m512i x, __m512i k) {
+    return _mm512_xor_si512(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11));
+}
+
+__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_fold512(
+    uint32_t crc, const unsigned char *p, size_t n) {
+    const __m512i k256 = _mm512_set_epi64((long long)fold_k[2][1], (long long)fold_k[2][0], (long long)fold_k[2][1],
+                                          (long long)fold_k[2][0], (long long)fold_k[2][1], (long long)fold_k[2][0],
+                                          (long long)fold_k[2][1], (long long)fold_k[2][0]);
+    const __m512i k64 = _mm512_set_epi64((long long)fold_k[0][1], (long long)fold_k[0][0], (long long)fold_k[0][1],
+                                         (long long)fold_k[0][0], (long long)fold_k[0][1], (long long)fold_k[0][0],
+                                         (long long)fold_k[0][1], (long long)fold_k[0][0]);
+    const __m128i k16 = _mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]);
+    __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_castsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    __m512i x1 = _mm512_loadu_si512(p + 64);
+    __m512i x2 = _mm512_loadu_si512(p + 128);
+    __m512i x3 = _mm512_loadu_si512(p + 192);
+    p += 256;
+    n -= 256;
+    while (n >= 256) {
+        x0 = _mm512_xor_si512(fold512(x0, k256), _mm512_loadu_si512(p));
+        x1 = _mm512_xor_si512(fold512(x1, k256), _mm512_loadu_si512(p + 64));
+        x2 = _mm512_xor_si512(fold512(x2, k256), _mm512_loadu_si512(p + 128));
+        x3 = _mm512_xor_si512(fold512(x3, k256), _mm512_loadu_si512(p + 192));
+        p += 256;
+        n -= 256;
+    }
+    __m512i x = _mm512_xor_si512(fold512(x0, k64), x1);
+    x = _mm512_xor_si512(fold512(x, k64), x2);
+    x = _mm512_xor_si512(fold512(x, k64), x3);
+    while (n >= 64) {
+        x = _mm512_xor_si512(fold512(x, k64), _mm512_loadu_si512(p));
+        p += 64;
+        n -= 64;
+    }
+    __m128i y = _mm512_extracti32x4_epi32(x, 0);
+    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 1));
+    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 2));
+    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 3));
+    while (n >= 16) {
+        y = _mm_xor_si128(fold_by(y, k16), _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        n -= 16;
+    }
+    unsigned char last[16];
+    _mm_storeu_si128((__m128i *)last, y);
+    return crc32c_chain(crc32c_chain(0, last, 16), p, n);
+}
+
+static int have_vpclmul(void) {
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        /* AVX-512F and VPCLMULQDQ in CPUID leaf 7, and the OS saving the ZMM state. */
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 10));
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+static int have_pclmul(void) {
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_PCLMUL)) ? 1 : 0;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 static int have_sse42(void) {
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
@@ -116,7 +305,18 @@ static int have_sse42(void) {
 uint32_t ctk_crc32c(uint32_t crc, const void *data, size_t length) {
     crc = ~crc;
 #if defined(__x86_64__)
-    if (have_sse42()) return ~crc32c_hw(crc, (const unsigned char *)data, length);
+    if (have_sse42()) {
+        if (length >= 256 && have_pclmul()) {
+            /* Solved once; threads arriving meanwhile wait for it. */
+            pthread_once(&fold_once, fold_init);
+            int state = __atomic_load_n(&fold_state, __ATOMIC_ACQUIRE);
+            if (state == 1) {
+                if (length >= 1024 && have_vpclmul()) return ~crc32c_fold512(crc, (const unsigned char *)data, length);
+                return ~crc32c_fold(crc, (const unsigned char *)data, length);
+            }
+        }
+        return ~crc32c_hw(crc, (const unsigned char *)data, length);
+    }
 #endif
     return ~crc32c_sw(crc, (const unsigned char *)data, length);
 }

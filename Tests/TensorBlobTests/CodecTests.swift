@@ -84,20 +84,41 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
     }
 
     @Test func crc32cOfLongBuffersMatchesPieceByPiece() {
-        // Long buffers take the three-chain path; short pieces chained one after the other take
-        // the single-chain path. Both must give the same CRC, for any length and alignment.
+        // Buffers from 256 bytes take the carry-less multiplication paths (128-bit, and 512-bit
+        // where the CPU has VPCLMULQDQ), 12 KiB and up without PCLMUL the three-chain path; pieces
+        // of 200 bytes chained one after the other take the plain single chain. All must agree,
+        // for any length and alignment.
         var rng = RandomBits(state: 9)
         let bytes = (0..<100_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let lengths = [255, 256, 257, 300, 1023, 1024, 1025, 4095, 12_288, 12_289, 40_000, 99_990, 100_000]
         bytes.withUnsafeBytes { all in
-            for (start, length) in [(0, 100_003), (1, 12_288), (3, 12_289), (5, 40_000), (7, 99_990)] {
-                let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
-                var chained: UInt32 = 0
-                for piece in stride(from: 0, to: length, by: 1000) {
-                    let part = UnsafeRawBufferPointer(rebasing: slice[piece..<min(length, piece + 1000)])
-                    chained = ctk_crc32c(chained, part.baseAddress, part.count)
+            for length in lengths {
+                for start in [0, 1, 3] where start + length <= all.count {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    var chained: UInt32 = 0
+                    for piece in stride(from: 0, to: length, by: 200) {
+                        let part = UnsafeRawBufferPointer(rebasing: slice[piece..<min(length, piece + 200)])
+                        chained = ctk_crc32c(chained, part.baseAddress, part.count)
+                    }
+                    #expect(ctkCRC(slice) == chained, "start \(start), length \(length)")
                 }
-                #expect(ctkCRC(slice) == chained, "start \(start), length \(length)")
             }
         }
+    }
+
+    @Test func crc32cIsTheSameFromManyThreadsAtOnce() async {
+        // The folding constants are set up on first use; threads racing to it must all agree.
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 11) }
+        let expected = bytes.withUnsafeBytes { b in
+            stride(from: 0, to: b.count, by: 150).reduce(UInt32(0)) { crc, i in
+                let part = UnsafeRawBufferPointer(rebasing: b[i..<min(b.count, i + 150)])
+                return ctk_crc32c(crc, part.baseAddress, part.count)
+            }
+        }
+        let results = await withTaskGroup(of: UInt32.self) { group in
+            for _ in 0..<8 { group.addTask { bytes.withUnsafeBytes { ctkCRC($0) } } }
+            return await group.reduce(into: [UInt32]()) { $0.append($1) }
+        }
+        #expect(results.allSatisfy { $0 == expected })
     }
 }
