@@ -12,7 +12,7 @@ import TrainingProtocol
 struct AggregateSetup: ParsableArguments, Sendable {
     @Option(help: "Worker processes (N).") var workers = 8
     @Option(help: "f32 elements per gradient (P).") var params = 4_000_000
-    @Option(help: "Timed steps.") var steps = 10
+    @Option(help: "Timed steps.") var steps = 20
     @Option(help: "Untimed steps before the timed ones.") var warmup = 2
     @Option(help: "Redis shards to start (K); ignored with --redis.") var shards = 2
     @Option(help: "Blob codec: raw, lz4 or shuffle-lz4.") var codec = BlobCodec.raw
