@@ -86,14 +86,7 @@ public struct Checkpoint: Sendable, Equatable {
             // Drop what belongs to steps that will be redone, and the versions after `step`.
             _ = try m.onEachShard { shard, c throws(RedisError) in
                 for pattern in ["smlt:{\(job)/*}:grad:*", "smlt:{\(job)}:pushed:*"] {
-                    var cursor = "0"
-                    repeat {
-                        let reply = try c.run(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
-                        guard let parts = reply.array, parts.count == 2, let next = parts[0].text else { break }
-                        cursor = next
-                        let found = (parts[1].array ?? []).compactMap(\.text)
-                        if !found.isEmpty { try c.run(RedisCommand(strings: ["UNLINK"] + found)) }
-                    } while cursor != "0"
+                    try c.deleteKeys(matching: pattern)
                 }
                 _ = try c.pipeline([["DEL", training.versions(shard: shard), training.inbox(shard: shard)]])
             }

@@ -139,9 +139,7 @@ public final class FunctionClient: Sendable {
         let worker = self.worker
         let complete = Mutex<Bool>(true)
         try markPushed(step: step) { shard, c throws(RedisError) in
-            let latest = try c.run(["XREVRANGE", training.versions(shard: shard), "+", "-", "COUNT", "1"])
-            let version = latest.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) }
-            guard version == step else { return false }
+            guard try training.latestVersion(shard: shard, on: c) == step else { return false }
             let chunkKeys = map.chunks(onShard: shard).map { keys.gradient(chunk: $0, step: step, worker: worker) }
             let present = try c.run(RedisCommand(strings: ["EXISTS"] + chunkKeys)).integer ?? 0
             if present != Int64(chunkKeys.count) {

@@ -53,10 +53,7 @@ final class ShardAggregator {
 
     /// Reads the latest published version from the shard's version stream.
     func loadVersion(_ c: RedisConnection) throws(RedisError) {
-        let reply = try c.run(["XREVRANGE", training.versions(shard: shard), "+", "-", "COUNT", "1"])
-        guard let entry = reply.array?.first?.array?.first?.text,
-            let v = Int(entry.split(separator: "-").first ?? "")
-        else { return }
+        guard let v = try training.latestVersion(shard: shard, on: c) else { return }
         if v != version {
             version = v
             params.removeAll()
@@ -345,8 +342,8 @@ final class ShardAggregator {
         // Optimistic lock on the version stream: if another server process (a stale one, or a
         // second one started by mistake) publishes first, EXEC does nothing and this one reloads.
         let stream = training.versions(shard: shard)
-        let check = try c.pipeline([["WATCH", stream], ["XREVRANGE", stream, "+", "-", "COUNT", "1"]])
-        let latest = check[1].array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) }
+        let check = try c.pipeline([["WATCH", stream], training.latestVersionCommand(shard: shard)])
+        let latest = TrainingKeys.version(inLatest: check[1])
         guard latest == v else {
             try c.run(["UNWATCH"])
             log("job \(job): step \(v): the shard is at version \(latest.map(String.init) ?? "none"); reloading")

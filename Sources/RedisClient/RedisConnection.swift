@@ -257,3 +257,23 @@ extension RedisReply {
         }
     }
 }
+
+extension RedisConnection {
+    /// Deletes (UNLINK) every key matching the glob `pattern`, walking the keyspace with SCAN so
+    /// the server is never blocked; returns how many keys were deleted.
+    @discardableResult
+    public func deleteKeys(matching pattern: String) throws(RedisError) -> Int {
+        var cursor = "0"
+        var deleted = 0
+        repeat {
+            let reply = try run(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].text else {
+                throw RedisError(.unexpectedReply, endpoint: endpoint.description, "SCAN replied \(reply)")
+            }
+            cursor = next
+            let found = (parts[1].array ?? []).compactMap(\.text)
+            if !found.isEmpty { deleted += Int(try run(RedisCommand(strings: ["UNLINK"] + found)).integer ?? 0) }
+        } while cursor != "0"
+        return deleted
+    }
+}

@@ -136,18 +136,7 @@ public final class ShardManager: Sendable {
         let patterns = keys.patterns
         let job = map.job
         _ = try onEachShard { _, c throws(RedisError) in
-            for pattern in patterns {
-                var cursor = "0"
-                repeat {
-                    let reply = try c.run(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
-                    guard let parts = reply.array, parts.count == 2, let next = parts[0].text else {
-                        throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, "SCAN reply")
-                    }
-                    cursor = next
-                    let found = (parts[1].array ?? []).compactMap(\.text)
-                    if !found.isEmpty { try c.run(RedisCommand(strings: ["UNLINK"] + found)) }
-                } while cursor != "0"
-            }
+            for pattern in patterns { try c.deleteKeys(matching: pattern) }
             try c.run(["SREM", JobKeys.jobs, job])
         }
     }

@@ -120,3 +120,20 @@ public struct StepMetrics: Codable, Sendable, Equatable {
         self.examples = examples
     }
 }
+
+extension TrainingKeys {
+    /// The command that reads the newest entry of shard `shard`'s version stream.
+    public func latestVersionCommand(shard: Int) -> RedisCommand {
+        ["XREVRANGE", versions(shard: shard), "+", "-", "COUNT", "1"]
+    }
+
+    /// The version in a reply to `latestVersionCommand`; nil when the stream is empty or absent.
+    public static func version(inLatest reply: RedisReply) -> Int? {
+        reply.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-").first ?? "") }
+    }
+
+    /// The newest version shard `shard` has published, read on `c` (that shard's connection).
+    public func latestVersion(shard: Int, on c: RedisConnection) throws(RedisError) -> Int? {
+        Self.version(inLatest: try c.run(latestVersionCommand(shard: shard)))
+    }
+}

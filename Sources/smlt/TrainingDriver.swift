@@ -196,8 +196,7 @@ struct TrainingDriver {
 
     /// The newest version shard 0 has published.
     func latestVersion(_ c: RedisConnection, _ training: TrainingKeys) throws -> Int {
-        let reply = try c.run(["XREVRANGE", training.versions(shard: 0), "+", "-", "COUNT", "1"])
-        return reply.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-")[0]) } ?? 0
+        try training.latestVersion(shard: 0, on: c) ?? 0
     }
 
     /// Injects one fault; false when its target was not running.

@@ -305,16 +305,7 @@ struct AggregateRunner {
     /// Deletes the run's own keys; other keys on the servers are left alone.
     func cleanUp(_ shards: BenchShards, _ keys: BenchKeys) {
         for i in 0..<shards.count {
-            _ = try? shards.on(i) { c throws(RedisError) in
-                var cursor = "0"
-                repeat {
-                    let reply = try c.run(["SCAN", cursor, "MATCH", keys.pattern, "COUNT", "1000"])
-                    guard let parts = reply.array, parts.count == 2, let next = parts[0].text else { return }
-                    cursor = next
-                    let found = (parts[1].array ?? []).compactMap(\.text)
-                    if !found.isEmpty { try c.run(RedisCommand(strings: ["UNLINK"] + found)) }
-                } while cursor != "0"
-            }
+            _ = try? shards.on(i) { c throws(RedisError) in try c.deleteKeys(matching: keys.pattern) }
         }
     }
 }
