@@ -134,19 +134,25 @@ struct AggregateWorker: ParsableCommand {
                 }
             }
         }
-        let largest = chunks.map(\.count).max() ?? 0
+        // Every blob lands in its own place in one gradient-sized buffer, as a model being pulled
+        // does (not over and over in one small buffer that stays in cache).
+        let offsets = chunks.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        let landing = UnsafeMutableRawBufferPointer.allocate(byteCount: offsets.last!, alignment: 64)
+        landing.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { landing.deallocate() }
+        nonisolated(unsafe) let destination = landing
         func getAll() throws(RedisError) {
             try shards.each { s, c throws(RedisError) in
-                let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: largest, alignment: 64)
-                defer { receive.deallocate() }
                 let mine = blobs.indices.filter { $0 % k == s }
                 for batch in stride(from: 0, to: mine.count, by: perBatch) {
                     let ids = Array(mine[batch..<min(mine.count, batch + perBatch)])
                     var sizes: [Int] = []
                     try c.pipelineStreaming(
                         ids.map { RedisCommand("GET", blobKeys[$0]) }, prefixLength: 0,
-                        target: { _, _, rest in
-                            rest <= largest ? UnsafeMutableRawBufferPointer(rebasing: receive[0..<rest]) : nil
+                        target: { i, _, rest in
+                            let at = offsets[ids[i]]
+                            return rest == offsets[ids[i] + 1] - at
+                                ? UnsafeMutableRawBufferPointer(rebasing: destination[at..<(at + rest)]) : nil
                         },
                         done: { _, reply in
                             if case .bulk(_, let rest) = reply {
