@@ -31,10 +31,10 @@ final class ShardAggregator {
     private var gathering = -1
     private var consumed = Set<Int>()
     private var folded = 0
-    private var waiting: [Int: [Int: [Float]]] = [:]
-    private var sums: [Int: [Float]] = [:]
+    private var waiting: [Int: [Int: UnsafeMutableBufferPointer<Float>]] = [:]
+    private var sums: [Int: UnsafeMutableBufferPointer<Float>] = [:]
     /// Released gradient buffers by element count, to avoid fresh pages every step.
-    private var pool: [Int: [[Float]]] = [:]
+    private let pool = FloatBufferPool()
     private let scratch = DecodeScratch()
     private let log: (String) -> Void
 
@@ -105,22 +105,21 @@ final class ShardAggregator {
         gathering = step
     }
 
-    private func buffer(_ count: Int) -> [Float] {
-        pool[count]?.popLast() ?? [Float](repeating: 0, count: count)
-    }
+    private func buffer(_ count: Int) -> UnsafeMutableBufferPointer<Float> { pool.take(count) }
 
-    private func release(_ b: [Float]) { pool[b.count, default: []].append(b) }
+    private func release(_ b: UnsafeMutableBufferPointer<Float>) { pool.give(b) }
 
     /// Reads all of worker `w`'s gradient chunks for `step`, streaming each blob from the socket
     /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
     /// step's pushed set (it may push again) and the reason is logged.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
-        var buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
+        let buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
         var why: String?
         let scratch = self.scratch
         let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
-        try withPointers(&buffers) { (dst) throws(RedisError) in
+        do {
+            let dst = buffers
             var pending: BlobHeader?
             try c.pipelineStreaming(
                 gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
@@ -154,6 +153,9 @@ final class ShardAggregator {
                             h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: dst[i], scratch: scratch)
                     } catch { why = why ?? "chunk \(chunks[i]): \(error)" }
                 })
+        } catch {
+            for b in buffers { release(b) }
+            throw error
         }
         if let why {
             for b in buffers { release(b) }
@@ -171,15 +173,15 @@ final class ShardAggregator {
     /// still in Redis) and the worker is rejected.
     private func consumeInOrder(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         let largest = chunks.map { map.layout.range(ofChunk: $0).count }.max() ?? 0
-        var piece = buffer(largest)
-        defer { release(piece) }
+        let whole = buffer(largest)
+        defer { release(whole) }
         var why: String?
         var added = false
         let scratch = self.scratch
         let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
         let counts = chunks.map { map.layout.range(ofChunk: $0).count }
         let chunks = self.chunks
-        try piece.withUnsafeMutableBufferPointer { (whole) throws(RedisError) in
+        do {
             var pending: BlobHeader?
             try c.pipelineStreaming(
                 gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
@@ -214,9 +216,7 @@ final class ShardAggregator {
                     do throws(TensorBlobError) {
                         try TensorBlob.finishDecode(
                             h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: one, scratch: scratch)
-                        sums[chunks[i]]!.withUnsafeMutableBufferPointer {
-                            GradientSum.add(UnsafeBufferPointer(one), into: $0)
-                        }
+                        GradientSum.add(UnsafeBufferPointer(one), into: sums[chunks[i]]!)
                         added = true
                     } catch { why = "chunk \(chunks[i]): \(error)" }
                 })
@@ -238,9 +238,7 @@ final class ShardAggregator {
                 if folded == 0 {
                     sums[chunk] = g
                 } else {
-                    sums[chunk]!.withUnsafeMutableBufferPointer { s in
-                        g.withUnsafeBufferPointer { GradientSum.add($0, into: s) }
-                    }
+                    GradientSum.add(UnsafeBufferPointer(g), into: sums[chunk]!)
                     release(g)
                 }
             }
@@ -295,9 +293,8 @@ final class ShardAggregator {
             guard var (p, vel) = try state(c, chunk: chunk, step: v), let sum = sums[chunk] else { return false }
             p.withUnsafeMutableBufferPointer { pp in
                 vel.withUnsafeMutableBufferPointer { vv in
-                    sum.withUnsafeBufferPointer { ss in
-                        SGDMomentum.apply(params: pp, velocity: vv, gradientSum: ss, workers: n, config: config)
-                    }
+                    SGDMomentum.apply(
+                        params: pp, velocity: vv, gradientSum: UnsafeBufferPointer(sum), workers: n, config: config)
                 }
             }
             updated.append((chunk, p, vel))
@@ -376,11 +373,21 @@ final class ShardAggregator {
     }
 }
 
-/// Calls `body` with a mutable pointer to each array's elements.
-private func withPointers<E: Error>(
-    _ arrays: inout [[Float]], _ body: ([UnsafeMutableBufferPointer<Float>]) throws(E) -> Void
-) throws(E) {
-    let pointers = arrays.indices.map { i in arrays[i].withUnsafeMutableBufferPointer { $0 } }
-    // The arrays are uniquely owned (fresh or from the pool) and not resized while `body` runs.
-    try withExtendedLifetime(arrays) { () throws(E) in try body(pointers) }
+/// Float buffers reused by one aggregator across steps, so that gradients land in memory that
+/// is already mapped instead of fresh pages every step. Owned by one aggregator (one thread).
+final class FloatBufferPool {
+    private var free: [Int: [UnsafeMutableBufferPointer<Float>]] = [:]
+    private var owned: [UnsafeMutableBufferPointer<Float>] = []
+
+    /// A buffer of exactly `count` elements (contents undefined).
+    func take(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        if let b = free[count]?.popLast() { return b }
+        let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+        owned.append(b)
+        return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+    }
+
+    func give(_ b: UnsafeMutableBufferPointer<Float>) { free[b.count, default: []].append(b) }
+
+    deinit { for b in owned { b.deallocate() } }
 }
