@@ -140,6 +140,14 @@ struct TrainingDriver {
         // The last gradients are in; wait for the servers to publish the final version.
         let reader = try FunctionClient(job: job, worker: 0, endpoints: eps, options: options)
         let params = try reader.pull(step: plan.steps, timeout: .seconds(60))
+        // With checkpoints on, the final model is saved too: nothing commits any more, so the
+        // live parameters are one consistent version.
+        if every > 0, lastCheckpoint < plan.steps,
+            let c = try Checkpoint.capture(manager, config: plan.config, snapshot: false), c.step == plan.steps
+        {
+            try c.write(to: checkpoints)
+            checkpointsSaved += 1
+        }
         progress.finish()
         if showShards { printShardTables(eps) }
         let starts = ((try? control.run(["LRANGE", training.starts, "0", "-1"]).array) ?? [])
@@ -203,15 +211,17 @@ struct TrainingDriver {
     func inject(_ e: FaultPlan.Event, fleet: WorkerFleet, cluster: LocalCluster?) -> Bool {
         switch e.kind {
         case .workerKill:
-            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation else { return false }
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
+            else { return false }
             note("fault: SIGKILL worker \(e.target) at step \(e.step)")
             invocation.process.send(SIGKILL)
         case .workerHang:
-            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation else { return false }
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
+            else { return false }
             note("fault: SIGSTOP worker \(e.target) at step \(e.step)")
             invocation.process.send(SIGSTOP)
         case .serverKill:
-            guard let server = cluster?.servers[e.target] else { return false }
+            guard let server = cluster?.servers[e.target], server.isRunning else { return false }
             note("fault: SIGKILL the parameter server of shard \(e.target) at step \(e.step)")
             server.send(SIGKILL)
         case .shardWipe:
