@@ -229,7 +229,7 @@ struct AggregateRunner {
             }
         }
         let before = try netBytes(shards)
-        try shards.on(0) { c throws(RedisError) in
+        _ = try shards.on(0) { c throws(RedisError) in
             try c.run(RedisCommand(strings: ["RPUSH", keys.go] + [String](repeating: "1", count: n)))
         }
         while workers.contains(where: \.isRunning) {

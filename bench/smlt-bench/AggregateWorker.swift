@@ -79,12 +79,12 @@ struct AggregateWorker: ParsableCommand {
         var checker = ModelChecker(
             range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params), known: known,
             config: client.config)
-        try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
+        _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
             let start = monotonicSeconds()
             try gradients[t % 2].withUnsafeBufferPointer { g in try client.push(gradient: g, step: t) }
-            try model.withUnsafeMutableBufferPointer { m in try client.pull(step: t + 1, into: m) }
+            _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: t + 1, into: m) }
             let end = monotonicSeconds()
             try checker.step(t, model: model)
             if t >= warmup {
@@ -218,7 +218,7 @@ struct AggregateWorker: ParsableCommand {
             if t == warmup { try ready(shards, keys) }
             let start = monotonicSeconds()
             // 1. Scatter: slice j of this worker's gradient goes to aggregator j's shard.
-            nonisolated(unsafe) let source = gradients[t % 2]
+            let source = gradients[t % 2]
             try shards.each { s, c throws(RedisError) in
                 for j in 0..<n where j % k == s {
                     try source.withUnsafeBufferPointer { (p) throws(RedisError) in
@@ -270,13 +270,16 @@ struct AggregateWorker: ParsableCommand {
             try shards.on(0) { c throws(RedisError) in
                 for _ in 0..<n { try blockingPop(c, done(t, worker), what: "scatter-reduce step \(t) aggregates") }
             }
-            nonisolated(unsafe) let destination = aggregate.withUnsafeMutableBufferPointer { $0 }
-            try shards.each { s, c throws(RedisError) in
-                let scratch = DecodeScratch()
-                let js = (0..<n).filter { $0 % k == s && $0 != worker }
-                try streamBlobs(
-                    c, js.map { agg(t, $0) }, scratch: scratch,
-                    into: { UnsafeMutableBufferPointer(rebasing: destination[slices[js[$0]]]) })
+            try aggregate.withUnsafeMutableBufferPointer { buf in
+                // Each shard's thread writes its own slices; all are joined before this returns.
+                nonisolated(unsafe) let destination = buf
+                try shards.each { s, c throws(RedisError) in
+                    let scratch = DecodeScratch()
+                    let js = (0..<n).filter { $0 % k == s && $0 != worker }
+                    try streamBlobs(
+                        c, js.map { agg(t, $0) }, scratch: scratch,
+                        into: { UnsafeMutableBufferPointer(rebasing: destination[slices[js[$0]]]) })
+                }
             }
             // Every worker applies the optimizer to its own replica of the model.
             model.withUnsafeMutableBufferPointer { p in
