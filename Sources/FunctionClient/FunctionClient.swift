@@ -141,6 +141,8 @@ public final class FunctionClient: Sendable {
         try markPushed(step: step) { shard, c throws(RedisError) in
             guard try training.latestVersion(shard: shard, on: c) == step else { return false }
             let chunkKeys = map.chunks(onShard: shard).map { keys.gradient(chunk: $0, step: step, worker: worker) }
+            // A shard may hold none of the job's chunks; it still counts pushes and publishes versions.
+            guard !chunkKeys.isEmpty else { return true }
             let present = try c.run(RedisCommand(strings: ["EXISTS"] + chunkKeys)).integer ?? 0
             if present != Int64(chunkKeys.count) {
                 complete.withLock { $0 = false }

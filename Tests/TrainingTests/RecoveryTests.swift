@@ -49,6 +49,41 @@ import TrainingProtocol
         }
     }
 
+    @Test func halfPushedStepIsCompletedOnAShardWithoutChunks() throws {
+        try withRedisServers(2) { servers in
+            let eps = servers.map(\.endpoint)
+            // One chunk: one of the two shards holds none, but still counts pushes and versions.
+            let spec = JobSpec(job: "tiny", tensors: [TensorSpec(name: "w", shape: [4])], chunkElements: 16)
+            let m = try ShardManager.register(spec, on: eps)
+            try TrainingConfig(workers: 1, steps: 3, learningRate: 0.5, momentum: 0).start(
+                on: m, initial: [1, 1, 1, 1])
+            let server = RunningServer(eps)
+            defer { server.stop() }
+            let full = m.map.assignment[0]
+            let empty = 1 - full
+            #expect(m.map.chunks(onShard: empty).isEmpty)
+            // The worker stored its gradient and marked only the shard with the chunk, then died.
+            try m.write([1, 2, 3, 4], as: .gradient(step: 0, worker: 0), step: 0, producer: 0, expireSeconds: 3600)
+            let keys = TrainingKeys(job: "tiny")
+            try m.onShard(full) { c throws(RedisError) in
+                _ = try c.pipeline([
+                    ["SADD", keys.pushed(shard: full, step: 0), "0"], ["RPUSH", keys.inbox(shard: full), "0:0"],
+                ])
+            }
+            let relaunched = try FunctionClient(job: "tiny", worker: 0, endpoints: eps)
+            var params = [Float](repeating: 0, count: 4)
+            var versions = (oldest: 0, newest: 0)
+            for _ in 0..<100 where versions.newest == 0 {
+                versions = try params.withUnsafeMutableBufferPointer { try relaunched.pull(step: 0, into: $0) }
+                sleepFor(.milliseconds(20))
+            }
+            #expect(versions.newest == 1)
+            #expect(try relaunched.completePush(step: 0))
+            // Both shards at version 1 now: p = 1 - 0.5 * g.
+            #expect(try relaunched.pull(step: 1, timeout: .seconds(20)) == [0.5, 0, -0.5, -1])
+        }
+    }
+
     @Test func halfPushedStepWithoutItsGradientIsReported() throws {
         try withRedisServers(2) { servers in
             let eps = servers.map(\.endpoint)
