@@ -49,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     var leaseTimeout = "3s"
     @Option(
         help: ArgumentHelp(
-            "Kill workers and servers at random steps chosen by --seed: worker-kill=K,server-kill=M,worker-hang=H.",
+            "Inject faults at steps chosen by --seed: worker-kill=K,server-kill=M,worker-hang=H,shard-wipe=S.",
             valueName: "faults"))
     var injectFaults: String?
     @Option(help: "Save a checkpoint every this many steps (0: never); a shard that restarts empty rolls back to it.")
