@@ -20,6 +20,8 @@ final class ShardAggregator {
     let config: TrainingConfig
     let shard: Int
     let chunks: [Int]
+    /// Elements of each of `chunks`.
+    let counts: [Int]
     let keys: JobKeys
     let training: TrainingKeys
     /// The parameter version this shard holds; nil until the driver has published version 0.
@@ -43,6 +45,7 @@ final class ShardAggregator {
         self.config = config
         self.shard = shard
         chunks = map.chunks(onShard: shard)
+        counts = chunks.map { map.layout.range(ofChunk: $0).count }
         keys = JobKeys(job: map.job)
         training = TrainingKeys(job: map.job)
         self.log = log
@@ -114,54 +117,15 @@ final class ShardAggregator {
     /// step's pushed set (it may push again) and the reason is logged.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
-        let buffers = chunks.map { buffer(map.layout.range(ofChunk: $0).count) }
-        var why: String?
-        let scratch = self.scratch
-        let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
-        do {
-            let dst = buffers
-            var pending: BlobHeader?
-            try c.pipelineStreaming(
-                gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
-                target: { i, prefix, rest in
-                    do throws(TensorBlobError) {
-                        let (h, payload) = try TensorBlob.payloadTarget(
-                            prefix: prefix, blobLength: prefix.count + rest, destination: dst[i], scratch: scratch)
-                        guard h.step == UInt64(v), h.producer == UInt32(w) else {
-                            throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
-                        }
-                        pending = h
-                        return payload
-                    } catch {
-                        why = why ?? "chunk \(chunks[i]): \(error)"
-                        return nil
-                    }
-                },
-                done: { i, reply in
-                    defer { pending = nil }
-                    guard case .bulk(let prefix, let rest) = reply else {
-                        if case .null = reply {
-                            why = why ?? "chunk \(chunks[i]): gradient missing"
-                        } else {
-                            why = why ?? "chunk \(chunks[i]): \(reply)"
-                        }
-                        return
-                    }
-                    guard let rest, let h = pending else { return }
-                    do throws(TensorBlobError) {
-                        try TensorBlob.finishDecode(
-                            h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: dst[i], scratch: scratch)
-                    } catch { why = why ?? "chunk \(chunks[i]): \(error)" }
-                })
-        } catch {
+        let buffers = counts.map { buffer($0) }
+        let failures: [Int: BlobReadFailure]
+        do { failures = try read(c, worker: w, step: v, into: { buffers[$0] }) } catch {
             for b in buffers { release(b) }
             throw error
         }
-        if let why {
+        if !failures.isEmpty {
             for b in buffers { release(b) }
-            log("job \(job): step \(v): rejected worker \(w)'s push: \(why)")
-            try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
-            return
+            return try reject(c, worker: w, step: v, failures)
         }
         consumed.insert(w)
         waiting[w] = Dictionary(uniqueKeysWithValues: zip(chunks, buffers))
@@ -172,63 +136,48 @@ final class ShardAggregator {
     /// halfway, the sums already changed: the step's gathering starts over (everything is
     /// still in Redis) and the worker is rejected.
     private func consumeInOrder(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
-        let largest = chunks.map { map.layout.range(ofChunk: $0).count }.max() ?? 0
-        let whole = buffer(largest)
+        let whole = buffer(counts.max() ?? 0)
         defer { release(whole) }
-        var why: String?
-        var added = false
-        let scratch = self.scratch
-        let gradKeys = chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }
-        let counts = chunks.map { map.layout.range(ofChunk: $0).count }
+        let counts = self.counts
         let chunks = self.chunks
-        do {
-            var pending: BlobHeader?
-            try c.pipelineStreaming(
-                gradKeys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
-                target: { i, prefix, rest in
-                    guard why == nil else { return nil }
-                    do throws(TensorBlobError) {
-                        let (h, payload) = try TensorBlob.payloadTarget(
-                            prefix: prefix, blobLength: prefix.count + rest,
-                            destination: UnsafeMutableBufferPointer(rebasing: whole[0..<counts[i]]), scratch: scratch)
-                        guard h.step == UInt64(v), h.producer == UInt32(w) else {
-                            throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
-                        }
-                        pending = h
-                        return payload
-                    } catch {
-                        why = why ?? "chunk \(chunks[i]): \(error)"
-                        return nil
-                    }
-                },
-                done: { i, reply in
-                    defer { pending = nil }
-                    guard why == nil else { return }
-                    guard case .bulk(let prefix, let rest) = reply, let rest, let h = pending else {
-                        if case .null = reply {
-                            why = "chunk \(chunks[i]): gradient missing"
-                        } else {
-                            why = "chunk \(chunks[i]): \(reply)"
-                        }
-                        return
-                    }
-                    let one = UnsafeMutableBufferPointer(rebasing: whole[0..<counts[i]])
-                    do throws(TensorBlobError) {
-                        try TensorBlob.finishDecode(
-                            h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: one, scratch: scratch)
-                        GradientSum.add(UnsafeBufferPointer(one), into: sums[chunks[i]]!)
-                        added = true
-                    } catch { why = "chunk \(chunks[i]): \(error)" }
-                })
-        }
-        if let why {
-            log("job \(job): step \(v): rejected worker \(w)'s push: \(why)")
+        var added = false
+        let failures = try read(
+            c, worker: w, step: v, into: { UnsafeMutableBufferPointer(rebasing: whole[0..<counts[$0]]) },
+            decoded: { i in
+                GradientSum.add(UnsafeBufferPointer(rebasing: whole[0..<counts[i]]), into: sums[chunks[i]]!)
+                added = true
+            })
+        if !failures.isEmpty {
             if added { startGathering(v) }
-            try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
-            return
+            return try reject(c, worker: w, step: v, failures)
         }
         consumed.insert(w)
         folded += 1
+    }
+
+    /// GETs worker `w`'s gradient chunks of step `v`, refusing blobs whose header names another
+    /// step or worker.
+    private func read(
+        _ c: RedisConnection, worker w: Int, step v: Int, into destination: (Int) -> UnsafeMutableBufferPointer<Float>,
+        decoded: (Int) -> Void = { _ in }
+    ) throws(RedisError) -> [Int: BlobReadFailure] {
+        try c.getBlobs(
+            chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }, scratch: scratch, into: destination,
+            check: { _, h throws(TensorBlobError) in
+                guard h.step == UInt64(v), h.producer == UInt32(w) else {
+                    throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
+                }
+            },
+            decoded: { i, _ in decoded(i) })
+    }
+
+    /// Takes worker `w` out of step `v`'s pushed set (it may push again) and logs why.
+    private func reject(
+        _ c: RedisConnection, worker w: Int, step v: Int, _ failures: [Int: BlobReadFailure]
+    ) throws(RedisError) {
+        let (i, failure) = failures.min { $0.key < $1.key }!
+        log("job \(job): step \(v): rejected worker \(w)'s push: chunk \(chunks[i]): \(failure)")
+        try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
     }
 
     /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.

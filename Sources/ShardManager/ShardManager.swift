@@ -261,73 +261,30 @@ public final class ShardManager: Sendable {
         let perShard = onEachShardResult { shard, c throws(RedisError) -> [(Int, Result<BlobHeader, ShardError>)] in
             try before(shard, c)
             let chunks = map.chunks(onShard: shard)
-            let scratch = DecodeScratch()
-            var out: [(Int, Result<BlobHeader, ShardError>)] = []
+            var headers: [Int: BlobHeader] = [:]
             // Each blob streams from the socket straight into its range of `destination`.
-            let commands = chunks.map { RedisCommand("GET", kind.key(keys, chunk: $0)) }
-            var pending: (BlobHeader, UnsafeMutableBufferPointer<Float>)?
-            var failure: ShardError?
-            try c.pipelineStreaming(
-                commands, prefixLength: BlobHeader.size,
-                target: { i, prefix, rest in
-                    let chunk = chunks[i]
-                    let d = UnsafeMutableBufferPointer(rebasing: destination[layout.range(ofChunk: chunk)])
-                    do throws(TensorBlobError) {
-                        let (h, payload) = try TensorBlob.payloadTarget(
-                            prefix: prefix, blobLength: prefix.count + rest, destination: d, scratch: scratch)
-                        pending = (h, d)
-                        return payload
-                    } catch {
-                        failure = ShardError(
-                            .corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)")
-                        return nil
-                    }
-                },
-                done: { i, reply in
-                    let chunk = chunks[i]
-                    defer {
-                        pending = nil
-                        failure = nil
-                    }
-                    switch reply {
-                    case .bulk(let prefix, let rest):
-                        guard let rest, let (h, d) = pending else {
-                            out.append(
-                                (chunk, .failure(failure ?? ShardError(.corruptChunk, "chunk \(chunk): unreadable"))))
-                            return
-                        }
-                        do throws(TensorBlobError) {
-                            try TensorBlob.finishDecode(
-                                h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: d, scratch: scratch)
-                            out.append((chunk, .success(h)))
-                        } catch {
-                            out.append(
-                                (
-                                    chunk,
-                                    .failure(
-                                        ShardError(
-                                            .corruptChunk,
-                                            "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(error)"))
-                                ))
-                        }
-                    case .null:
-                        out.append(
-                            (
-                                chunk,
-                                .failure(
-                                    ShardError(
-                                        .missingChunk,
-                                        "chunk \(chunk) of job '\(map.job)' is missing on \(c.endpoint) (key \(kind.key(keys, chunk: chunk)))"
-                                    ))
-                            ))
-                    case .error(let m):
-                        out.append((chunk, .failure(ShardError(c.serverError(m, command: "GET")))))
-                    case .unexpected(let m):
-                        out.append(
-                            (chunk, .failure(ShardError(.corruptChunk, "chunk \(chunk): unexpected reply \(m)"))))
-                    }
-                })
-            return out
+            let failures = try c.getBlobs(
+                chunks.map { kind.key(keys, chunk: $0) }, scratch: DecodeScratch(),
+                into: { UnsafeMutableBufferPointer(rebasing: destination[layout.range(ofChunk: chunks[$0])]) },
+                decoded: { headers[$0] = $1 })
+            return chunks.enumerated().map { i, chunk in
+                if let h = headers[i] { return (chunk, .success(h)) }
+                let error: ShardError
+                switch failures[i] {
+                case .missing:
+                    error = ShardError(
+                        .missingChunk,
+                        "chunk \(chunk) of job '\(map.job)' is missing on \(c.endpoint) (key \(kind.key(keys, chunk: chunk)))"
+                    )
+                case .serverError(let m): error = ShardError(c.serverError(m, command: "GET"))
+                case .unexpected(let m): error = ShardError(.corruptChunk, "chunk \(chunk): unexpected reply \(m)")
+                case .invalid(let e):
+                    error = ShardError(.corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): \(e)")
+                case nil:
+                    error = ShardError(.corruptChunk, "chunk \(chunk) of job '\(map.job)' on \(c.endpoint): unreadable")
+                }
+                return (chunk, .failure(error))
+            }
         }
         var headers = [BlobHeader?](repeating: nil, count: layout.chunkCount)
         for shardResult in perShard {

@@ -3,6 +3,7 @@ import Foundation
 import FunctionClient
 import ParamServer
 import RedisClient
+import ShardManager
 import TensorBlob
 import TrainingProtocol
 
@@ -300,40 +301,16 @@ struct AggregateWorker: ParsableCommand {
     }
 }
 
-/// GETs blobs in one pipeline and streams each from the socket into `destination(i)`, as the
-/// ShardManager does; `decoded(i)` runs after blob `i` is verified and decoded.
+/// GETs blobs with the ShardManager's reader; `decoded(i)` runs after blob `i` is verified and
+/// decoded. Any failure stops the benchmark, naming the key.
 func streamBlobs(
     _ c: RedisConnection, _ keys: [String], scratch: DecodeScratch,
     into destination: (Int) -> UnsafeMutableBufferPointer<Float>, decoded: (Int) -> Void = { _ in }
 ) throws(RedisError) {
-    var failure: String?
-    var header: BlobHeader?
-    try c.pipelineStreaming(
-        keys.map { RedisCommand("GET", $0) }, prefixLength: BlobHeader.size,
-        target: { i, prefix, rest in
-            do throws(TensorBlobError) {
-                let (h, payload) = try TensorBlob.payloadTarget(
-                    prefix: prefix, blobLength: prefix.count + rest, destination: destination(i), scratch: scratch)
-                header = h
-                return payload
-            } catch {
-                failure = failure ?? "\(keys[i]): \(error)"
-                return nil
-            }
-        },
-        done: { i, reply in
-            defer { header = nil }
-            guard case .bulk(let prefix, let rest) = reply, let rest, let h = header else {
-                failure = failure ?? "\(keys[i]): \(reply)"
-                return
-            }
-            do throws(TensorBlobError) {
-                try TensorBlob.finishDecode(
-                    h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: destination(i), scratch: scratch)
-                if failure == nil { decoded(i) }
-            } catch { failure = failure ?? "\(keys[i]): \(error)" }
-        })
-    if let failure { throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, failure) }
+    let failures = try c.getBlobs(keys, scratch: scratch, into: destination, decoded: { i, _ in decoded(i) })
+    if let (i, failure) = failures.min(by: { $0.key < $1.key }) {
+        throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, "\(keys[i]): \(failure)")
+    }
 }
 
 /// Largest number of blob bytes in one pipelined batch, as the ShardManager uses.
