@@ -266,36 +266,24 @@ __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static uint
     return crc32c_chain(crc32c_chain(0, last, 16), p, n);
 }
 
-static int have_vpclmul(void) {
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        unsigned a, b, c, d;
-        /* AVX-512F and VPCLMULQDQ in CPUID leaf 7, and the OS saving the ZMM state. */
-        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-            __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 10));
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+enum { CPU_SSE42 = 1, CPU_PCLMUL = 2, CPU_VPCLMUL = 4 };
 
-static int have_pclmul(void) {
+/* The instruction sets the CRC paths use, detected once. */
+static int cpu_features(void) {
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
         unsigned a, b, c, d;
-        v = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_PCLMUL)) ? 1 : 0;
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
-
-static int have_sse42(void) {
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        unsigned a, b, c, d;
-        v = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2)) ? 1 : 0;
+        v = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d)) {
+            if (c & bit_SSE4_2) v |= CPU_SSE42;
+            if (c & bit_PCLMUL) v |= CPU_PCLMUL;
+        }
+        /* AVX-512F/VL (which also checks that the OS saves the ZMM state) and VPCLMULQDQ in
+         * CPUID leaf 7. */
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 10)))
+            v |= CPU_VPCLMUL;
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
@@ -305,17 +293,18 @@ static int have_sse42(void) {
 uint32_t ctk_crc32c(uint32_t crc, const void *data, size_t length) {
     crc = ~crc;
 #if defined(__x86_64__)
-    if (have_sse42()) {
-        if (length >= 256 && have_pclmul()) {
+    const int cpu = cpu_features();
+    if (cpu & CPU_SSE42) {
+        const unsigned char *p = (const unsigned char *)data;
+        if (length >= 256 && (cpu & CPU_PCLMUL)) {
             /* Solved once; threads arriving meanwhile wait for it. */
             pthread_once(&fold_once, fold_init);
-            int state = __atomic_load_n(&fold_state, __ATOMIC_ACQUIRE);
-            if (state == 1) {
-                if (length >= 1024 && have_vpclmul()) return ~crc32c_fold512(crc, (const unsigned char *)data, length);
-                return ~crc32c_fold(crc, (const unsigned char *)data, length);
+            if (__atomic_load_n(&fold_state, __ATOMIC_ACQUIRE) == 1) {
+                if (length >= 1024 && (cpu & CPU_VPCLMUL)) return ~crc32c_fold512(crc, p, length);
+                return ~crc32c_fold(crc, p, length);
             }
         }
-        return ~crc32c_hw(crc, (const unsigned char *)data, length);
+        return ~crc32c_hw(crc, p, length);
     }
 #endif
     return ~crc32c_sw(crc, (const unsigned char *)data, length);
