@@ -47,20 +47,38 @@ func makeJob(_ job: String, _ servers: [RedisServerProcess], workers: Int, steps
     return m
 }
 
-/// What the server must compute for one step from version-0 parameters of all ones.
-func expectedStep(_ grads: [[Float]], config: TrainingConfig) -> [Float] {
-    var sum = grads[0]
-    for g in grads.dropFirst() { GradientSum.add(g, into: &sum) }
-    var p = [Float](repeating: 1, count: sum.count)
-    var v = [Float](repeating: 0, count: sum.count)
-    p.withUnsafeMutableBufferPointer { pp in
-        v.withUnsafeMutableBufferPointer { vv in
-            sum.withUnsafeBufferPointer {
-                SGDMomentum.apply(params: pp, velocity: vv, gradientSum: $0, workers: grads.count, config: config)
+/// The parameters a BSP run must reach from version-0 parameters of all ones: each step sums
+/// the workers' gradients in worker order and applies the servers' optimizer code.
+struct ExpectedModel {
+    let config: TrainingConfig
+    var params: [Float]
+    var velocity: [Float]
+
+    init(count: Int, config: TrainingConfig) {
+        self.config = config
+        params = [Float](repeating: 1, count: count)
+        velocity = [Float](repeating: 0, count: count)
+    }
+
+    mutating func step(_ grads: [[Float]]) {
+        var sum = grads[0]
+        for g in grads.dropFirst() { GradientSum.add(g, into: &sum) }
+        let (config, workers) = (config, grads.count)
+        params.withUnsafeMutableBufferPointer { p in
+            velocity.withUnsafeMutableBufferPointer { v in
+                sum.withUnsafeBufferPointer {
+                    SGDMomentum.apply(params: p, velocity: v, gradientSum: $0, workers: workers, config: config)
+                }
             }
         }
     }
-    return p
+}
+
+/// What the server must compute for one step from version-0 parameters of all ones.
+func expectedStep(_ grads: [[Float]], config: TrainingConfig) -> [Float] {
+    var model = ExpectedModel(count: grads[0].count, config: config)
+    model.step(grads)
+    return model.params
 }
 
 func gradient(_ seed: UInt64, _ n: Int) -> [Float] {

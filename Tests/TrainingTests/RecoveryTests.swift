@@ -111,23 +111,13 @@ import TrainingProtocol
             }
             let n = m.layout.totalElements
             let w = try (0..<2).map { try FunctionClient(job: "twice", worker: $0, endpoints: eps) }
-            let config = w[0].config
-            var expected = [Float](repeating: 1, count: n)
-            var velocity = [Float](repeating: 0, count: n)
+            var expected = ExpectedModel(count: n, config: w[0].config)
             for step in 0..<6 {
                 let grads = (0..<2).map { gradient(UInt64(10 * step + $0), n) }
                 for i in 0..<2 { try w[i].push(gradient: grads[i], step: step) }
-                var sum = grads[0]
-                GradientSum.add(grads[1], into: &sum)
-                expected.withUnsafeMutableBufferPointer { p in
-                    velocity.withUnsafeMutableBufferPointer { v in
-                        sum.withUnsafeBufferPointer {
-                            SGDMomentum.apply(params: p, velocity: v, gradientSum: $0, workers: 2, config: config)
-                        }
-                    }
-                }
+                expected.step(grads)
                 let got = try w[0].pull(step: step + 1, timeout: .seconds(20))
-                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "step \(step)")
+                #expect(got.map(\.bitPattern) == expected.params.map(\.bitPattern), "step \(step)")
             }
         }
     }
@@ -169,9 +159,7 @@ import TrainingProtocol
             let m = try makeJob("restart", servers, workers: 2, steps: 4)
             let n = m.layout.totalElements
             let w = try (0..<2).map { try FunctionClient(job: "restart", worker: $0, endpoints: eps) }
-            let config = w[0].config
-            var expected = [Float](repeating: 1, count: n)
-            var velocity = [Float](repeating: 0, count: n)
+            var expected = ExpectedModel(count: n, config: w[0].config)
             for step in 0..<4 {
                 // A fresh server for every step: all it knows comes from Redis (params, momentum,
                 // the version stream, the pushes waiting), as after a crash.
@@ -179,18 +167,10 @@ import TrainingProtocol
                 try w[0].push(gradient: grads[0], step: step)
                 let server = RunningServer(eps)
                 try w[1].push(gradient: grads[1], step: step)
-                var sum = grads[0]
-                GradientSum.add(grads[1], into: &sum)
-                expected.withUnsafeMutableBufferPointer { p in
-                    velocity.withUnsafeMutableBufferPointer { v in
-                        sum.withUnsafeBufferPointer {
-                            SGDMomentum.apply(params: p, velocity: v, gradientSum: $0, workers: 2, config: config)
-                        }
-                    }
-                }
+                expected.step(grads)
                 let got = try w[0].pull(step: step + 1, timeout: .seconds(20))
                 server.stop()
-                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "step \(step)")
+                #expect(got.map(\.bitPattern) == expected.params.map(\.bitPattern), "step \(step)")
             }
         }
     }
