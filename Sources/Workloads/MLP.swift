@@ -55,21 +55,9 @@ public struct MLP: Model {
         var correct = 0
         for i in 0..<labels.count {
             let x = features.baseAddress! + i * d
-            for u in 0..<h { a[u] = b1[u] }
-            for f in 0..<d {
-                let xf = x[f]
-                if xf == 0 { continue }
-                let row = w1 + f * h
-                for u in 0..<h { a[u] += xf * row[u] }
-            }
+            affine(x, d, weights: w1, bias: b1, width: h, into: a)
             for u in 0..<h { a[u] = max(a[u], 0) }
-            for j in 0..<k { z[j] = b2[j] }
-            for u in 0..<h {
-                let au = a[u]
-                if au == 0 { continue }
-                let row = w2 + u * k
-                for j in 0..<k { z[j] += au * row[j] }
-            }
+            affine(a, h, weights: w2, bias: b2, width: k, into: z)
             let (l, ok) = softmaxCrossEntropy(z, k, label: Int(labels[i]))
             loss += l
             if ok { correct += 1 }
@@ -85,12 +73,7 @@ public struct MLP: Model {
                 da[u] = a[u] > 0 ? s : 0
             }
             for u in 0..<h { gb1[u] += da[u] }
-            for f in 0..<d {
-                let xf = x[f]
-                if xf == 0 { continue }
-                let grow = gw1 + f * h
-                for u in 0..<h { grow[u] += xf * da[u] }
-            }
+            addOuter(x, d, da, width: h, into: gw1)
         }
         let scale = 1 / Float(max(labels.count, 1))
         for i in 0..<gradient.count { gradient[i] *= scale }

@@ -67,6 +67,37 @@ extension Model {
     }
 }
 
+/// `out = bias + Σ input[f] · weights[f, 0..<width]` over the `count` inputs, skipping zero
+/// inputs (sparse features, inactive ReLU units). The order of the additions is fixed, so
+/// every caller gets the same bits.
+@inline(__always)
+func affine(
+    _ input: UnsafePointer<Float>, _ count: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    width: Int, into out: UnsafeMutablePointer<Float>
+) {
+    for j in 0..<width { out[j] = bias[j] }
+    for f in 0..<count {
+        let xf = input[f]
+        if xf == 0 { continue }
+        let row = weights + f * width
+        for j in 0..<width { out[j] += xf * row[j] }
+    }
+}
+
+/// `gradient[f, 0..<width] += input[f] · delta` for every nonzero one of the `count` inputs.
+@inline(__always)
+func addOuter(
+    _ input: UnsafePointer<Float>, _ count: Int, _ delta: UnsafePointer<Float>, width: Int,
+    into gradient: UnsafeMutablePointer<Float>
+) {
+    for f in 0..<count {
+        let xf = input[f]
+        if xf == 0 { continue }
+        let row = gradient + f * width
+        for j in 0..<width { row[j] += xf * delta[j] }
+    }
+}
+
 /// Softmax cross-entropy of `logits` (k values) for `label`: writes dLoss/dLogits (p - onehot)
 /// into `logits` and returns (loss, whether the arg-max was right).
 @inline(__always)

@@ -32,22 +32,11 @@ public struct SoftmaxRegression: Model {
         defer { z.deallocate() }
         for i in 0..<b {
             let x = features.baseAddress! + i * d
-            for j in 0..<k { z[j] = bias[j] }
-            for f in 0..<d {
-                let xf = x[f]
-                if xf == 0 { continue }
-                let row = w + f * k
-                for j in 0..<k { z[j] += xf * row[j] }
-            }
+            affine(x, d, weights: w, bias: bias, width: k, into: z)
             let (l, ok) = softmaxCrossEntropy(z, k, label: Int(labels[i]))
             loss += l
             if ok { correct += 1 }
-            for f in 0..<d {
-                let xf = x[f]
-                if xf == 0 { continue }
-                let row = gw + f * k
-                for j in 0..<k { row[j] += xf * z[j] }
-            }
+            addOuter(x, d, z, width: k, into: gw)
             for j in 0..<k { gb[j] += z[j] }
         }
         let scale = 1 / Float(max(b, 1))
