@@ -27,6 +27,16 @@ struct WorkerTimes: Codable, Sendable {
     var getEnd: [Double] = []
     /// Elements whose aggregate was compared bit for bit with the known sum.
     var checked = 0
+
+    /// Adds one timed step.
+    mutating func record(start: Double, end: Double, getStart: Double? = nil, getEnd: Double? = nil) {
+        self.start.append(start)
+        self.end.append(end)
+        if let getStart, let getEnd {
+            self.getStart.append(getStart)
+            self.getEnd.append(getEnd)
+        }
+    }
 }
 
 /// One benchmark worker process (started by `smlt-bench aggregate`; not for direct use).
@@ -88,10 +98,7 @@ struct AggregateWorker: ParsableCommand {
             _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: t + 1, into: m) }
             let end = monotonicSeconds()
             try checker.step(t, model: model)
-            if t >= warmup {
-                times.start.append(start)
-                times.end.append(end)
-            }
+            if t >= warmup { times.record(start: start, end: end) }
         }
         times.checked = checker.checked
     }
@@ -182,12 +189,7 @@ struct AggregateWorker: ParsableCommand {
             let getStart = monotonicSeconds()
             try getAll()
             let getEnd = monotonicSeconds()
-            if t >= warmup {
-                times.start.append(setStart)
-                times.end.append(setEnd)
-                times.getStart.append(getStart)
-                times.getEnd.append(getEnd)
-            }
+            if t >= warmup { times.record(start: setStart, end: setEnd, getStart: getStart, getEnd: getEnd) }
         }
     }
 
@@ -292,10 +294,7 @@ struct AggregateWorker: ParsableCommand {
             }
             let end = monotonicSeconds()
             try checker.step(t, model: model)
-            if t >= warmup {
-                times.start.append(start)
-                times.end.append(end)
-            }
+            if t >= warmup { times.record(start: start, end: end) }
         }
         times.checked = checker.checked
     }
