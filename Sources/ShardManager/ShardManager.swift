@@ -10,7 +10,7 @@ public final class ShardManager: Sendable {
     public let map: ShardMap
     public let layout: ModelLayout
     public let keys: JobKeys
-    let lanes: [ShardLane]
+    let connections: ShardConnections
 
     /// Largest number of blob bytes sent in one pipelined batch: megabyte values move fastest
     /// with only a few in flight per connection (see docs/design.md).
@@ -20,13 +20,11 @@ public final class ShardManager: Sendable {
         self.map = map
         layout = map.layout
         keys = JobKeys(job: map.job)
-        var lanes: [ShardLane] = []
+        var endpoints: [RedisEndpoint] = []
         for s in map.shards {
-            do { lanes.append(ShardLane(endpoint: try RedisEndpoint(parsing: s), options: options)) } catch {
-                throw ShardError(error)
-            }
+            do { endpoints.append(try RedisEndpoint(parsing: s)) } catch { throw ShardError(error) }
         }
-        self.lanes = lanes
+        connections = ShardConnections(endpoints, options: options)
     }
 
     /// Registers a job: places its chunks on `endpoints` and stores the shard map on every shard.
@@ -145,33 +143,21 @@ public final class ShardManager: Sendable {
     public func onEachShard<R: Sendable>(
         _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R
     ) throws(ShardError) -> [R] {
-        let lanes = self.lanes
-        let results = Parallel.map(lanes.count) { i in
-            Result { () throws(RedisError) -> R in try lanes[i].with { c throws(RedisError) in try body(i, c) } }
-        }
-        return try results.map { r throws(ShardError) in
-            switch r {
-            case .success(let v): return v
-            case .failure(let e): throw ShardError(e)
-            }
-        }
+        do { return try connections.each(body) } catch { throw ShardError(error) }
     }
 
     /// Runs `body` on one shard's connection.
     public func onShard<R: Sendable>(_ index: Int, _ body: (RedisConnection) throws(RedisError) -> R) throws(ShardError)
         -> R
     {
-        do { return try lanes[index].with(body) } catch { throw ShardError(error) }
+        do { return try connections.on(index, body) } catch { throw ShardError(error) }
     }
 
     /// Like `onEachShard`, but returns each shard's outcome instead of throwing.
     public func onEachShardResult<R: Sendable>(
         _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R
     ) -> [Result<R, RedisError>] {
-        let lanes = self.lanes
-        return Parallel.map(lanes.count) { i in
-            Result { () throws(RedisError) -> R in try lanes[i].with { c throws(RedisError) in try body(i, c) } }
-        }
+        connections.eachResult(body)
     }
 
     // MARK: Chunk I/O

@@ -154,7 +154,7 @@ struct AggregateRunner {
         let n = setup.workers
         let run = "\(getpid())-\(method.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
         let keys = BenchKeys(run: run)
-        let shards = BenchShards(endpoints)
+        let shards = ShardConnections(endpoints)
         let dir = NSTemporaryDirectory() + "smlt-bench-\(run)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -289,7 +289,7 @@ struct AggregateRunner {
     }
 
     /// Bytes into and out of all shards so far (INFO stats).
-    func netBytes(_ shards: BenchShards) throws -> Int {
+    func netBytes(_ shards: ShardConnections) throws -> Int {
         var total = 0
         for i in 0..<shards.count {
             let info = try shards.on(i) { c throws(RedisError) in try c.run(["INFO", "stats"]).text ?? "" }
@@ -303,7 +303,7 @@ struct AggregateRunner {
     }
 
     /// Deletes the run's own keys; other keys on the servers are left alone.
-    func cleanUp(_ shards: BenchShards, _ keys: BenchKeys) {
+    func cleanUp(_ shards: ShardConnections, _ keys: BenchKeys) {
         for i in 0..<shards.count {
             _ = try? shards.on(i) { c throws(RedisError) in try c.deleteKeys(matching: keys.pattern) }
         }

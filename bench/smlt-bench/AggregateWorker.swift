@@ -71,7 +71,7 @@ struct AggregateWorker: ParsableCommand {
     }
 
     /// Tells the driver this worker is warmed up and waits for the start signal.
-    func ready(_ shards: BenchShards, _ keys: BenchKeys) throws(RedisError) {
+    func ready(_ shards: ShardConnections, _ keys: BenchKeys) throws(RedisError) {
         try shards.on(0) { c throws(RedisError) in
             try c.run(["RPUSH", keys.ready, "\(worker)"])
             try blockingPop(c, keys.go, what: "start signal")
@@ -84,7 +84,7 @@ struct AggregateWorker: ParsableCommand {
         throws
     {
         let client = try FunctionClient(job: job, worker: worker, endpoints: endpoints)
-        let control = BenchShards(endpoints)
+        let control = ShardConnections(endpoints)
         let gradients = known.gradients(worker: worker)
         var model = [Float](repeating: 0, count: params)
         var checker = ModelChecker(
@@ -108,7 +108,7 @@ struct AggregateWorker: ParsableCommand {
     func runRedisLimit(
         _ endpoints: [RedisEndpoint], _ keys: BenchKeys, _ known: KnownGradient, _ times: inout WorkerTimes
     ) throws {
-        let shards = BenchShards(endpoints)
+        let shards = ShardConnections(endpoints)
         let worker = self.worker
         let gradient = known.base(worker: worker)
         // Encoded once, outside the timing: this baseline only moves the bytes.
@@ -130,7 +130,7 @@ struct AggregateWorker: ParsableCommand {
         // The same client paths SMLT uses for large values: writev from the caller's memory,
         // replies streamed from the socket into the caller's memory.
         func setAll() throws(RedisError) {
-            try shards.each { s, c throws(RedisError) in
+            _ = try shards.each { s, c throws(RedisError) in
                 let mine = blobs.indices.filter { $0 % k == s }
                 for batch in stride(from: 0, to: mine.count, by: perBatch) {
                     let ids = mine[batch..<min(mine.count, batch + perBatch)]
@@ -150,7 +150,7 @@ struct AggregateWorker: ParsableCommand {
         defer { landing.deallocate() }
         nonisolated(unsafe) let destination = landing
         func getAll() throws(RedisError) {
-            try shards.each { s, c throws(RedisError) in
+            _ = try shards.each { s, c throws(RedisError) in
                 let mine = blobs.indices.filter { $0 % k == s }
                 for batch in stride(from: 0, to: mine.count, by: perBatch) {
                     let ids = Array(mine[batch..<min(mine.count, batch + perBatch)])
@@ -198,7 +198,7 @@ struct AggregateWorker: ParsableCommand {
     func runScatterReduce(
         _ endpoints: [RedisEndpoint], _ keys: BenchKeys, _ known: KnownGradient, _ times: inout WorkerTimes
     ) throws {
-        let shards = BenchShards(endpoints)
+        let shards = ShardConnections(endpoints)
         let n = workers
         let k = shards.count
         let worker = self.worker
@@ -222,7 +222,7 @@ struct AggregateWorker: ParsableCommand {
             let start = monotonicSeconds()
             // 1. Scatter: slice j of this worker's gradient goes to aggregator j's shard.
             let source = gradients[t % 2]
-            try shards.each { s, c throws(RedisError) in
+            _ = try shards.each { s, c throws(RedisError) in
                 for j in 0..<n where j % k == s {
                     try source.withUnsafeBufferPointer { (p) throws(RedisError) in
                         let values = UnsafeBufferPointer(rebasing: p[slices[j]])
@@ -276,7 +276,7 @@ struct AggregateWorker: ParsableCommand {
             try aggregate.withUnsafeMutableBufferPointer { buf in
                 // Each shard's thread writes its own slices; all are joined before this returns.
                 nonisolated(unsafe) let destination = buf
-                try shards.each { s, c throws(RedisError) in
+                _ = try shards.each { s, c throws(RedisError) in
                     let scratch = DecodeScratch()
                     let js = (0..<n).filter { $0 % k == s && $0 != worker }
                     try streamBlobs(
