@@ -185,9 +185,26 @@ static void fold_init(void) {
     __atomic_store_n(&fold_state, ok ? 1 : -1, __ATOMIC_RELEASE);
 }
 
+/* Folds four consecutive 16-byte accumulators into one, then the remaining whole 16-byte blocks
+ * of `p`, and finishes with the crc32 instruction over the folded 16 bytes and the tail. */
+__attribute__((target("pclmul,sse4.2"))) static uint32_t fold_finish(
+    __m128i a, __m128i b, __m128i c, __m128i d, const unsigned char *p, size_t n) {
+    const __m128i k16 = _mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]);
+    __m128i x = _mm_xor_si128(fold_by(a, k16), b);
+    x = _mm_xor_si128(fold_by(x, k16), c);
+    x = _mm_xor_si128(fold_by(x, k16), d);
+    while (n >= 16) {
+        x = _mm_xor_si128(fold_by(x, k16), _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        n -= 16;
+    }
+    unsigned char last[16];
+    _mm_storeu_si128((__m128i *)last, x);
+    return crc32c_chain(crc32c_chain(0, last, 16), p, n);
+}
+
 __attribute__((target("pclmul,sse4.2"))) static uint32_t crc32c_fold(uint32_t crc, const unsigned char *p, size_t n) {
     const __m128i k64 = _mm_set_epi64x((long long)fold_k[0][1], (long long)fold_k[0][0]);
-    const __m128i k16 = _mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]);
     __m128i x0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)crc));
     __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 16));
     __m128i x2 = _mm_loadu_si128((const __m128i *)(p + 32));
@@ -202,17 +219,7 @@ __attribute__((target("pclmul,sse4.2"))) static uint32_t crc32c_fold(uint32_t cr
         p += 64;
         n -= 64;
     }
-    __m128i x = _mm_xor_si128(fold_by(x0, k16), x1);
-    x = _mm_xor_si128(fold_by(x, k16), x2);
-    x = _mm_xor_si128(fold_by(x, k16), x3);
-    while (n >= 16) {
-        x = _mm_xor_si128(fold_by(x, k16), _mm_loadu_si128((const __m128i *)p));
-        p += 16;
-        n -= 16;
-    }
-    unsigned char last[16];
-    _mm_storeu_si128((__m128i *)last, x);
-    return crc32c_chain(crc32c_chain(0, last, 16), p, n);
+    return fold_finish(x0, x1, x2, x3, p, n);
 }
 
 /* The same folding four 16-byte lanes at a time (AVX-512 VPCLMULQDQ): four 64-byte
@@ -229,7 +236,6 @@ __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static uint
     const __m512i k64 = _mm512_set_epi64((long long)fold_k[0][1], (long long)fold_k[0][0], (long long)fold_k[0][1],
                                          (long long)fold_k[0][0], (long long)fold_k[0][1], (long long)fold_k[0][0],
                                          (long long)fold_k[0][1], (long long)fold_k[0][0]);
-    const __m128i k16 = _mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]);
     __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_castsi128_si512(_mm_cvtsi32_si128((int)crc)));
     __m512i x1 = _mm512_loadu_si512(p + 64);
     __m512i x2 = _mm512_loadu_si512(p + 128);
@@ -252,18 +258,8 @@ __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static uint
         p += 64;
         n -= 64;
     }
-    __m128i y = _mm512_extracti32x4_epi32(x, 0);
-    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 1));
-    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 2));
-    y = _mm_xor_si128(fold_by(y, k16), _mm512_extracti32x4_epi32(x, 3));
-    while (n >= 16) {
-        y = _mm_xor_si128(fold_by(y, k16), _mm_loadu_si128((const __m128i *)p));
-        p += 16;
-        n -= 16;
-    }
-    unsigned char last[16];
-    _mm_storeu_si128((__m128i *)last, y);
-    return crc32c_chain(crc32c_chain(0, last, 16), p, n);
+    return fold_finish(_mm512_extracti32x4_epi32(x, 0), _mm512_extracti32x4_epi32(x, 1),
+                       _mm512_extracti32x4_epi32(x, 2), _mm512_extracti32x4_epi32(x, 3), p, n);
 }
 
 enum { CPU_SSE42 = 1, CPU_PCLMUL = 2, CPU_VPCLMUL = 4 };
