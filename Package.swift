@@ -35,11 +35,16 @@ let package = Package(
         .target(name: "TensorBlob", dependencies: ["CLZ4", "CTensorKernels"], swiftSettings: strict),
 
         // The parameter server's roles.
-        .target(name: "ShardManager", dependencies: ["RedisClient", "TensorBlob"], swiftSettings: strict),
-        .target(name: "TrainingProtocol", dependencies: ["ShardManager"], swiftSettings: strict),
+        .target(name: "KeySchema", swiftSettings: strict),
+        .target(name: "ShardManager", dependencies: ["KeySchema", "RedisClient", "TensorBlob"], swiftSettings: strict),
+        .target(name: "TrainingProtocol", dependencies: ["KeySchema", "ShardManager"], swiftSettings: strict),
         .target(name: "FunctionClient", dependencies: ["TrainingProtocol"], swiftSettings: strict),
-        .target(name: "ParamServer", dependencies: ["TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
+        .target(
+            name: "ParamServer", dependencies: ["KeySchema", "TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
         .target(name: "Workloads", swiftSettings: strict),
+        .target(
+            name: "WorkerRuntime", dependencies: ["FunctionClient", "TrainingProtocol", "Workloads"],
+            swiftSettings: strict),
         .target(
             name: "Checkpoints", dependencies: ["ShardManager", "TrainingProtocol", "TensorBlob", "RedisClient"],
             swiftSettings: strict),
@@ -47,12 +52,20 @@ let package = Package(
             name: "Scheduler",
             dependencies: ["TrainingProtocol", "RedisClient", "LocalProcesses"],
             swiftSettings: strict),
+        // Runs one job end to end; the CLI and a planner drive it.
+        .target(
+            name: "Coordinator",
+            dependencies: [
+                "Scheduler", "Checkpoints", "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager",
+                "KeySchema", "Workloads", "LocalProcesses", "RedisClient", "TensorBlob",
+            ],
+            swiftSettings: strict),
 
         .executableTarget(
             name: "smlt",
             dependencies: [
-                "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "FunctionClient", "ParamServer",
-                "Workloads", "Scheduler", "LocalProcesses", "Checkpoints",
+                "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Workloads",
+                "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "WorkerRuntime", "KeySchema",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -76,14 +89,15 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "ShardManagerTests",
-            dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport"],
+            dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport", "KeySchema"],
             swiftSettings: strict),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads"], swiftSettings: strict),
         .testTarget(
             name: "TrainingTests",
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
-                "TensorBlob", "TestSupport", "Checkpoints",
+                "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "WorkerRuntime", "Workloads",
+                "Scheduler",
             ],
             swiftSettings: strict),
     ]

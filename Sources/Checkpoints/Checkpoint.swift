@@ -79,28 +79,17 @@ public struct Checkpoint: Sendable, Equatable {
             )
         }
         let job = m.map.job
-        let training = TrainingKeys(job: job)
         let step = self.step
         do {
             try config.store(on: m)
             // Drop what belongs to steps that will be redone, and the versions after `step`.
-            _ = try m.onEachShard { shard, c throws(RedisError) in
-                for pattern in ["smlt:{\(job)/*}:grad:*", "smlt:{\(job)}:pushed:*"] {
-                    try c.deleteKeys(matching: pattern)
-                }
-                _ = try c.pipeline([["DEL", training.versions(shard: shard), training.inbox(shard: shard)]])
-            }
+            try m.dropStepState()
             try m.write(params, as: .params, step: step, producer: BlobHeader.serverProducer)
             if let optimizer { try m.write(optimizer, as: .optimizer, step: step, producer: BlobHeader.serverProducer) }
             let progress = try JSONEncoder().encode(WorkerProgress(nextStep: step, generation: 0))
             let objects = JobObjects(m)
             for w in 0..<config.workers { try objects.set(WorkerProgress.objectName(worker: w), Array(progress)) }
-            _ = try m.onEachShard { shard, c throws(RedisError) in
-                _ = try c.pipeline([
-                    ["XADD", training.versions(shard: shard), "\(step)-1", "version", "\(step)"],
-                    ["RPUSH", TrainingKeys.wakeup, job], ["EXPIRE", TrainingKeys.wakeup, "60"],
-                ])
-            }
+            try m.publish(version: step)
         } catch let e as CheckpointError {
             throw e
         } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import ShardManager
 import Synchronization
@@ -10,30 +11,35 @@ import TrainingProtocol
 /// It keeps nothing a function could not lose: everything it knows comes from Redis on creation.
 /// Chunks on different shards move in parallel.
 ///
-///     let client = try FunctionClient(job: "digits", worker: 2, endpoints: shards)
-///     for step in 0..<client.config.steps {
-///         let params = try client.pull(step: step)
-///         let gradient = model.gradient(params, batch(step))
-///         try client.push(gradient: gradient, step: step)
-///     }
+/// These are the protocol's building blocks. A function that should survive time limits, crashes
+/// and reconfigurations runs its steps through `WorkerRuntime` (module WorkerRuntime), which
+/// adds the lease, saved progress, the deadline and the reconfiguration hold around them.
 public final class FunctionClient: Sendable {
     public let worker: Int
     public let config: TrainingConfig
     /// The job's shard map and layout.
     public let shards: ShardManager
-    let training: TrainingKeys
+    let training: JobKeys
     let options: RedisOptions
+    /// When this client last saw Redis answer (or finished a wait round): a stuck caller shows as
+    /// a clock that stops.
+    public let activity: ActivityClock
 
     /// How long a gradient waits in Redis for its aggregation before it expires.
     public static let gradientTTLSeconds = 3600
 
     /// Opens `job` as worker `worker`, reading the shard map and config from `endpoints`.
-    public init(job: String, worker: Int, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions())
-        throws(ShardError)
-    {
-        shards = try ShardManager.open(job: job, endpoints: endpoints, options: options)
+    /// With a password, `allowed` lists endpoints besides `endpoints` that the map may name.
+    /// A worker id at or above the job's current number of workers opens (see `isMember`): the
+    /// job may have shrunk since the invocation was started.
+    public init(
+        job: String, worker: Int, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(),
+        allowed: [String] = [], activity: ActivityClock = ActivityClock()
+    ) throws(ShardError) {
+        shards = try ShardManager.open(job: job, endpoints: endpoints, options: options, allowed: allowed)
         self.options = options
-        training = TrainingKeys(job: job)
+        self.activity = activity
+        training = JobKeys(job: job)
         let key = training.config
         let loaded = try shards.onShard(0) { c throws(RedisError) in
             Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
@@ -42,14 +48,18 @@ public final class FunctionClient: Sendable {
             throw ShardError(.jobNotFound, "job '\(job)' has no training config (\(key))")
         }
         try config.validate()
-        guard worker >= 0 && worker < config.workers else {
-            throw ShardError(.invalidSpec, "worker id \(worker) is outside 0..<\(config.workers)")
+        guard worker >= 0 && worker < TrainingConfig.maxWorkers else {
+            throw ShardError(.invalidSpec, "worker id \(worker) is outside 0..<\(TrainingConfig.maxWorkers)")
         }
         self.worker = worker
         self.config = config
     }
 
     public var parameterCount: Int { shards.layout.totalElements }
+
+    /// Whether this worker takes part in the job's steps now (its id is below the job's number
+    /// of workers). A worker that is not a member has nothing to do and should exit.
+    public var isMember: Bool { worker < config.workers }
 
     /// Waits until every shard has published parameter version `step` or later, then reads the
     /// whole model into `into`. Returns the oldest and newest chunk versions read: both equal
@@ -60,6 +70,7 @@ public final class FunctionClient: Sendable {
         throws(ShardError) -> (oldest: Int, newest: Int)
     {
         let training = self.training
+        let activity = self.activity
         // Entry ids are VERSION-1, so "after STEP-0" means version STEP or later. Each shard's
         // chunks are read as soon as that shard has published.
         let headers = try shards.read(.params, into: flat) { shard, c throws(RedisError) in
@@ -76,6 +87,7 @@ public final class FunctionClient: Sendable {
                 let reply = try c.run(
                     ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", training.versions(shard: shard), "\(step)-0"],
                     blockingFor: wait)
+                activity.touch()
                 if reply != .null { return }
             }
         }
@@ -116,12 +128,10 @@ public final class FunctionClient: Sendable {
         let worker = self.worker
         _ = try shards.onEachShard { shard, c throws(RedisError) in
             guard try include(shard, c) else { return }
-            for r in try c.pipeline([
-                ["SADD", training.pushed(shard: shard, step: step), "\(worker)"],
-                ["EXPIRE", training.pushed(shard: shard, step: step), "\(Self.gradientTTLSeconds)"],
-                ["RPUSH", training.inbox(shard: shard), "\(step):\(worker)"],
-                ["LTRIM", training.inbox(shard: shard), "-1000", "-1"],
-            ]) {
+            for r in try c.pipeline(
+                training.markPushedCommands(
+                    shard: shard, step: step, worker: worker, ttlSeconds: Self.gradientTTLSeconds))
+            {
                 if case .error(let m) = r { throw c.serverError(m, command: "SADD") }
             }
         }
@@ -157,13 +167,13 @@ public final class FunctionClient: Sendable {
         try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step) }
     }
 
-    /// Reports this worker's metrics for a step (shown by `smlt train`).
+    /// Reports this worker's metrics for a step (shown by `smlt train`): one entry of the job's
+    /// metrics stream, which keeps only the newest `StepMetrics.retained` entries.
     public func report(_ metrics: StepMetrics) throws(ShardError) {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(metrics)) } catch { throw ShardError(.invalidSpec, "\(error)") }
-        let key = training.metrics
-        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("RPUSH", key).appending(bytes: json))
-        }
+        let command = training.reportMetricsCommand(json)
+        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(command) }
     }
 
     /// Reads a named object of the job (staged data, saved state); nil when absent.
@@ -197,18 +207,58 @@ extension FunctionClient {
     public func reportStart(_ report: StartReport) throws(ShardError) {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(report)) } catch { throw ShardError(.invalidSpec, "\(error)") }
-        let key = training.starts
-        try shards.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("RPUSH", key).appending(bytes: json))
-        }
+        let commands = training.reportStartCommands(json)
+        try shards.onShard(0) { c throws(RedisError) in _ = try c.pipeline(commands) }
     }
 
     /// Starts renewing this worker's lease every `ttl / 3` on its own thread and connection, so
     /// the scheduler can tell a live worker from a dead or frozen one. `stop()` ends the
     /// renewals; the lease then expires on its own.
-    public func startHeartbeat(ttl: Duration, generation: Int) throws(ShardError) -> Heartbeat {
+    ///
+    /// - Parameter stuckAfter: when set, renewals stop while `activity` has not moved for this
+    ///   long, so a worker whose step loop hangs loses its lease and is relaunched instead of
+    ///   looking alive forever.
+    public func startHeartbeat(ttl: Duration, generation: Int, stuckAfter: Duration? = nil) throws(ShardError)
+        -> Heartbeat
+    {
         let endpoint: RedisEndpoint
         do { endpoint = try RedisEndpoint(parsing: shards.map.shards[0]) } catch { throw ShardError(error) }
+        let activity = self.activity
         return try Heartbeat(
-            endpoint: endpoint, options: options, key: training.lease(worker: worker), value: "\(generation)", ttl: ttl)
+            endpoint: endpoint, options: options, key: training.lease(worker: worker), value: "\(generation)", ttl: ttl,
+            alive: { stuckAfter.map { activity.idle < $0 } ?? true })
+    }
+
+    /// Reads the job's reconfiguration control on its home shard once version `step` is
+    /// published there (or `wait` ran out): the step workers must hold before, if any, and the
+    /// current map epoch. A worker checks this before every step (docs/wire-format.md,
+    /// "Reconfiguration").
+    public func control(step: Int, wait: Duration) throws(ShardError) -> JobControl? {
+        let training = self.training
+        let ms = max(1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+        let activity = self.activity
+        return try shards.onShard(0) { c throws(RedisError) -> JobControl? in
+            let reply = try c.run(
+                ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", training.versions(shard: 0), "\(step)-0"],
+                blockingFor: wait)
+            activity.touch()
+            guard reply != .null else { return nil }
+            return JobControl(try c.run(training.readControlCommand))
+        }
+    }
+}
+
+extension FunctionClient {
+    /// Records on the home shard why the job cannot go on (a diverged step, unusable data), for
+    /// the driver and operators to read; kept a day.
+    public func reportFailure(_ reason: String) throws(ShardError) {
+        let json: [UInt8]
+        do {
+            json = Array(try JSONEncoder().encode(["worker": "\(worker)", "reason": reason]))
+        } catch { throw ShardError(.invalidSpec, "\(error)") }
+        let key = training.failure
+        try shards.onShard(0) { c throws(RedisError) in
+            _ = try c.run(RedisCommand("SET", key).appending(bytes: json).appending("EX").appending("86400"))
+        }
     }
 }

@@ -9,7 +9,12 @@ public final class Heartbeat: Sendable {
     private let state = HeartbeatState()
     let key: String
 
-    init(endpoint: RedisEndpoint, options: RedisOptions, key: String, value: String, ttl: Duration) throws(ShardError) {
+    /// - Parameter alive: checked before each renewal; while it returns false the lease is not
+    ///   renewed (the worker is stuck) and expires.
+    init(
+        endpoint: RedisEndpoint, options: RedisOptions, key: String, value: String, ttl: Duration,
+        alive: @escaping @Sendable () -> Bool = { true }
+    ) throws(ShardError) {
         self.key = key
         let ms = max(100, Int(ttl.components.seconds * 1000 + ttl.components.attoseconds / 1_000_000_000_000_000))
         let command: RedisCommand = ["SET", key, value, "PX", "\(ms)"]
@@ -24,6 +29,7 @@ public final class Heartbeat: Sendable {
             while !state.stopping.load(ordering: .relaxed) {
                 // Sleeps a third of the TTL, or until stop() wakes it.
                 if state.wake.wait(timeout: .now() + .milliseconds(ms / 3)) == .success { break }
+                guard alive() else { continue }
                 // A failed renewal is retried on the next beat; the connection reconnects itself.
                 _ = try? box.connection.withLock { try $0.run(command) }
             }

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import ShardManager
 import Synchronization
@@ -61,14 +62,16 @@ public final class ParamServer: Sendable {
                 for a in aggregators.values where !a.finished {
                     let n = try a.advance(c)
                     if n > 0 && a.finished { log("\(name): job \(a.job) finished at version \(a.version ?? 0)") }
+                    // A reconfigured job is reloaded at once (its pushes follow the new map).
+                    if a.stale { lastRefresh = ContinuousClock.now - .seconds(10) }
                 }
-                var wait = RedisCommand("BLPOP", TrainingKeys.wakeup)
+                var wait = RedisCommand("BLPOP", JobKeys.wakeup)
                 for a in aggregators.values.sorted(by: { $0.job < $1.job }) {
                     wait.append(a.training.inbox(shard: a.shard))
                 }
                 wait.append("1")
                 let woke = try c.run(wait, blockingFor: .seconds(1))
-                if woke.array?.first?.text == TrainingKeys.wakeup { lastRefresh = ContinuousClock.now - .seconds(10) }
+                if woke.array?.first?.text == JobKeys.wakeup { lastRefresh = ContinuousClock.now - .seconds(10) }
             } catch {
                 if !reportedDown { log("\(name): \(error); retrying") }
                 reportedDown = true
@@ -92,7 +95,7 @@ public final class ParamServer: Sendable {
                 let config = try? TrainingConfig.load(job: job, from: c),
                 (try? config.validate()) != nil
             else { continue }
-            if let a = current[job], a.map == map, a.config == config {
+            if let a = current[job], !a.stale, a.map == map, a.config == config {
                 next[job] = a
             } else {
                 if current[job] == nil {

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import ShardManager
 import TensorBlob
@@ -23,7 +24,7 @@ final class ShardAggregator {
     /// Elements of each of `chunks`.
     let counts: [Int]
     let keys: JobKeys
-    let training: TrainingKeys
+    let training: JobKeys
     /// The parameter version this shard holds; nil until the driver has published version 0.
     private(set) var version: Int?
     private var params: [Int: [Float]] = [:]
@@ -47,11 +48,14 @@ final class ShardAggregator {
         chunks = map.chunks(onShard: shard)
         counts = chunks.map { map.layout.range(ofChunk: $0).count }
         keys = JobKeys(job: map.job)
-        training = TrainingKeys(job: map.job)
+        training = keys
         self.log = log
     }
 
     var job: String { map.job }
+    /// The shard's map epoch differs from this aggregator's: the job was reconfigured, and the
+    /// server must reload it before reading any push (they follow the new map).
+    private(set) var stale = false
     var finished: Bool { (version ?? -1) >= config.steps }
 
     /// Reads the latest published version from the shard's version stream.
@@ -71,6 +75,7 @@ final class ShardAggregator {
         // The stream is the truth: a job restored from a checkpoint, or a version published by
         // another server, resets what this one cached.
         try loadVersion(c)
+        guard !stale else { return 0 }
         var done = 0
         while let v = version, v < config.steps {
             if gathering != v { startGathering(v) }
@@ -85,8 +90,12 @@ final class ShardAggregator {
     }
 
     private func arrived(_ c: RedisConnection, step: Int) throws(RedisError) -> Set<Int> {
-        let members = (try c.run(["SMEMBERS", training.pushed(shard: shard, step: step)]).array ?? []).compactMap(
-            \.text)
+        let replies = try c.pipeline([["SMEMBERS", training.pushed(shard: shard, step: step)], ["GET", keys.epoch]])
+        if let epoch = replies[1].text, epoch != "\(map.epoch)" {
+            stale = true
+            return []
+        }
+        let members = (replies[0].array ?? []).compactMap(\.text)
         return Set(members.compactMap { Int($0) }.filter { $0 >= 0 && $0 < config.workers })
     }
 
@@ -281,15 +290,24 @@ final class ShardAggregator {
         transaction.append(BorrowedCommand(["UNLINK", training.pushed(shard: shard, step: v)]))
         transaction.append(
             BorrowedCommand(
-                RedisCommand(
-                    "XADD", training.versions(shard: shard), "MAXLEN", "~", "1000", "\(v + 1)-1", "version", "\(v + 1)")
+                training.publishVersionCommand(shard: shard, version: v + 1)
             ))
         transaction.append(BorrowedCommand(["EXEC"]))
         // Optimistic lock on the version stream: if another server process (a stale one, or a
         // second one started by mistake) publishes first, EXEC does nothing and this one reloads.
+        // The epoch too: a reconfiguration between reading the pushes and committing makes
+        // EXEC do nothing, and the server reloads the job's new map.
         let stream = training.versions(shard: shard)
-        let check = try c.pipeline([["WATCH", stream], training.latestVersionCommand(shard: shard)])
-        let latest = TrainingKeys.version(inLatest: check[1])
+        let check = try c.pipeline([
+            ["WATCH", stream, keys.epoch], training.latestVersionCommand(shard: shard), ["GET", keys.epoch],
+        ])
+        let latest = JobKeys.version(inLatest: check[1])
+        if let epoch = check[2].text, epoch != "\(map.epoch)" {
+            try c.run(["UNWATCH"])
+            log("job \(job): step \(v): the job was reconfigured (epoch \(epoch)); reloading")
+            stale = true
+            return false
+        }
         guard latest == v else {
             try c.run(["UNWATCH"])
             log("job \(job): step \(v): the shard is at version \(latest.map(String.init) ?? "none"); reloading")

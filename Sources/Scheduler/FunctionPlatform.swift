@@ -4,19 +4,16 @@ import LocalProcesses
 public struct FunctionRequest: Sendable {
     /// A name for logs and errors, such as `worker-3`.
     public var name: String
-    public var arguments: [String]
-    public var environment: [String: String]
+    /// The invocation's event (JSON), as a serverless platform passes its payload.
+    public var event: String
     /// The platform kills the invocation after this long, like a serverless timeout.
     public var timeout: Duration
     /// The memory limit in MiB; billing uses it as configured memory.
     public var memoryMiB: Int
 
-    public init(
-        name: String, arguments: [String], environment: [String: String] = [:], timeout: Duration, memoryMiB: Int
-    ) {
+    public init(name: String, event: String, timeout: Duration, memoryMiB: Int) {
         self.name = name
-        self.arguments = arguments
-        self.environment = environment
+        self.event = event
         self.timeout = timeout
         self.memoryMiB = memoryMiB
     }
@@ -47,4 +44,10 @@ public protocol FunctionInvocation: Sendable {
 /// Somewhere functions run: local processes today, a serverless platform later.
 public protocol FunctionPlatform: Sendable {
     func invoke(_ request: FunctionRequest) throws -> any FunctionInvocation
+}
+
+/// A platform could not start an invocation.
+public struct PlatformError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,39 +1,48 @@
 import Foundation
 import LocalProcesses
 import Synchronization
+import TrainingProtocol
 
-/// Runs each invocation as a local OS process of an executable (the `smlt` binary by default),
-/// in its own process group, with an address-space limit (prlimit) and a hard timeout.
+/// Runs each invocation as a local OS process of a function command (such as `smlt worker`),
+/// in its own process group, with an address-space limit (prlimit) and a hard timeout. The
+/// invocation's event, time limit and start time reach it in its environment
+/// (`FunctionEnvironment`), as a serverless runtime hands them to a handler.
 public final class LocalProcessPlatform: FunctionPlatform {
-    public let executable: String
+    /// The executable and arguments every invocation runs.
+    public let command: [String]
     /// Where each invocation's standard error is written (`NAME.log`).
     public let logDirectory: String
-    /// The variable each invocation finds its time limit in, in milliseconds.
-    public static let timeLimitVariable = "SMLT_FUNCTION_TIMEOUT_MS"
-    /// The variable holding the CLOCK_MONOTONIC time (ns) the invocation was started at.
-    public static let invokedAtVariable = "SMLT_FUNCTION_INVOKED_AT_NS"
+    /// Variables every invocation gets besides its event (a password, the local cache).
+    public let environment: [String: String]
 
-    public init(executable: String = currentExecutable(), logDirectory: String) {
-        self.executable = executable
+    public init(command: [String], logDirectory: String, environment: [String: String] = [:]) {
+        precondition(!command.isEmpty, "a function command is needed")
+        self.command = command
         self.logDirectory = logDirectory
-        try? FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+        self.environment = environment
+        try? FileManager.default.createDirectory(
+            atPath: logDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
     public func invoke(_ request: FunctionRequest) throws -> any FunctionInvocation {
         let log = "\(logDirectory)/\(request.name).log"
         var env = ProcessInfo.processInfo.environment
-        for (k, v) in request.environment { env[k] = v }
+        for (k, v) in environment { env[k] = v }
+        env[FunctionEnvironment.event] = request.event
         // Like a serverless context object: the function learns its maximum duration.
         let (seconds, atto) = request.timeout.components
-        env[Self.timeLimitVariable] = "\(seconds * 1000 + atto / 1_000_000_000_000_000)"
+        env[FunctionEnvironment.timeLimit] = "\(seconds * 1000 + atto / 1_000_000_000_000_000)"
         // When the platform started the invocation, so the function can report its start time.
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
-        env[Self.invokedAtVariable] = "\(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))"
-        let bytes = request.memoryMiB * 1024 * 1024
+        env[FunctionEnvironment.invokedAt] = "\(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))"
+        let (bytes, overflow) = request.memoryMiB.multipliedReportingOverflow(by: 1 << 20)
+        guard request.memoryMiB > 0, !overflow else {
+            throw PlatformError("\(request.name): a memory limit of \(request.memoryMiB) MiB is out of range")
+        }
         let process = try ChildProcess(
-            "prlimit", arguments: ["--as=\(bytes)", "--", executable] + request.arguments, environment: env,
-            stdout: .discard, stderr: .file(log))
+            "prlimit", arguments: ["--as=\(bytes)", "--"] + command, environment: env, stdout: .discard,
+            stderr: .file(log))
         return LocalInvocation(request: request, process: process, log: log)
     }
 }

@@ -29,6 +29,9 @@ public final class WorkerFleet {
         /// A failed worker waits before its relaunch (backoff), so a transient cause (a shard
         /// restarting) does not use up its failures at once.
         var relaunchAt: ContinuousClock.Instant?
+        /// The job no longer has this worker: it is not relaunched, and counts as done once its
+        /// running invocation (if any) has ended.
+        var retired = false
     }
 
     let platform: any FunctionPlatform
@@ -38,6 +41,7 @@ public final class WorkerFleet {
     let leaseTimeout: Duration
     let maxFailures: Int
     let continueCode: Int32
+    let stopCode: Int32?
     let log: (String) -> Void
     private var slots: [Slot]
     public private(set) var counts = Counts()
@@ -49,9 +53,11 @@ public final class WorkerFleet {
     ///     relaunched (its lease TTL plus the time it needs to start).
     ///   - maxFailures: failed invocations allowed per worker before the run is given up.
     ///   - continueCode: the exit code meaning "stopped before the limit, progress saved".
+    ///   - stopCode: the exit code meaning "the job cannot go on": the run stops with the
+    ///     worker's message instead of relaunching it.
     public init(
         workers: Int, platform: any FunctionPlatform, leases: RedisConnection, leaseKey: @escaping (Int) -> String,
-        leaseTimeout: Duration, maxFailures: Int = 5, continueCode: Int32,
+        leaseTimeout: Duration, maxFailures: Int = 5, continueCode: Int32, stopCode: Int32? = nil,
         request: @escaping (_ worker: Int, _ generation: Int) -> FunctionRequest,
         log: @escaping (String) -> Void
     ) {
@@ -62,6 +68,7 @@ public final class WorkerFleet {
         self.leaseTimeout = leaseTimeout
         self.maxFailures = maxFailures
         self.continueCode = continueCode
+        self.stopCode = stopCode
         self.log = log
         slots = Array(repeating: Slot(), count: workers)
     }
@@ -70,10 +77,38 @@ public final class WorkerFleet {
 
     public var finished: Bool { slots.allSatisfy(\.done) }
     public var running: Int { slots.filter { $0.invocation != nil }.count }
+    /// Workers the job has now (retired ones not counted).
+    public var workers: Int { slots.filter { !$0.retired }.count }
 
-    /// Starts every worker's first invocation.
-    public func start() throws {
-        for w in slots.indices { try launch(w) }
+    /// Starts every worker's first invocation, each as generation `generations[w]` (0 when not
+    /// given; a resumed run continues the generations it finds).
+    public func start(generations: [Int] = []) throws {
+        for w in slots.indices {
+            if w < generations.count { slots[w].generation = generations[w] }
+            try launch(w)
+        }
+    }
+
+    /// Changes the number of workers at a step boundary: workers at `n` and above retire (each
+    /// finds out by itself and exits; one that is not running is done at once), and missing
+    /// workers below `n` are launched (a retired one comes back as its next generation).
+    public func resize(to n: Int) throws {
+        for w in slots.indices where w >= n && !slots[w].retired {
+            slots[w].retired = true
+            slots[w].relaunchAt = nil
+            if slots[w].invocation == nil { slots[w].done = true }
+        }
+        while slots.count < n {
+            slots.append(Slot())
+            try launch(slots.count - 1)
+        }
+        for w in 0..<n where slots[w].retired {
+            slots[w].retired = false
+            slots[w].done = false
+            slots[w].failures = 0
+            slots[w].generation += 1
+            try launch(w)
+        }
     }
 
     private func launch(_ w: Int) throws {
@@ -97,8 +132,11 @@ public final class WorkerFleet {
             }
             outcomes.append(o)
             slots[w].invocation = nil
-            if o.status.succeeded {
+            if o.status.succeeded || slots[w].retired {
                 slots[w].done = true
+            } else if let stopCode, o.status.code == stopCode {
+                throw FleetError(
+                    "\(o.name) stopped the job" + (o.errorTail.isEmpty ? "" : ":\n" + o.errorTail))
             } else if o.status.code == continueCode {
                 counts.continuations += 1
                 slots[w].generation += 1
@@ -144,7 +182,7 @@ public final class WorkerFleet {
     /// not (after the job was rolled back to a checkpoint). Counted as relaunches.
     public func relaunchAll() throws {
         stopAll()
-        for w in slots.indices {
+        for w in slots.indices where !slots[w].retired {
             slots[w].done = false
             slots[w].failures = 0
             slots[w].relaunchAt = nil

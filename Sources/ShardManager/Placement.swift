@@ -52,7 +52,8 @@ public enum Placement {
         }
     }
 
-    static func weight(job: String, chunk: Int, shard: String) -> UInt64 {
+    /// The rendezvous weight of (`chunk`, `shard`) for `job` (docs/wire-format.md).
+    public static func weight(job: String, chunk: Int, shard: String) -> UInt64 {
         var h = Hash64.fnv1a(job.utf8)
         h = Hash64.fnv1a(shard.utf8, seed: h ^ 0x9E37_79B9_7F4A_7C15)
         return Hash64.mix(h ^ UInt64(truncatingIfNeeded: chunk) &* 0xD6E8_FEB8_6659_FD93)

@@ -12,6 +12,8 @@ public struct ShardError: Error, Sendable, CustomStringConvertible {
         case unknownTensor
         case staleMap
         case missingChunk
+        /// A shard map names an endpoint the credentials must not be sent to.
+        case untrustedEndpoint
     }
 
     public let code: Code

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import TensorBlob
 

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import Synchronization
 import TensorBlob
@@ -16,7 +17,8 @@ public final class ShardManager: Sendable {
     /// with only a few in flight per connection (see docs/design.md).
     static let batchBytes = 2 << 20
 
-    init(map: ShardMap, options: RedisOptions) throws(ShardError) {
+    /// Opens a job on a map held in memory (a new map not yet stored, during a re-shard).
+    public init(map: ShardMap, options: RedisOptions) throws(ShardError) {
         self.map = map
         layout = map.layout
         keys = JobKeys(job: map.job)
@@ -55,45 +57,75 @@ public final class ShardManager: Sendable {
     }
 
     /// Opens an existing job from its shard map, read from the first reachable endpoint.
+    /// - Parameter allowed: with a password set, the endpoints credentials may be sent to
+    ///   besides `endpoints` (see `load`).
     public static func open(
-        job: String, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()
+        job: String, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(), allowed: [String] = []
     ) throws(ShardError) -> ShardManager {
-        try ShardManager(map: load(job: job, from: endpoints, options: options), options: options)
+        try ShardManager(map: load(job: job, from: endpoints, options: options, allowed: allowed), options: options)
     }
 
-    /// Reads and validates a job's shard map.
+    /// Reads and validates a job's shard map: from the first of `endpoints` that has it, then
+    /// from the map's home shard (its first), whose copy wins: a shard removed by a re-shard may
+    /// still hold an older map.
+    ///
+    /// With a password set, a map that names an endpoint outside `endpoints` and `allowed` is
+    /// refused before anything is sent to it: anyone who can write to one shard can edit the
+    /// map, and the credentials must only go where the user said.
     public static func load(
-        job: String, from endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()
+        job: String, from endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(), allowed: [String] = []
     ) throws(ShardError) -> ShardMap {
         try JobSpec.validateJobName(job)
+        let trusted = Set(endpoints.map(\.description) + allowed)
+        func check(_ map: ShardMap) throws(ShardError) {
+            guard options.password != nil else { return }
+            let foreign = map.shards.filter { !trusted.contains($0) }
+            guard foreign.isEmpty else {
+                throw ShardError(
+                    .untrustedEndpoint,
+                    "the shard map of job '\(job)' names \(foreign.joined(separator: ", ")), which was not given with --redis; "
+                        + "refusing to send the password there (allow it with --allow-endpoints or SMLT_ALLOWED_ENDPOINTS "
+                        + "if it is yours)")
+            }
+        }
         var lastError: RedisError?
         var missing: [String] = []
         for endpoint in endpoints {
-            do {
-                let c = try RedisConnection(endpoint, options: options)
-                guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes else {
-                    // A shard that restarted empty lacks the map; another one may have it.
-                    missing.append(endpoint.description)
-                    continue
-                }
-                let map: ShardMap
-                do { map = try JSONDecoder().decode(ShardMap.self, from: Data(json)) } catch {
-                    throw ShardError(.corruptChunk, "shard map of '\(job)' on \(endpoint) is not valid: \(error)")
-                }
-                try map.validate()
-                return map
-            } catch let e as RedisError {
-                lastError = e
-            } catch let e as ShardError {
-                throw e
-            } catch {
-                throw ShardError(.redis, "\(error)")
+            let found: ShardMap?
+            do throws(RedisError) { found = try readMap(job: job, on: endpoint, options: options) } catch {
+                lastError = error
+                continue
             }
+            // A shard that restarted empty (or was removed) lacks the map; another one may have it.
+            guard let map = found else {
+                missing.append(endpoint.description)
+                continue
+            }
+            try check(map)
+            guard let home = map.shards.first, home != endpoint.description,
+                let homeEndpoint = try? RedisEndpoint(parsing: home),
+                let homeMap = try? readMap(job: job, on: homeEndpoint, options: options)
+            else { return map }
+            try check(homeMap)
+            return homeMap
         }
         if !missing.isEmpty {
             throw ShardError(.jobNotFound, "job '\(job)' is not registered on \(missing.joined(separator: ", "))")
         }
         throw ShardError(lastError ?? RedisError(.connectionFailed, endpoint: "", "no endpoint given"))
+    }
+
+    /// The map of `job` on one endpoint; nil when it has none. Throws ShardError-wrapped
+    /// decoding problems as `RedisError`s are reserved for reaching the server.
+    private static func readMap(job: String, on endpoint: RedisEndpoint, options: RedisOptions) throws(RedisError)
+        -> ShardMap?
+    {
+        let c = try RedisConnection(endpoint, options: options)
+        guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes else { return nil }
+        guard let map = try? JSONDecoder().decode(ShardMap.self, from: Data(json)), (try? map.validate()) != nil else {
+            throw RedisError(.unexpectedReply, endpoint: endpoint.description, "the shard map of '\(job)' is not valid")
+        }
+        return map
     }
 
     /// The ids of all jobs registered on any of `endpoints` (unreachable endpoints are skipped).
@@ -114,19 +146,27 @@ public final class ShardManager: Sendable {
         return all.sorted()
     }
 
-    /// Writes the shard map and the job's entry in the job set to every shard (also to put them
-    /// back on a shard that restarted empty).
+    /// Writes the shard map, its epoch and the job's entry in the job set to every shard (also to
+    /// put them back on a shard that restarted empty). The home shard is written last: its epoch
+    /// is what workers compare with, so a map is in force once the home shard has it.
     public func storeMap() throws(ShardError) {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(map)) } catch { throw ShardError(.invalidSpec, "\(error)") }
         let job = map.job
-        let mapKey = keys.map
-        _ = try onEachShard { _, c throws(RedisError) in
-            _ = try c.pipeline([RedisCommand("SET", mapKey).appending(bytes: json), ["SADD", JobKeys.jobs, job]])
-                .map { r throws(RedisError) in
-                    if case .error(let m) = r { throw c.serverError(m, command: "SET") }
-                }
+        let keys = self.keys
+        let epoch = "\(map.epoch)"
+        let store: @Sendable (Int, RedisConnection) throws(RedisError) -> Void = { shard, c throws(RedisError) in
+            // In one transaction, so no reader sees the new epoch with the old map.
+            let commands: [RedisCommand] = [
+                ["MULTI"], RedisCommand("SET", keys.map).appending(bytes: json), ["SET", keys.epoch, epoch],
+                ["SADD", JobKeys.jobs, job], ["EXEC"],
+            ]
+            for r in try c.pipeline(commands) {
+                if case .error(let m) = r { throw c.serverError(m, command: "SET") }
+            }
         }
+        _ = try onEachShard { shard, c throws(RedisError) in if shard > 0 { try store(shard, c) } }
+        try onShard(0) { c throws(RedisError) in try store(0, c) }
     }
 
     /// Deletes every key of the job on every shard and removes it from the job set.
@@ -136,6 +176,21 @@ public final class ShardManager: Sendable {
         _ = try onEachShard { _, c throws(RedisError) in
             for pattern in patterns { try c.deleteKeys(matching: pattern) }
             try c.run(["SREM", JobKeys.jobs, job])
+        }
+    }
+
+    /// Gives every key of the job on every shard a time to live of `seconds`, after which Redis
+    /// drops them (the retention of a finished job).
+    public func expireJob(after seconds: Int) throws(ShardError) {
+        let patterns = keys.patterns
+        _ = try onEachShard { _, c throws(RedisError) in
+            for pattern in patterns {
+                let found = try c.scanKeys(matching: pattern)
+                for batch in stride(from: 0, to: found.count, by: 500) {
+                    _ = try c.pipeline(
+                        found[batch..<min(found.count, batch + 500)].map { ["EXPIRE", $0, "\(seconds)"] })
+                }
+            }
         }
     }
 

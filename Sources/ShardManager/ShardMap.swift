@@ -1,3 +1,4 @@
+import KeySchema
 import TensorBlob
 
 /// Where a job's chunks live: the shards, an epoch that grows whenever the map changes, and the
@@ -48,28 +49,6 @@ public struct ShardMap: Codable, Sendable, Equatable {
             throw ShardError(.corruptChunk, "shard map of '\(job)' does not assign every chunk to a listed shard")
         }
     }
-}
-
-/// The Redis keys of one job (see docs/wire-format.md). Every key of a chunk carries the hash tag
-/// `{JOB/CHUNK}` so that a Redis Cluster keeps them on one node; job-wide keys carry `{JOB}`.
-public struct JobKeys: Sendable {
-    public let job: String
-
-    public init(job: String) { self.job = job }
-
-    /// The set of all job ids, kept on every shard.
-    public static let jobs = "smlt:jobs"
-
-    public var map: String { "smlt:{\(job)}:map" }
-    public func params(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:params" }
-    public func optimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:opt" }
-    public func checkpointParams(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:params" }
-    public func checkpointOptimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:opt" }
-    public func gradient(chunk: Int, step: Int, worker: Int) -> String {
-        "smlt:{\(job)/\(chunk)}:grad:\(step):\(worker)"
-    }
-    /// Glob patterns that match every key of the job.
-    public var patterns: [String] { ["smlt:{\(job)}:*", "smlt:{\(job)/*"] }
 }
 
 /// Which per-chunk blob an operation reads or writes.

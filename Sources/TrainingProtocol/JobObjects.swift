@@ -1,3 +1,4 @@
+import KeySchema
 import RedisClient
 import ShardManager
 
@@ -5,16 +6,19 @@ import ShardManager
 /// its name hashes to.
 public struct JobObjects: Sendable {
     let shards: ShardManager
-    let keys: TrainingKeys
+    let keys: JobKeys
 
     public init(_ shards: ShardManager) {
         self.shards = shards
-        keys = TrainingKeys(job: shards.map.job)
+        keys = JobKeys(job: shards.map.job)
     }
 
-    func shard(for name: String) -> Int {
-        Placement.shard(
-            forChunk: Int(truncatingIfNeeded: Hash64.fnv1a(name.utf8)), job: shards.map.job, shards: shards.map.shards)
+    func shard(for name: String) -> Int { Self.shard(for: name, job: shards.map.job, shards: shards.map.shards) }
+
+    /// The index in `shards` of the shard that holds object `name` of `job`: plain rendezvous
+    /// hashing of chunk number `FNV-1a-64(name)`.
+    public static func shard(for name: String, job: String, shards: [String]) -> Int {
+        Placement.shard(forChunk: Int(truncatingIfNeeded: Hash64.fnv1a(name.utf8)), job: job, shards: shards)
     }
 
     public func get(_ name: String) throws(ShardError) -> [UInt8]? {

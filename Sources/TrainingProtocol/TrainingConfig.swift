@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import RedisClient
 import ShardManager
 
@@ -53,7 +54,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public func store(on shards: ShardManager) throws(ShardError) {
         let json: [UInt8]
         do { json = Array(try JSONEncoder().encode(self)) } catch { throw ShardError(.invalidSpec, "\(error)") }
-        let key = TrainingKeys(job: shards.map.job).config
+        let key = JobKeys(job: shards.map.job).config
         _ = try shards.onEachShard { _, c throws(RedisError) in
             try c.run(RedisCommand("SET", key).appending(bytes: json))
         }
@@ -62,46 +63,28 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Loads a job's config from one shard connection; nil when the job has none.
     public static func load(job: String, from c: RedisConnection) throws(ShardError) -> TrainingConfig? {
         let reply: RedisReply
-        do { reply = try c.run(["GET", TrainingKeys(job: job).config]) } catch { throw ShardError(error) }
+        do { reply = try c.run(["GET", JobKeys(job: job).config]) } catch { throw ShardError(error) }
         guard let json = reply.bytes else { return nil }
         do { return try JSONDecoder().decode(TrainingConfig.self, from: Data(json)) } catch {
             throw ShardError(.invalidSpec, "training config of job '\(job)' on \(c.endpoint) is not valid: \(error)")
         }
     }
 
+    /// The largest number of workers a job may have.
+    public static let maxWorkers = 4096
+
     /// Checks the values a server or worker relies on.
     public func validate() throws(ShardError) {
         guard workers >= 1 else { throw ShardError(.invalidSpec, "workers must be at least 1, got \(workers)") }
-        guard workers <= 4096 else { throw ShardError(.invalidSpec, "workers must be at most 4096, got \(workers)") }
+        guard workers <= Self.maxWorkers else {
+            throw ShardError(.invalidSpec, "workers must be at most \(Self.maxWorkers), got \(workers)")
+        }
         guard steps >= 0 else { throw ShardError(.invalidSpec, "steps must not be negative") }
         guard checkpointEvery >= 0 else { throw ShardError(.invalidSpec, "checkpoint_every must not be negative") }
         guard learningRate.isFinite, momentum.isFinite, weightDecay.isFinite else {
             throw ShardError(.invalidSpec, "optimizer settings must be finite numbers")
         }
     }
-}
-
-/// The keys of the BSP protocol between FunctionClient and ParamServer (docs/wire-format.md).
-/// Per-shard keys live on that shard; `SHARD` is the shard's index in the job's map.
-public struct TrainingKeys: Sendable {
-    public let job: String
-
-    public init(job: String) { self.job = job }
-
-    /// The job's TrainingConfig (JSON), on every shard.
-    public var config: String { "smlt:{\(job)}:train" }
-    /// Set of worker ids that have pushed all their gradient chunks of `step` to shard `shard`.
-    public func pushed(shard: Int, step: Int) -> String { "smlt:{\(job)}:pushed:\(shard):\(step)" }
-    /// List a worker appends to after pushing, to wake the shard's server (BLPOP).
-    public func inbox(shard: Int) -> String { "smlt:{\(job)}:inbox:\(shard)" }
-    /// Stream of published parameter versions of shard `shard`; entry id `VERSION-1`.
-    public func versions(shard: Int) -> String { "smlt:{\(job)}:versions:\(shard)" }
-    /// List of per-step worker metrics (JSON), on the job's first shard.
-    public var metrics: String { "smlt:{\(job)}:metrics" }
-    /// A named object (staged data, worker state), on the shard its name hashes to.
-    public func object(_ name: String) -> String { "smlt:{\(job)}:obj:\(name)" }
-    /// Control list of a server endpoint: a new job was registered.
-    public static let wakeup = "smlt:serve:wakeup"
 }
 
 /// One worker's report for one step.
@@ -112,28 +95,14 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var accuracy: Double
     public var examples: Int
 
+    /// How many entries the metrics stream keeps (older ones are trimmed).
+    public static let retained = 10_000
+
     public init(worker: Int, step: Int, loss: Double, accuracy: Double, examples: Int) {
         self.worker = worker
         self.step = step
         self.loss = loss
         self.accuracy = accuracy
         self.examples = examples
-    }
-}
-
-extension TrainingKeys {
-    /// The command that reads the newest entry of shard `shard`'s version stream.
-    public func latestVersionCommand(shard: Int) -> RedisCommand {
-        ["XREVRANGE", versions(shard: shard), "+", "-", "COUNT", "1"]
-    }
-
-    /// The version in a reply to `latestVersionCommand`; nil when the stream is empty or absent.
-    public static func version(inLatest reply: RedisReply) -> Int? {
-        reply.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-").first ?? "") }
-    }
-
-    /// The newest version shard `shard` has published, read on `c` (that shard's connection).
-    public func latestVersion(shard: Int, on c: RedisConnection) throws(RedisError) -> Int? {
-        Self.version(inLatest: try c.run(latestVersionCommand(shard: shard)))
     }
 }

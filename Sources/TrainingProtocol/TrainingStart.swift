@@ -10,16 +10,6 @@ extension TrainingConfig {
         try validate()
         try store(on: shards)
         try shards.write(initial, as: .params, step: 0, producer: BlobHeader.serverProducer)
-        let training = TrainingKeys(job: shards.map.job)
-        let job = shards.map.job
-        _ = try shards.onEachShard { shard, c throws(RedisError) in
-            _ = try c.pipeline([
-                ["XADD", training.versions(shard: shard), "0-1", "version", "0"],
-                ["RPUSH", TrainingKeys.wakeup, job],
-                ["EXPIRE", TrainingKeys.wakeup, "60"],
-            ]).map { r throws(RedisError) in
-                if case .error(let m) = r { throw c.serverError(m, command: "XADD") }
-            }
-        }
+        try shards.publish(version: 0)
     }
 }

@@ -28,6 +28,9 @@ public struct StartReport: Codable, Sendable, Equatable {
     public var warm: Bool
     public var seconds: Double
 
+    /// How many start reports the job keeps (older ones are trimmed).
+    public static let retained = 10_000
+
     public init(worker: Int, generation: Int, warm: Bool, seconds: Double) {
         self.worker = worker
         self.generation = generation
@@ -41,12 +44,7 @@ public enum WorkerExit {
     /// The invocation stopped before its time limit and saved its progress: invoke the next
     /// generation. (75 is `EX_TEMPFAIL`.)
     public static let continueLater: Int32 = 75
-}
-
-extension TrainingKeys {
-    /// Worker `w`'s lease: set with a TTL by the worker's heartbeat, on shard 0. While it exists
-    /// the worker is alive; the scheduler relaunches a worker whose lease expired.
-    public func lease(worker w: Int) -> String { "smlt:{\(job)}:lease:\(w)" }
-    /// List of `StartReport` JSON, one per invocation, on shard 0.
-    public var starts: String { "smlt:{\(job)}:starts" }
+    /// The job cannot go on (its training diverged, or its data is unusable): do not relaunch;
+    /// stop the run and show the worker's message. (65 is `EX_DATAERR`.)
+    public static let stopJob: Int32 = 65
 }

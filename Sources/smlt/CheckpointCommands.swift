@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import Coordinator
 import Foundation
 import LocalProcesses
 import RedisClient
@@ -26,7 +27,9 @@ extension AdminCommand {
                 let endpoints = try redis.endpoints()
                 let m = try ShardManager.open(job: job, endpoints: endpoints, options: redis.options)
                 let config = try loadConfig(m)
-                let deadline = ContinuousClock.now + (try parseDuration(timeout))
+                let deadline =
+                    ContinuousClock.now
+                    + .milliseconds(try TrainingRequest.milliseconds(timeout, flag: "--timeout", limit: 86_400_000))
                 while true {
                     if let c = try Checkpoints.Checkpoint.capture(m, config: config, snapshot: false) {
                         let path = try c.write(to: dir)

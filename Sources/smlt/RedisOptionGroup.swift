@@ -13,6 +13,12 @@ struct RedisOptionGroup: ParsableArguments {
     @Option(help: "Redis ACL user name (default: $SMLT_REDIS_USER).")
     var user: String?
 
+    @Option(
+        help:
+            "Endpoints besides --redis that a job's shard map may name and the password may go to (default: $SMLT_ALLOWED_ENDPOINTS)."
+    )
+    var allowEndpoints: String?
+
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
     /// The endpoints given, or nil when neither --redis nor SMLT_REDIS is set.
@@ -26,6 +32,23 @@ struct RedisOptionGroup: ParsableArguments {
             throw ValidationError("no shards given: use --redis host:port,... or set SMLT_REDIS")
         }
         return e
+    }
+
+    /// Endpoints besides `--redis` that may receive the credentials.
+    var allowedEndpoints: [String] {
+        (allowEndpoints ?? environment["SMLT_ALLOWED_ENDPOINTS"] ?? "").split(separator: ",").map {
+            String($0).trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
+    }
+
+    /// A password on the command line shows in `ps` to every local user: say so.
+    func warnAboutPasswordFlag() {
+        if password != nil {
+            FileHandle.standardError.write(
+                Data(
+                    "warning: --password is visible to other users in the process list; set SMLT_REDIS_PASSWORD instead\n"
+                        .utf8))
+        }
     }
 
     var options: RedisOptions {

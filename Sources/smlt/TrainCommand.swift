@@ -1,4 +1,5 @@
 import ArgumentParser
+import Coordinator
 import Foundation
 import LocalProcesses
 import RedisClient
@@ -12,10 +13,13 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a model with N stateless function workers and sharded parameter servers (BSP).",
         discussion: """
-            Without --redis it starts its own redis-server shards and one parameter server per shard on \
-            free loopback ports, and stops them at the end, on error and on Ctrl-C. With --redis it uses \
-            those shards and expects `smlt serve` to run for them.
+            Without --redis it starts its own redis-server shards (with a random password) and one parameter \
+            server per shard on free loopback ports, and stops them at the end, on error and on Ctrl-C. With \
+            --redis it uses those shards and expects `smlt serve` to run for them; such a job's state stays in \
+            Redis, so `--resume --job J` continues it if this driver dies.
             Datasets: digits (bundled), synthetic, libsvm:PATH, csv:PATH (label first).
+            --schedule "100:workers=8;200:shards=3" changes the number of workers and shards at those steps.
+            --inject-faults kinds: \(FaultPlan.Kind.allCases.map(\.rawValue).joined(separator: ", ")).
             """)
 
     @OptionGroup var redis: RedisOptionGroup
@@ -36,6 +40,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Blob codec: raw, lz4 or shuffle-lz4.") var codec = "raw"
     @Option(help: "Parameters per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(help: "Job id (default: a new one per run).") var job: String?
+    @Flag(help: "Continue the job given by --job on the shards given by --redis after its driver died.")
+    var resume = false
     @Option(help: "Maximum duration of one function invocation, e.g. 900s or 15m.") var functionTimeout = "900s"
     @Option(help: "Memory limit of one function invocation in MiB (billed as configured).") var memory = 1024
     @Option(help: "Price per GB-second of function time, USD.") var priceGbSecond = 0.0000166667
@@ -43,89 +49,110 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Examples of the synthetic dataset.") var syntheticExamples = 20_000
     @Option(help: "Features of the synthetic dataset.") var syntheticFeatures = 100
     @Option(help: "Classes of the synthetic dataset.") var syntheticClasses = 10
-    @Flag(help: "Train in this process with global batch = workers × batch (no Redis), for comparison.") var reference =
-        false
+    @Flag(help: "Train in this process with the same membership (no Redis), for comparison.") var reference = false
     @Option(help: "How long a worker may go without renewing its lease before it is relaunched.")
     var leaseTimeout = "3s"
     @Option(
         help: ArgumentHelp(
-            "Inject faults at steps chosen by --seed: worker-kill=K,server-kill=M,worker-hang=H,shard-wipe=S.",
-            valueName: "faults"))
+            "Inject faults at steps chosen by --seed, e.g. worker-kill=3,server-kill=1.", valueName: "faults"))
     var injectFaults: String?
+    @Option(
+        help: ArgumentHelp(
+            "Reconfigure at step boundaries, e.g. \"100:workers=8;200:shards=3\".", valueName: "schedule"))
+    var schedule: String?
     @Option(help: "Save a checkpoint every this many steps (0: never); a shard that restarts empty rolls back to it.")
     var checkpointEvery = 100
     @Option(help: "Where checkpoints go (default: a temporary directory removed at the end).")
     var checkpointDir: String?
+    @Option(help: "How long a finished job stays in Redis (with --redis), e.g. 24h; 0 deletes it at the end.")
+    var retain = "24h"
     @Flag(help: "Print the admin shard and chunk tables before stopping.") var showShards = false
     @Flag(help: "Print one JSON object at the end instead of the summary.") var json = false
 
+    /// The flags as a request; every number is checked here, before anything starts.
+    func request() throws -> TrainingRequest {
+        var r = TrainingRequest()
+        r.dataset = dataset
+        r.testData = testData
+        r.model = model
+        r.hidden = hidden
+        r.workers = workers
+        r.shards = shards
+        r.steps = steps
+        r.epochs = epochs
+        r.batchSize = batchSize
+        r.learningRate = learningRate
+        r.momentum = momentum
+        r.weightDecay = weightDecay
+        r.seed = seed
+        r.codec = codec
+        r.chunkElements = chunkElements
+        r.syntheticExamples = syntheticExamples
+        r.syntheticFeatures = syntheticFeatures
+        r.syntheticClasses = syntheticClasses
+        r.functionTimeoutMilliseconds = try TrainingRequest.milliseconds(
+            functionTimeout, flag: "--function-timeout", limit: TrainingRequest.maxFunctionTimeoutMilliseconds)
+        r.leaseTimeoutMilliseconds = try TrainingRequest.milliseconds(
+            leaseTimeout, flag: "--lease-timeout", limit: 3_600_000)
+        r.memoryMiB = memory
+        r.priceGBSecond = priceGbSecond
+        r.priceRequest = priceRequest
+        r.checkpointEvery = checkpointEvery
+        r.checkpointDirectory = checkpointDir
+        r.faults = injectFaults
+        r.schedule = schedule
+        r.retainSeconds =
+            retain == "0"
+            ? 0 : try TrainingRequest.milliseconds(retain, flag: "--retain", limit: 366 * 86_400_000) / 1000
+        try r.validate()
+        return r
+    }
+
     func validate() throws {
-        guard workers >= 1 else { throw ValidationError("--workers must be at least 1, got \(workers)") }
-        guard workers <= 256 else {
-            throw ValidationError("--workers must be at most 256 on one machine, got \(workers)")
-        }
-        guard shards >= 1 && shards <= 64 else { throw ValidationError("--shards must be from 1 to 64, got \(shards)") }
-        guard WorkloadSettings.models.contains(model) else {
+        do { _ = try request() } catch let e as RequestError { throw ValidationError(e.description) }
+        if injectFaults != nil && reference { throw ValidationError("--inject-faults does not apply to --reference") }
+        if resume && job == nil { throw ValidationError("--resume needs --job") }
+        if let injectFaults, try redis.endpointsIfGiven() != nil,
+            (try? FaultPlan(injectFaults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed))?
+                .needsOwnServers == true
+        {
             throw ValidationError(
-                "unknown model '\(model)' (choose one of: \(WorkloadSettings.models.joined(separator: ", ")))")
+                "server-kill and shard-wipe need the shards and servers smlt train starts (no --redis)")
         }
-        guard BlobCodec(name: codec) != nil else {
-            throw ValidationError("unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+        if try resume && redis.endpointsIfGiven() == nil {
+            throw ValidationError("--resume needs --redis: shards smlt train started itself end with it")
         }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
-        guard hidden >= 1 else { throw ValidationError("--hidden must be at least 1") }
-        guard memory >= 64 else { throw ValidationError("--memory must be at least 64 MiB") }
-        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
-        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
-        if let epochs, !(epochs > 0) { throw ValidationError("--epochs must be positive") }
-        _ = try parseDuration(functionTimeout)
-        _ = try parseDuration(leaseTimeout)
-        if let injectFaults {
-            guard !reference else { throw ValidationError("--inject-faults does not apply to --reference") }
-            let plan = try FaultPlan(injectFaults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed)
-            if plan.needsOwnServers && redis.redis != nil {
-                throw ValidationError(
-                    "server-kill and shard-wipe need the shards and servers smlt train starts (no --redis)")
-            }
-        }
-        _ = try datasetSource()
         if let job { try JobSpec.validateJobName(job) }
+        redis.warnAboutPasswordFlag()
     }
 
     func run() throws {
-        let data: (train: Dataset, test: Dataset)
-        do { data = try loadData() } catch {
-            printError("\(error)")
-            throw ExitCode(1)
-        }
-        let perWorker = (data.train.count + workers - 1) / workers
-        let totalSteps =
-            steps ?? epochs.map { max(1, Int(($0 * Double(perWorker) / Double(batchSize)).rounded(.up))) } ?? 300
-        let settings = WorkloadSettings(
-            model: model, hidden: hidden, inputs: data.train.dimension, classes: data.train.classes,
-            batchSize: batchSize, seed: seed)
-        let plan = TrainingPlan(
-            settings: settings, workers: workers, steps: totalSteps, learningRate: learningRate, momentum: momentum,
-            weightDecay: weightDecay, train: data.train, test: data.test, checkpointEvery: checkpointEvery)
+        let request = try request()
         let summary: TrainingSummary
+        let progress = ProgressReporter(quiet: json)
         do {
             if reference {
-                summary = try ReferenceTrainer(plan: plan).run()
+                let data = try TrainingData.load(request)
+                summary = try ReferenceTrainer(plan: try TrainingPlan(request, train: data.train, test: data.test))
+                    .run()
             } else {
-                var driver = TrainingDriver(
-                    plan: plan, shards: shards, endpoints: try redis.endpointsIfGiven(), options: redis.options,
-                    job: job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))",
-                    codec: BlobCodec(name: codec)!,
-                    chunkElements: chunkElements, functionTimeout: try parseDuration(functionTimeout),
-                    memoryMiB: memory,
-                    prices: (priceGbSecond, priceRequest), showShards: showShards, json: json)
-                driver.leaseTimeout = try parseDuration(leaseTimeout)
-                driver.checkpointDirectory = checkpointDir
-                if let injectFaults {
-                    driver.faults = try FaultPlan(
-                        injectFaults, steps: totalSteps, workers: workers, shards: shards, seed: seed)
+                let note: @Sendable (String) -> Void = { [json] line in
+                    if !json { FileHandle.standardError.write(Data("\r\(line)\u{1B}[K\n".utf8)) }
                 }
-                summary = try driver.run()
+                let jobID = job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+                let c = Coordinator(
+                    request: request, job: jobID,
+                    endpoints: try redis.endpointsIfGiven(), options: redis.options, allowed: redis.allowedEndpoints,
+                    launch: Coordinator.Launch(
+                        worker: [currentExecutable(), "worker"], server: [currentExecutable(), "serve"]),
+                    resume: resume,
+                    events: Coordinator.Events(
+                        note: note, metrics: { progress.add($0) }, started: { progress.start($0) },
+                        finished: { [showShards] eps, options in
+                            progress.finish()
+                            if showShards { printShardTables(job: jobID, eps, options: options) }
+                        }))
+                summary = try c.run()
             }
         } catch let e as ExitCode {
             throw e
@@ -133,90 +160,20 @@ struct TrainCommand: ParsableCommand {
             // On Ctrl-C the signal handler stops everything and exits; the failures it causes
             // here are not worth reporting.
             while ChildRegistry.isStopping { sleepFor(.seconds(1)) }
+            progress.finish()
             printError("\(error)")
             throw ExitCode(1)
         }
         if json { try printJSON(summary) } else { print(summary.text) }
     }
 
-    enum Source {
-        case digits, synthetic
-        case libsvm(String)
-        case csv(String)
-    }
-
-    func datasetSource() throws -> Source {
-        switch dataset {
-        case "digits": return .digits
-        case "synthetic": return .synthetic
-        default:
-            if dataset.hasPrefix("libsvm:") { return .libsvm(String(dataset.dropFirst(7))) }
-            if dataset.hasPrefix("csv:") { return .csv(String(dataset.dropFirst(4))) }
-            throw ValidationError("unknown dataset '\(dataset)' (choose digits, synthetic, libsvm:PATH or csv:PATH)")
-        }
-    }
-
-    func loadData() throws -> (train: Dataset, test: Dataset) {
-        switch try datasetSource() {
-        case .digits:
-            return try DatasetLoader.digits(directory: try dataDirectory() + "/digits")
-        case .synthetic:
-            let all = DatasetLoader.synthetic(
-                examples: syntheticExamples * 5 / 4, dimension: syntheticFeatures, classes: syntheticClasses, seed: seed
-            )
-            return split(all)
-        case .libsvm(let path):
-            let train = try DatasetLoader.libsvm(path: path)
-            guard let t = testData else { return split(train) }
-            let test = try DatasetLoader.libsvm(path: t, dimension: train.dimension, classes: train.classes)
-            return (train, test)
-        case .csv(let path):
-            let train = try DatasetLoader.csv(path: path)
-            guard let t = testData else { return split(train) }
-            let test = try DatasetLoader.csv(path: t, classes: train.classes)
-            guard test.dimension == train.dimension else {
-                throw DatasetError("\(t) has \(test.dimension) features, \(path) has \(train.dimension)")
-            }
-            return (train, test)
-        }
-    }
-
-    /// The first 80% for training, the rest for testing.
-    func split(_ d: Dataset) -> (Dataset, Dataset) {
-        let cut = d.count * 4 / 5
-        let k = d.dimension
-        return (
-            Dataset(
-                features: Array(d.features[..<(cut * k)]), labels: Array(d.labels[..<cut]), dimension: k,
-                classes: d.classes),
-            Dataset(
-                features: Array(d.features[(cut * k)...]), labels: Array(d.labels[cut...]), dimension: k,
-                classes: d.classes)
-        )
-    }
 }
 
-/// The `data/` directory: $SMLT_DATA_DIR, ./data, or next to the checkout the binary was built in.
-func dataDirectory() throws -> String {
-    let fm = FileManager.default
-    if let d = ProcessInfo.processInfo.environment["SMLT_DATA_DIR"] { return d }
-    if fm.fileExists(atPath: "data/digits/train.libsvm") { return "data" }
-    var dir = URL(fileURLWithPath: currentExecutable()).deletingLastPathComponent()
-    for _ in 0..<6 {
-        if fm.fileExists(atPath: dir.appendingPathComponent("data/digits/train.libsvm").path) {
-            return dir.appendingPathComponent("data").path
-        }
-        dir = dir.deletingLastPathComponent()
+/// Prints the admin shard and chunk tables of a job to standard error.
+func printShardTables(job: String, _ eps: [RedisEndpoint], options: RedisOptions) {
+    let out = FileHandle.standardError
+    out.write(Data("\n$ smlt admin shards\n\(shardsTable(ShardInspector.shards(eps, options: options)))\n".utf8))
+    if let chunks = try? ShardInspector.chunks(job: job, endpoints: eps, options: options) {
+        out.write(Data("\n$ smlt admin chunks --job \(job)\n\(chunksTable(chunks))\n".utf8))
     }
-    throw DatasetError("cannot find the data directory (run from the SMLT checkout or set SMLT_DATA_DIR)")
-}
-
-/// Parses "900s", "15m", "1.5h", "250ms" or a plain number of seconds.
-func parseDuration(_ text: String) throws -> Duration {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let v = Double(text.dropLast(suffix.count)), v > 0 { return .milliseconds(Int(v * scale * 1000)) }
-    }
-    if let v = Double(text), v > 0 { return .milliseconds(Int(v * 1000)) }
-    throw ValidationError("invalid duration '\(text)' (use e.g. 900s, 15m, 250ms)")
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KeySchema
 import LocalProcesses
 import RedisClient
 import ShardManager

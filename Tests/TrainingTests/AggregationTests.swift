@@ -1,5 +1,6 @@
 import Foundation
 import FunctionClient
+import KeySchema
 import LocalProcesses
 import ParamServer
 import RedisClient
@@ -39,10 +40,10 @@ func makeJob(_ job: String, _ servers: [RedisServerProcess], workers: Int, steps
     let config = TrainingConfig(workers: workers, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01)
     try config.store(on: m)
     try m.write([Float](repeating: 1, count: m.layout.totalElements), as: .params, step: 0, producer: 0)
-    let keys = TrainingKeys(job: job)
+    let keys = JobKeys(job: job)
     _ = try m.onEachShard { shard, c throws(RedisError) in
         try c.run(["XADD", keys.versions(shard: shard), "0-1", "version", "0"])
-        try c.run(["RPUSH", TrainingKeys.wakeup, job])
+        try c.run(["RPUSH", JobKeys.wakeup, job])
     }
     return m
 }
@@ -170,11 +171,11 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             // Worker 1's gradient for chunk 2 is garbage in Redis.
             let c = try RedisConnection(servers[0].endpoint)
             try c.run(["SET", m.keys.gradient(chunk: 2, step: 0, worker: 1), "not a blob"])
-            try c.run(["SADD", TrainingKeys(job: "bad").pushed(shard: 0, step: 0), "1"])
-            try c.run(["RPUSH", TrainingKeys(job: "bad").inbox(shard: 0), "0:1"])
+            try c.run(["SADD", JobKeys(job: "bad").pushed(shard: 0, step: 0), "1"])
+            try c.run(["RPUSH", JobKeys(job: "bad").inbox(shard: 0), "0:1"])
             sleepFor(.milliseconds(500))
             #expect(try m.read(.params).headers.allSatisfy { $0.step == 0 })
-            #expect(try c.run(["SISMEMBER", TrainingKeys(job: "bad").pushed(shard: 0, step: 0), "1"]) == .integer(0))
+            #expect(try c.run(["SISMEMBER", JobKeys(job: "bad").pushed(shard: 0, step: 0), "1"]) == .integer(0))
             try w1.push(gradient: g1, step: 0)
             let p1 = try w1.pull(step: 1, timeout: .seconds(20))
             #expect(p1.map(\.bitPattern) == expectedStep([g0, g1], config: w0.config).map(\.bitPattern))

@@ -1,5 +1,6 @@
 import Foundation
 import FunctionClient
+import KeySchema
 import LocalProcesses
 import RedisClient
 import ShardManager
@@ -24,7 +25,7 @@ import TrainingProtocol
             try FunctionClient(job: "half", worker: 0, endpoints: eps).push(gradient: g0, step: 0)
             // Worker 1 stores its whole gradient, then dies after marking only shard 0 as pushed.
             try m.write(g1, as: .gradient(step: 0, worker: 1), step: 0, producer: 1, expireSeconds: 3600)
-            let keys = TrainingKeys(job: "half")
+            let keys = JobKeys(job: "half")
             try m.onShard(0) { c throws(RedisError) in
                 _ = try c.pipeline([
                     ["SADD", keys.pushed(shard: 0, step: 0), "1"], ["RPUSH", keys.inbox(shard: 0), "0:1"],
@@ -64,7 +65,7 @@ import TrainingProtocol
             #expect(m.map.chunks(onShard: empty).isEmpty)
             // The worker stored its gradient and marked only the shard with the chunk, then died.
             try m.write([1, 2, 3, 4], as: .gradient(step: 0, worker: 0), step: 0, producer: 0, expireSeconds: 3600)
-            let keys = TrainingKeys(job: "tiny")
+            let keys = JobKeys(job: "tiny")
             try m.onShard(full) { c throws(RedisError) in
                 _ = try c.pipeline([
                     ["SADD", keys.pushed(shard: full, step: 0), "0"], ["RPUSH", keys.inbox(shard: full), "0:0"],
@@ -88,7 +89,7 @@ import TrainingProtocol
         try withRedisServers(2) { servers in
             let eps = servers.map(\.endpoint)
             let m = try makeJob("gone", servers, workers: 2)
-            let keys = TrainingKeys(job: "gone")
+            let keys = JobKeys(job: "gone")
             // Shard 0 is at version 1, shard 1 at 0, and worker 1's chunks on shard 1 are gone.
             try m.onShard(0) { c throws(RedisError) in
                 _ = try c.run(["XADD", keys.versions(shard: 0), "1-1", "version", "1"])

@@ -91,7 +91,7 @@ func processes(containing text: String) -> [String] {
     @Test(arguments: [
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--model", "resnet"], "unknown model 'resnet'"),
-        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "0"], "--workers must be from 1 to 256"),
         (["--dataset", "libsvm:/does/not/exist"], "cannot read /does/not/exist"),
     ])
     func badArgumentsGiveClearErrors(extra: [String], message: String) throws {

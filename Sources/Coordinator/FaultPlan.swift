@@ -1,9 +1,8 @@
-import ArgumentParser
 import Workloads
 
 /// Faults `smlt train --inject-faults` injects, at steps chosen from `--seed`.
-struct FaultPlan: Sendable, Equatable {
-    enum Kind: String, CaseIterable, Sendable {
+public struct FaultPlan: Sendable, Equatable {
+    public enum Kind: String, CaseIterable, Sendable {
         /// SIGKILL a worker's running invocation.
         case workerKill = "worker-kill"
         /// SIGSTOP a worker: it stops renewing its lease and must be found and relaunched.
@@ -14,30 +13,30 @@ struct FaultPlan: Sendable, Equatable {
         case shardWipe = "shard-wipe"
     }
 
-    struct Event: Sendable, Equatable {
-        var kind: Kind
+    public struct Event: Sendable, Equatable {
+        public var kind: Kind
         /// Fires once shard 0 has published this version.
-        var step: Int
+        public var step: Int
         /// The worker id or shard index it hits.
-        var target: Int
+        public var target: Int
     }
 
-    var events: [Event]
+    public var events: [Event]
 
     /// Parses `worker-kill=3,server-kill=1` and spreads the events over steps 1..<steps-1.
-    init(_ text: String, steps: Int, workers: Int, shards: Int, seed: UInt64) throws {
+    public init(_ text: String, steps: Int, workers: Int, shards: Int, seed: UInt64) throws(RequestError) {
         var counts: [(Kind, Int)] = []
         for part in text.split(separator: ",") {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2, let kind = Kind(rawValue: kv[0]), let n = Int(kv[1]), n >= 0, n <= 1000 else {
-                throw ValidationError(
+                throw RequestError(
                     "invalid fault '\(part)' (use e.g. worker-kill=3,server-kill=1; kinds: "
                         + Kind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
             }
             counts.append((kind, n))
         }
         guard steps >= 3 || counts.allSatisfy({ $0.1 == 0 }) else {
-            throw ValidationError("--inject-faults needs at least 3 steps")
+            throw RequestError("--inject-faults needs at least 3 steps")
         }
         var rng = SplitMix(seed: seed ^ 0xFA17_FA17)
         var events: [Event] = []
@@ -51,9 +50,9 @@ struct FaultPlan: Sendable, Equatable {
         self.events = events.sorted { ($0.step, $0.kind.rawValue, $0.target) < ($1.step, $1.kind.rawValue, $1.target) }
     }
 
-    static let none = FaultPlan(events: [])
+    public static let none = FaultPlan(events: [])
 
-    init(events: [Event]) { self.events = events }
+    public init(events: [Event]) { self.events = events }
 
-    var needsOwnServers: Bool { events.contains { $0.kind == .serverKill || $0.kind == .shardWipe } }
+    public var needsOwnServers: Bool { events.contains { $0.kind == .serverKill || $0.kind == .shardWipe } }
 }

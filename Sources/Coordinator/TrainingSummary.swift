@@ -1,65 +1,45 @@
 import Foundation
-import LocalProcesses
-import ParamServer
 import ShardManager
 import TrainingProtocol
 import Workloads
 
-/// Everything both training modes (BSP over Redis, and the in-process reference) share.
-struct TrainingPlan {
-    let settings: WorkloadSettings
-    let workers: Int
-    let steps: Int
-    let learningRate: Float
-    let momentum: Float
-    let weightDecay: Float
-    let train: Dataset
-    let test: Dataset
-    var checkpointEvery = 0
-
-    var config: TrainingConfig {
-        TrainingConfig(
-            workers: workers, steps: steps, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay,
-            workload: settings.dictionary, checkpointEvery: checkpointEvery)
-    }
-
-    func partitions() -> [Dataset] { (0..<workers).map { train.partition($0, of: workers) } }
-}
-
 /// What `smlt train` prints at the end.
-struct TrainingSummary: Codable {
-    var mode: String
-    var job: String?
-    var model: String
-    var steps: Int
-    var workers: Int
-    var shards: Int
-    var parameters: Int
-    var finalLoss: Double
-    var trainAccuracy: Double
-    var testAccuracy: Double
-    var wallSeconds: Double
-    var functionGBSeconds: Double
-    var invocations: Int
-    var restarts: Int
-    var estimatedCostUSD: Double
-    var paramDigest: String
+public struct TrainingSummary: Codable, Sendable {
+    public var mode: String
+    public var job: String?
+    public var model: String
+    public var steps: Int
+    public var workers: Int
+    public var shards: Int
+    public var parameters: Int
+    public var finalLoss: Double
+    public var trainAccuracy: Double
+    public var testAccuracy: Double
+    public var wallSeconds: Double
+    public var functionGBSeconds: Double
+    public var invocations: Int
+    public var restarts: Int
+    public var estimatedCostUSD: Double
+    public var paramDigest: String
     /// Of `restarts`: invocations continued after stopping before their time limit.
-    var continuations = 0
+    public var continuations = 0
     /// Of `restarts`: invocations relaunched after a crash, a kill or an expired lease.
-    var workerRelaunches = 0
+    public var workerRelaunches = 0
     /// Workers found frozen (lease expired while the process existed).
-    var expiredLeases = 0
+    public var expiredLeases = 0
     /// Of `restarts`: parameter servers restarted after they died.
-    var serverRestarts = 0
-    var faultsInjected = 0
+    public var serverRestarts = 0
+    public var faultsInjected = 0
     /// Times a shard restarted empty and the job went back to its last checkpoint.
-    var rollbacks = 0
-    var checkpointsSaved = 0
-    var starts = StartStatistics([])
+    public var rollbacks = 0
+    public var checkpointsSaved = 0
+    public var starts = StartStatistics([])
+    /// Reconfigurations applied during the run, in step order.
+    public var reconfigurations: [ReconfigurationRecord] = []
 
     enum CodingKeys: String, CodingKey {
         case mode, job, model, steps, workers, shards, parameters, invocations, restarts, continuations, starts
+        case reconfigurations
         case workerRelaunches = "worker_relaunches"
         case expiredLeases = "expired_leases"
         case serverRestarts = "server_restarts"
@@ -75,7 +55,7 @@ struct TrainingSummary: Codable {
         case paramDigest = "param_digest"
     }
 
-    var text: String {
+    public var text: String {
         """
 
         SMLT training summary (\(mode))
@@ -90,6 +70,7 @@ struct TrainingSummary: Codable {
           start time       \(starts.text)
           checkpoints      \(checkpointsSaved) saved, \(rollbacks) rollback\(rollbacks == 1 ? "" : "s") after a shard lost its data
           estimated cost   $\(String(format: "%.6f", estimatedCostUSD))
+          reconfigurations \(reconfigurations.isEmpty ? "none" : reconfigurations.map(\.text).joined(separator: "; "))
           param digest     \(paramDigest)
         """
     }
@@ -102,7 +83,7 @@ struct TrainingSummary: Codable {
     }
 
     /// FNV-1a 64 over the little-endian bytes of the parameters.
-    static func digest(_ params: [Float]) -> String {
+    public static func digest(_ params: [Float]) -> String {
         let h = params.withUnsafeBytes { Hash64.fnv1a($0) }
         let s = String(h, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s
@@ -111,13 +92,13 @@ struct TrainingSummary: Codable {
 
 /// Cold and warm start times of the worker invocations (from process start to ready for the
 /// first step): warm ones found their data partition in the function's local cache.
-struct StartStatistics: Codable, Equatable {
-    var cold: Int
-    var warm: Int
-    var coldSeconds: Double
-    var warmSeconds: Double
+public struct StartStatistics: Codable, Sendable, Equatable {
+    public var cold: Int
+    public var warm: Int
+    public var coldSeconds: Double
+    public var warmSeconds: Double
 
-    init(_ reports: [StartReport]) {
+    public init(_ reports: [StartReport]) {
         let c = reports.filter { !$0.warm }
         let w = reports.filter(\.warm)
         cold = c.count
@@ -132,7 +113,7 @@ struct StartStatistics: Codable, Equatable {
         case warmSeconds = "warm_mean_seconds"
     }
 
-    var text: String {
+    public var text: String {
         var parts: [String] = []
         if cold > 0 { parts.append("\(cold) cold, mean \(String(format: "%.3f", coldSeconds)) s") }
         if warm > 0 { parts.append("\(warm) warm, mean \(String(format: "%.3f", warmSeconds)) s") }
@@ -140,41 +121,46 @@ struct StartStatistics: Codable, Equatable {
     }
 }
 
-/// Trains in one process: each step computes every worker's gradient on its own batch, sums them
-/// in worker order and applies the same optimizer code as the parameter servers, so a BSP run
-/// gives bit-identical parameters.
-struct ReferenceTrainer {
-    let plan: TrainingPlan
+/// One reconfiguration of a run, as the JSON summary lists it.
+public struct ReconfigurationRecord: Codable, Sendable, Equatable {
+    /// The step boundary it was applied at: steps from here on ran with the new membership.
+    public var step: Int
+    public var workers: Int
+    public var shards: Int
+    /// Chunks (parameters with their optimizer state) that moved to another shard.
+    public var chunksMoved: Int
+    /// Bytes copied between shards (chunks, checkpoint copies, named objects).
+    public var bytesMoved: Int
+    /// The least chunks any placement could have moved for this change.
+    public var minimumChunks: Int
+    /// How long the change held training up: from every shard reaching `step` (workers held)
+    /// until step `step` committed on every shard under the new membership. So it includes the
+    /// move, the relaunch of workers that need new endpoints, and one step. Measured by the
+    /// driver's loop, which looks every 20 ms.
+    public var pauseSeconds: Double
 
-    func run() throws -> TrainingSummary {
-        let start = ContinuousClock.now
-        let model = try plan.settings.makeModel()
-        var params = model.initialParameters(seed: plan.settings.seed)
-        var velocity = [Float](repeating: 0, count: params.count)
-        let parts = plan.partitions()
-        for step in 0..<plan.steps {
-            var sum = [Float](repeating: 0, count: params.count)
-            for (w, part) in parts.enumerated() {
-                let (x, y) = part.batch(step: step, size: plan.settings.batchSize)
-                let g = model.lossAndGradient(params: params, features: x, labels: y).gradient
-                if w == 0 { sum = g } else { GradientSum.add(g, into: &sum) }
-            }
-            params.withUnsafeMutableBufferPointer { p in
-                velocity.withUnsafeMutableBufferPointer { v in
-                    sum.withUnsafeBufferPointer { s in
-                        SGDMomentum.apply(
-                            params: p, velocity: v, gradientSum: s, workers: plan.workers, config: plan.config)
-                    }
-                }
-            }
-        }
-        let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
-        let wall = ContinuousClock.now - start
-        return TrainingSummary(
-            mode: "reference, one process", job: nil, model: plan.settings.model, steps: plan.steps,
-            workers: plan.workers,
-            shards: 0, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc, testAccuracy: testAcc,
-            wallSeconds: wall.seconds, functionGBSeconds: 0, invocations: 0, restarts: 0, estimatedCostUSD: 0,
-            paramDigest: digest)
+    public init(
+        step: Int, workers: Int, shards: Int, chunksMoved: Int, bytesMoved: Int, minimumChunks: Int,
+        pauseSeconds: Double
+    ) {
+        self.step = step
+        self.workers = workers
+        self.shards = shards
+        self.chunksMoved = chunksMoved
+        self.bytesMoved = bytesMoved
+        self.minimumChunks = minimumChunks
+        self.pauseSeconds = pauseSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case step, workers, shards
+        case chunksMoved = "chunks_moved"
+        case bytesMoved = "bytes_moved"
+        case minimumChunks = "minimum_chunks"
+        case pauseSeconds = "pause_seconds"
+    }
+
+    var text: String {
+        "step \(step): \(workers) workers, \(shards) shards, \(chunksMoved) chunks moved (\(bytesMoved) bytes), paused \(String(format: "%.3f", pauseSeconds)) s"
     }
 }

@@ -1,0 +1,598 @@
+import Checkpoints
+import Foundation
+import FunctionClient
+import KeySchema
+import LocalProcesses
+import RedisClient
+import Scheduler
+import ShardManager
+import TensorBlob
+import TrainingProtocol
+import Workloads
+
+/// Runs one BSP training job from start to end: it registers the job, stages the data, starts
+/// (or uses) the shards and their parameter servers, keeps the function workers going through
+/// time limits, crashes and freezes, saves checkpoints and rolls back to them, applies the
+/// reconfigurations of the schedule (re-sharding, changing the number of workers) at step
+/// boundaries, and returns the summary. It keeps the run's state in Redis, so a run whose
+/// driver died can be resumed.
+///
+/// The driver is a library type: `smlt train` only parses flags into a `TrainingRequest` and
+/// renders what this reports; a planner can drive the same type.
+public final class Coordinator {
+    /// How functions and servers are started: executables and arguments (the job, worker,
+    /// shard and credentials reach them through the environment).
+    public struct Launch: Sendable {
+        /// Runs one worker invocation (such as `smlt worker`).
+        public var worker: [String]
+        /// Runs a parameter server for the shard in `SMLT_REDIS` (such as `smlt serve`).
+        public var server: [String]
+
+        public init(worker: [String], server: [String]) {
+            self.worker = worker
+            self.server = server
+        }
+    }
+
+    /// What the run reports while it goes.
+    public struct Events {
+        /// A line worth showing: a restart, a fault, a reconfiguration.
+        public var note: @Sendable (String) -> Void
+        /// Metrics of steps, as workers report them.
+        public var metrics: ([StepMetrics]) -> Void
+        /// The plan, once the data is loaded and the job set up.
+        public var started: (TrainingPlan) -> Void
+        /// The job's shards and how to reach them, after the last step and before shards the run
+        /// started are stopped (to show the admin tables).
+        public var finished: ([RedisEndpoint], RedisOptions) -> Void
+        /// Runs during a re-shard, after the copies are verified and before the switch.
+        public var beforeSwitch: () -> Void
+
+        public init(
+            note: @escaping @Sendable (String) -> Void = { _ in },
+            metrics: @escaping ([StepMetrics]) -> Void = { _ in },
+            started: @escaping (TrainingPlan) -> Void = { _ in },
+            finished: @escaping ([RedisEndpoint], RedisOptions) -> Void = { _, _ in },
+            beforeSwitch: @escaping () -> Void = {}
+        ) {
+            self.note = note
+            self.metrics = metrics
+            self.started = started
+            self.finished = finished
+            self.beforeSwitch = beforeSwitch
+        }
+    }
+
+    public var request: TrainingRequest
+    public let job: String
+    let endpoints: [RedisEndpoint]?
+    var options: RedisOptions
+    let allowed: [String]
+    let launch: Launch
+    let resume: Bool
+    let events: Events
+
+    /// - Parameters:
+    ///   - endpoints: existing shards (their servers run elsewhere), or nil to start them.
+    ///   - allowed: endpoints besides `endpoints` that the job's map may name (with a password).
+    ///   - resume: continue `job` where its run state and progress in Redis say (needs
+    ///     `endpoints`); otherwise the job must not exist yet.
+    public init(
+        request: TrainingRequest, job: String, endpoints: [RedisEndpoint]?, options: RedisOptions,
+        allowed: [String] = [], launch: Launch, resume: Bool = false, events: Events = Events()
+    ) {
+        self.request = request
+        self.job = job
+        self.endpoints = endpoints
+        self.options = options
+        self.allowed = allowed
+        self.launch = launch
+        self.resume = resume
+        self.events = events
+    }
+
+    // State of the run, set up by `run()`.
+    private var plan: TrainingPlan!
+    private var manager: ShardManager!
+    private var cluster: LocalCluster?
+    private var fleet: WorkerFleet!
+    private var runDirectory: RunDirectory!
+    private var state: RunState!
+    private var checkpoints = ""
+    private var model: (any Model)!
+    /// Workers of the job now.
+    private var workers = 0
+    /// The schedule's changes still to apply.
+    private var pending: [Schedule.Change] = []
+    private var records: [ReconfigurationRecord] = []
+    /// The last reconfiguration while its first step has not yet committed everywhere: the
+    /// record's index and when training stopped for it.
+    private var settling: (record: Int, held: ContinuousClock.Instant)?
+
+    /// Runs the job to its last step and returns the summary.
+    public func run() throws -> TrainingSummary {
+        try request.validate()
+        if resume && endpoints == nil {
+            throw RequestError(
+                "--resume needs the job's shards (--redis): shards smlt train started itself end with it")
+        }
+        let start = ContinuousClock.now
+        let runDirectory = try RunDirectory()
+        self.runDirectory = runDirectory
+        defer { runDirectory.remove() }
+        let note = events.note
+        ChildRegistry.installSignalHandlers { _ in
+            note("interrupted: stopping workers, servers and shards")
+            runDirectory.remove()
+        }
+        defer { cluster?.stop() }
+
+        let eps = try setUpShards()
+        if resume { try reopen(eps) } else { try register(eps) }
+        let faults =
+            try request.faults.map { (text) throws(RequestError) in
+                try FaultPlan(text, steps: plan.steps, workers: plan.workers, shards: plan.shards, seed: request.seed)
+            } ?? .none
+        if faults.needsOwnServers && endpoints != nil {
+            throw RequestError("server-kill and shard-wipe need the shards and servers smlt train starts (no --redis)")
+        }
+
+        events.started(plan)
+        let control = try RedisConnection(try RedisEndpoint(parsing: manager.map.shards[0]), options: options)
+        try startFleet(control)
+        defer { fleet.stopAll() }
+        try holdNext()
+
+        var lastMetric = "0-0"
+        var serverRestarts = 0
+        var pendingFaults = faults.events
+        var injected = 0
+        let every = plan.checkpointEvery
+        var lastCheckpoint = resume ? (try? Checkpoint.read(from: checkpoints).step) ?? 0 : 0
+        var checkpointsSaved = 0
+        var rollbacks = 0
+        var lastShardCheck = ContinuousClock.now
+        while !fleet.finished {
+            sleepFor(.milliseconds(20))
+            // Progress from the workers' metrics stream.
+            if let fresh = try? control.run(["XRANGE", manager.keys.metrics, "(\(lastMetric)", "+", "COUNT", "10000"])
+                .array, !fresh.isEmpty
+            {
+                lastMetric = fresh.last?.array?.first?.text ?? lastMetric
+                events.metrics(
+                    fresh.compactMap { entry in
+                        entry.array?.last?.array?.last?.bytes.flatMap {
+                            try? JSONDecoder().decode(StepMetrics.self, from: Data($0))
+                        }
+                    })
+            }
+            // A parameter server that died is restarted; it resumes from what is in Redis.
+            if let cluster {
+                for shard in try cluster.superviseServers() {
+                    serverRestarts += 1
+                    note("the parameter server of shard \(shard) exited; restarted it")
+                }
+            }
+            let version = (try? manager.keys.latestVersion(shard: 0, on: control)) ?? 0
+            // Chaos: faults due at the version shard 0 has published.
+            while let e = pendingFaults.first, e.step <= version {
+                pendingFaults.removeFirst()
+                if inject(e) { injected += 1 }
+            }
+            // Checkpoints: the servers copy every `every`-th version aside; save it to disk.
+            if every > 0, version / every * every > lastCheckpoint,
+                var c = try? Checkpoint.capture(manager, config: plan.config(at: version), snapshot: true),
+                c.step > lastCheckpoint
+            {
+                c.config = plan.config(at: c.step)
+                try c.write(to: checkpoints)
+                lastCheckpoint = c.step
+                checkpointsSaved += 1
+            }
+            // A shard that lost the job's map restarted empty: roll the job back.
+            if ContinuousClock.now - lastShardCheck > .milliseconds(100) {
+                lastShardCheck = ContinuousClock.now
+                let mapKey = manager.keys.map
+                let lost = manager.onEachShardResult { _, c throws(RedisError) in
+                    try c.run(["EXISTS", mapKey]).integer == 0
+                }.enumerated().filter { (try? $0.element.get()) == true }.map(\.offset)
+                if !lost.isEmpty {
+                    let step = try rollBack(lost: lost)
+                    lastCheckpoint = min(lastCheckpoint, step)
+                    rollbacks += 1
+                }
+            }
+            try followReconfiguration(version: version)
+            do { try fleet.tick() } catch {
+                if let failure = try? control.run(["GET", manager.keys.failure]).bytes,
+                    let why = try? JSONDecoder().decode([String: String].self, from: Data(failure))["reason"]
+                {
+                    throw CoordinatorError("job \(job) stopped: \(why)")
+                }
+                throw CoordinatorError("\(error)")
+            }
+        }
+        // The last gradients are in; wait for the servers to publish the final version.
+        let reader = try FunctionClient(
+            job: job, worker: 0, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) },
+            options: options, allowed: allowed)
+        let params = try reader.pull(step: plan.steps, timeout: .seconds(60))
+        // With checkpoints on, the final model is saved too: nothing commits any more, so the
+        // live parameters are one consistent version.
+        if every > 0, lastCheckpoint < plan.steps,
+            let c = try Checkpoint.capture(manager, config: plan.config(at: plan.steps), snapshot: false),
+            c.step == plan.steps
+        {
+            try c.write(to: checkpoints)
+            checkpointsSaved += 1
+        }
+        let starts = ((try? control.run(["LRANGE", manager.keys.starts, "0", "-1"]).array) ?? [])
+            .compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StartReport.self, from: Data($0)) } }
+        let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
+        let outcomes = fleet.outcomes
+        let gbs = outcomes.reduce(0) { $0 + $1.gbSeconds }
+        let counts = fleet.counts
+        var summary = TrainingSummary(
+            mode: "BSP", job: job, model: plan.settings.model, steps: plan.steps, workers: workers,
+            shards: manager.map.shards.count, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc,
+            testAccuracy: testAcc, wallSeconds: (ContinuousClock.now - start).seconds, functionGBSeconds: gbs,
+            invocations: outcomes.count, restarts: counts.continuations + counts.relaunches + serverRestarts,
+            estimatedCostUSD: gbs * request.priceGBSecond + Double(outcomes.count) * request.priceRequest,
+            paramDigest: digest)
+        summary.continuations = counts.continuations
+        summary.workerRelaunches = counts.relaunches
+        summary.expiredLeases = counts.expiredLeases
+        summary.serverRestarts = serverRestarts
+        summary.faultsInjected = injected
+        summary.rollbacks = rollbacks
+        summary.checkpointsSaved = checkpointsSaved
+        summary.starts = StartStatistics(starts)
+        summary.reconfigurations = records
+        events.finished(manager.map.shards.compactMap { try? RedisEndpoint(parsing: $0) }, options)
+        try finish()
+        return summary
+    }
+
+    // MARK: Setting up
+
+    /// The shards: the given ones, or new local ones (with a password of their own unless the
+    /// user gave one).
+    private func setUpShards() throws -> [RedisEndpoint] {
+        if let endpoints { return endpoints }
+        if options.password == nil { options.password = Self.randomSecret() }
+        cluster = try LocalCluster(
+            shards: request.shards, serverCommand: launch.server, password: options.password,
+            logDirectory: runDirectory.path)
+        return cluster!.endpoints
+    }
+
+    /// A new job: registered, its data staged, version 0 published, its run state stored.
+    private func register(_ eps: [RedisEndpoint]) throws {
+        let data = try TrainingData.load(request)
+        plan = try TrainingPlan(request, train: data.train, test: data.test)
+        model = plan.settings.makeModel()
+        if endpoints != nil,
+            let existing = try? ShardManager.open(job: job, endpoints: eps, options: options, allowed: allowed)
+        {
+            let version = (try? existing.publishedVersions().compactMap { $0 }.min()) ?? nil
+            throw CoordinatorError(
+                "job '\(job)' already exists\(version.map { " (at version \($0))" } ?? ""); continue it with --resume, "
+                    + "or delete it with smlt admin delete --job \(job)")
+        }
+        let spec = plan.spec(
+            job: job, codec: BlobCodec(name: request.codec) ?? .raw, chunkElements: request.chunkElements)
+        do { manager = try ShardManager.register(spec, on: eps, options: options) } catch {
+            throw CoordinatorError("cannot register job '\(job)': \(error)")
+        }
+        workers = plan.workers
+        pending = plan.schedule.changes
+        if pending.contains(where: { $0.shards != nil }) && endpoints != nil {
+            throw RequestError(
+                "shards= in --schedule needs the shards smlt train starts (without --redis); re-shard given shards with smlt admin reshard"
+            )
+        }
+        checkpoints = request.checkpointDirectory ?? runDirectory.path + "/checkpoints"
+        state = RunState(request: request, checkpointDirectory: request.checkpointDirectory)
+        try state.store(on: manager)
+        try stageData(workers: workers)
+        try plan.config(workers: workers).start(on: manager, initial: model.initialParameters(seed: plan.settings.seed))
+    }
+
+    /// An existing job, continued from its run state and the progress in Redis.
+    private func reopen(_ eps: [RedisEndpoint]) throws {
+        do { manager = try ShardManager.open(job: job, endpoints: eps, options: options, allowed: allowed) } catch {
+            throw CoordinatorError("cannot resume job '\(job)': \(error)")
+        }
+        guard let saved = try RunState.load(from: manager) else {
+            throw CoordinatorError("job '\(job)' has no run state to resume (it was not started by smlt train)")
+        }
+        guard saved.status != "finished" else { throw CoordinatorError("job '\(job)' has already finished") }
+        request = saved.request
+        state = saved
+        records = saved.reconfigurations
+        let data = try TrainingData.load(request)
+        plan = try TrainingPlan(request, train: data.train, test: data.test)
+        model = plan.settings.makeModel()
+        checkpoints = saved.checkpointDirectory ?? runDirectory.path + "/checkpoints"
+        let version = try manager.publishedVersions().compactMap { $0 }.min() ?? 0
+        let control = try manager.control()
+        workers = try loadConfig().workers
+        let applied = Set(records.map(\.step))
+        pending = plan.schedule.changes.filter {
+            $0.step > version || ($0.step == version && !applied.contains(version))
+        }
+        _ = control
+        // The dead driver's workers must be gone before new ones start: their leases expire
+        // within a lease timeout once they stopped.
+        let deadline = ContinuousClock.now + .milliseconds(request.leaseTimeoutMilliseconds) * 3
+        while true {
+            let keys = manager.keys
+            let live = try manager.onShard(0) { c throws(RedisError) in
+                try c.pipeline((0..<max(self.workers, 1)).map { ["EXISTS", keys.lease(worker: $0)] })
+            }.filter { $0.integer == 1 }.count
+            if live == 0 { break }
+            guard ContinuousClock.now < deadline else {
+                throw CoordinatorError(
+                    "job '\(job)' still has \(live) live worker lease(s): another driver is running it, or its workers are still alive"
+                )
+            }
+            sleepFor(.milliseconds(100))
+        }
+        events.note("resuming job \(job) at version \(version) with \(workers) workers")
+    }
+
+    private func loadConfig() throws -> TrainingConfig {
+        let job = self.job
+        guard
+            let config = try manager.onShard(
+                0,
+                { c throws(RedisError) in Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
+                }
+            ).get()
+        else { throw CoordinatorError("job '\(job)' has no training config") }
+        return config
+    }
+
+    /// Starts the workers of the job's current membership.
+    private func startFleet(_ control: RedisConnection) throws {
+        var platformEnvironment = [FunctionEnvironment.cache: runDirectory.path + "/function-cache"]
+        platformEnvironment[FunctionEnvironment.password] = options.password
+        let platform = LocalProcessPlatform(
+            command: launch.worker, logDirectory: runDirectory.path + "/functions", environment: platformEnvironment)
+        let keys = manager.keys
+        let (job, user, timeout, memory) = (
+            job, options.username, Duration.milliseconds(request.functionTimeoutMilliseconds), request.memoryMiB
+        )
+        let lease = request.leaseTimeoutMilliseconds
+        let note = events.note
+        fleet = WorkerFleet(
+            workers: workers, platform: platform, leases: control, leaseKey: { keys.lease(worker: $0) },
+            leaseTimeout: .milliseconds(lease), continueCode: WorkerExit.continueLater, stopCode: WorkerExit.stopJob,
+            request: { [unowned self] w, generation in
+                let event = WorkerEvent(
+                    job: job, worker: w, generation: generation, leaseMilliseconds: lease,
+                    redis: self.manager.map.shards + self.allowed, user: user)
+                return FunctionRequest(
+                    name: "worker-\(w)" + (generation > 0 ? ".\(generation)" : ""),
+                    event: String(decoding: (try? JSONEncoder().encode(event)) ?? Data(), as: UTF8.self),
+                    timeout: timeout, memoryMiB: memory)
+            },
+            log: note)
+        var generations: [Int] = []
+        if resume {
+            let objects = JobObjects(manager)
+            for w in 0..<workers {
+                let progress = try objects.get(WorkerProgress.objectName(worker: w)).flatMap {
+                    try? JSONDecoder().decode(WorkerProgress.self, from: Data($0))
+                }
+                generations.append((progress?.generation ?? 0) + 1)
+            }
+        }
+        try fleet.start(generations: generations)
+    }
+
+    // MARK: Reconfiguration
+
+    /// Holds the workers before the next change of the schedule.
+    private func holdNext() throws {
+        guard let next = pending.first else { return }
+        if try !manager.setHold(at: next.step) {
+            events.note("could not hold the job before step \(next.step) (it is past it or another hold is nearer)")
+        }
+    }
+
+    /// Applies the next change once every shard has reached its step, and follows a
+    /// reconfiguration made by someone else (`smlt admin reshard`).
+    private func followReconfiguration(version: Int) throws {
+        if let (i, held) = settling, version > records[i].step,
+            try manager.publishedVersions().allSatisfy({ ($0 ?? 0) > records[i].step })
+        {
+            // The first step after the change has committed on every shard: the pause is over.
+            records[i].pauseSeconds = (ContinuousClock.now - held).seconds
+            settling = nil
+            state.reconfigurations = records
+            try state.store(on: manager)
+            events.note(
+                "step \(records[i].step): reconfigured to \(records[i].workers) workers on \(records[i].shards) shards (\(records[i].chunksMoved) chunks, \(records[i].bytesMoved) bytes moved; paused \(String(format: "%.3f", records[i].pauseSeconds)) s)"
+            )
+        }
+        let control = try manager.control()
+        if let epoch = control.epoch, epoch != manager.map.epoch {
+            manager = try ShardManager.open(
+                job: job, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) }, options: options,
+                allowed: allowed)
+            events.note(
+                "job \(job) was reconfigured: now on \(manager.map.shards.count) shards (epoch \(manager.map.epoch))")
+            try holdNext()
+        }
+        guard let next = pending.first, version >= next.step else { return }
+        guard control.hold == next.step else {
+            events.note("step \(next.step) passed without a hold; its reconfiguration is skipped")
+            pending.removeFirst()
+            try holdNext()
+            return
+        }
+        let versions = try manager.publishedVersions()
+        guard versions.allSatisfy({ $0 == next.step }) else { return }
+        pending.removeFirst()
+        try reconfigure(next)
+    }
+
+    /// Applies `change` at its step: every shard has published it and the workers are held.
+    private func reconfigure(_ change: Schedule.Change) throws {
+        let s = change.step
+        let held = ContinuousClock.now
+        let newWorkers = change.workers ?? workers
+        let config = plan.config(workers: newWorkers)
+        var record = ReconfigurationRecord(
+            step: s, workers: newWorkers, shards: change.shards ?? manager.map.shards.count, chunksMoved: 0,
+            bytesMoved: 0, minimumChunks: 0, pauseSeconds: 0)
+        if newWorkers != workers {
+            try stageData(workers: newWorkers)
+            let progress = Array(try JSONEncoder().encode(WorkerProgress(nextStep: s, generation: 0)))
+            let objects = JobObjects(manager)
+            for w in workers..<max(workers, newWorkers) {
+                try objects.set(WorkerProgress.objectName(worker: w), progress)
+            }
+        }
+        if let shards = change.shards, shards != manager.map.shards.count, let cluster {
+            var targets = try manager.map.shards.map { try RedisEndpoint(parsing: $0) }
+            if shards > targets.count {
+                for _ in targets.count..<shards { targets.append(try cluster.addShard()) }
+            } else {
+                targets = Array(targets.prefix(shards))
+            }
+            let outcome = try Resharder(manager, options: options).move(
+                to: targets, step: s, config: config, beforeSwitch: events.beforeSwitch)
+            manager = outcome.manager
+            for r in outcome.removed { if let e = try? RedisEndpoint(parsing: r) { cluster.removeShard(e) } }
+            record.chunksMoved = outcome.chunksMoved
+            record.bytesMoved = outcome.bytesMoved
+            record.minimumChunks = outcome.minimumChunks
+        } else {
+            try config.store(on: manager)
+            var map = manager.map
+            map.epoch += 1
+            let next = try ShardManager(map: map, options: options)
+            try next.storeMap()
+            manager = next
+        }
+        let wake = manager.keys.wakeServersCommands
+        _ = try? manager.onEachShard { _, c throws(RedisError) in try c.pipeline(wake) }
+        try manager.releaseHold(s, next: pending.first?.step)
+        try fleet.resize(to: newWorkers)
+        workers = newWorkers
+        record.shards = manager.map.shards.count
+        record.pauseSeconds = (ContinuousClock.now - held).seconds
+        records.append(record)
+        settling = (records.count - 1, held)
+        state.reconfigurations = records
+        try state.store(on: manager)
+    }
+
+    // MARK: Faults and rollback
+
+    /// Puts the job back on shards that lost it and resumes from the last checkpoint (or from
+    /// version 0): workers stopped, map and data staged again, state restored, workers relaunched
+    /// with the membership of the checkpoint's step.
+    private func rollBack(lost: [Int]) throws -> Int {
+        fleet.stopAll()
+        try manager.storeMap()
+        let checkpoint =
+            (try? Checkpoint.read(from: checkpoints))
+            ?? Checkpoint(
+                job: job, step: 0, tensors: manager.map.tensors,
+                params: model.initialParameters(seed: plan.settings.seed),
+                optimizer: plan.momentum == 0 ? nil : [Float](repeating: 0, count: model.parameterCount),
+                config: plan.config(at: 0))
+        var restored = checkpoint
+        restored.config = plan.config(at: checkpoint.step)
+        events.note(
+            "shard\(lost.count == 1 ? "" : "s") \(lost.map(String.init).joined(separator: ",")) lost the job's data; rolling back to step \(checkpoint.step)"
+        )
+        workers = restored.config.workers
+        try stageData(workers: workers)
+        try restored.restore(to: manager)
+        let applied = records.map(\.step)
+        pending = plan.schedule.changes.filter { $0.step > checkpoint.step }
+        _ = applied
+        try holdNext()
+        try fleet.resize(to: workers)
+        try fleet.relaunchAll()
+        return checkpoint.step
+    }
+
+    /// Injects one fault; false when its target was not running.
+    private func inject(_ e: FaultPlan.Event) -> Bool {
+        let note = events.note
+        switch e.kind {
+        case .workerKill:
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
+            else { return false }
+            note("fault: SIGKILL worker \(e.target) at step \(e.step)")
+            invocation.process.send(SIGKILL)
+        case .workerHang:
+            guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
+            else { return false }
+            note("fault: SIGSTOP worker \(e.target) at step \(e.step)")
+            invocation.process.send(SIGSTOP)
+        case .serverKill:
+            guard let servers = cluster?.servers, e.target < servers.count, servers[e.target].isRunning else {
+                return false
+            }
+            note("fault: SIGKILL the parameter server of shard \(e.target) at step \(e.step)")
+            servers[e.target].send(SIGKILL)
+        case .shardWipe:
+            guard let cluster, e.target < cluster.redis.count else { return false }
+            note("fault: restarting shard \(e.target)'s redis-server empty at step \(e.step)")
+            do { try cluster.wipeShard(e.target) } catch {
+                note("could not restart shard \(e.target): \(error)")
+                return false
+            }
+        }
+        return true
+    }
+
+    // MARK: Data
+
+    /// Writes the config and the data partitions for `workers` workers.
+    private func stageData(workers n: Int) throws {
+        let config = plan.config(workers: n)
+        try config.validate()
+        try config.store(on: manager)
+        let objects = JobObjects(manager)
+        for w in 0..<n {
+            let part = plan.partition(w, of: n)
+            try objects.set(
+                StagedData.features(worker: w, of: n),
+                TensorBlob.encode(part.features, codec: .lz4, step: 0, producer: 0))
+            try objects.set(
+                StagedData.labels(worker: w, of: n),
+                TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
+        }
+    }
+
+    /// Marks the run finished and applies the retention policy: the job's keys expire after
+    /// `retainSeconds` (or go at once with 0). Shards the run started itself end with it.
+    private func finish() throws {
+        state.status = "finished"
+        try state.store(on: manager)
+        guard cluster == nil else { return }
+        if request.retainSeconds == 0 {
+            try manager.deleteJob()
+        } else {
+            try manager.expireJob(after: request.retainSeconds)
+        }
+    }
+
+    static func randomSecret() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<4).map { _ in String(g.next() as UInt64, radix: 16) }.joined()
+    }
+}
+
+/// A run that could not go on; the message says why.
+public struct CoordinatorError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

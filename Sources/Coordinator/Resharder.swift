@@ -1,0 +1,386 @@
+import Foundation
+import KeySchema
+import RedisClient
+import ShardManager
+import TensorBlob
+import TrainingProtocol
+
+/// Moves a held job to a new set of shards at a step boundary (live re-sharding).
+///
+/// The job must be held at `step` and every shard must have published version `step`, so no
+/// gradient is in flight. Then:
+/// 1. every new endpoint is checked (reachable, credentials accepted) before anything moves;
+/// 2. chunks are placed anew moving as few as possible: a chunk stays where it is unless its
+///    shard goes away or holds more than its new equal share;
+/// 3. each moved chunk's blobs (parameters, optimizer state, checkpoint copies) are copied to
+///    the new owner and verified there (length and checksum read back), and so are the named
+///    objects (staged data, worker progress) whose owner changes;
+/// 4. new shards get the config and a version stream at `step`;
+/// 5. the switch: the config, then the map with the next epoch is written to every new shard,
+///    the home shard last (servers fence their commits on their shard's epoch; workers compare
+///    with the home shard's);
+/// 6. the old copies are deleted, and removed shards forget the job.
+///
+/// A failure before the switch leaves the job on its old map (the copies are removed again);
+/// the error says what failed.
+public struct Resharder {
+    public let manager: ShardManager
+    let options: RedisOptions
+
+    /// What a move did.
+    public struct Outcome: Sendable {
+        /// The job's manager on its new map.
+        public var manager: ShardManager
+        public var chunksMoved: Int
+        public var bytesMoved: Int
+        /// The fewest chunks any balanced placement on the new shards must move.
+        public var minimumChunks: Int
+        /// Endpoints that no longer belong to the job.
+        public var removed: [String]
+    }
+
+    public init(_ manager: ShardManager, options: RedisOptions) {
+        self.manager = manager
+        self.options = options
+    }
+
+    /// The shard list after a move to `targets`: the current shards that stay, in their order
+    /// (so the home shard stays first), then the new ones in the order given.
+    public static func shardList(current: [String], targets: [String]) -> [String] {
+        current.filter { targets.contains($0) } + targets.filter { !current.contains($0) }
+    }
+
+    /// The least-moving balanced placement of `old`'s chunks on `shards`: each shard gets
+    /// `C / K` chunks or one more; a chunk stays on its shard while that shard has room
+    /// (highest rendezvous weight first), and the rest go, in chunk order, to the shard with
+    /// room and the highest weight. Returns the assignment and the chunks moved.
+    public static func placement(of old: ShardMap, on shards: [String]) -> (assignment: [Int], moved: Int) {
+        let chunks = old.assignment.count
+        let k = shards.count
+        let share = chunks / k
+        let extra = chunks % k
+        let index = Dictionary(uniqueKeysWithValues: shards.enumerated().map { ($1, $0) })
+        // Current holdings on the shards that stay.
+        var held = [[Int]](repeating: [], count: k)
+        for (c, s) in old.assignment.enumerated() {
+            if let i = index[old.shards[s]] { held[i].append(c) }
+        }
+        // The shards holding the most get the `extra` bigger shares, so fewer chunks move.
+        let order = (0..<k).sorted { (held[$0].count, shards[$1]) > (held[$1].count, shards[$0]) }
+        var capacity = [Int](repeating: share, count: k)
+        for i in order.prefix(extra) { capacity[i] += 1 }
+        var assignment = [Int](repeating: -1, count: chunks)
+        var load = [Int](repeating: 0, count: k)
+        for i in 0..<k {
+            let keep = held[i].sorted {
+                (Placement.weight(job: old.job, chunk: $0, shard: shards[i]), $1)
+                    > (Placement.weight(job: old.job, chunk: $1, shard: shards[i]), $0)
+            }.prefix(capacity[i])
+            for c in keep { assignment[c] = i }
+            load[i] = keep.count
+        }
+        var moved = 0
+        for c in 0..<chunks where assignment[c] < 0 {
+            var best = -1
+            var bestWeight: UInt64 = 0
+            for i in 0..<k where load[i] < capacity[i] {
+                let w = Placement.weight(job: old.job, chunk: c, shard: shards[i])
+                if best < 0 || w > bestWeight || (w == bestWeight && shards[i] < shards[best]) {
+                    best = i
+                    bestWeight = w
+                }
+            }
+            assignment[c] = best
+            load[best] += 1
+            moved += 1
+        }
+        return (assignment, moved)
+    }
+
+    /// Checks that every endpoint answers and accepts the credentials; nothing is written.
+    public static func preflight(_ endpoints: [RedisEndpoint], options: RedisOptions) throws(ReshardError) {
+        for e in endpoints {
+            do {
+                let c = try RedisConnection(e, options: options)
+                try c.run(["PING"])
+            } catch {
+                throw ReshardError("cannot use \(e) as a shard: \(error); nothing was moved")
+            }
+        }
+    }
+
+    /// Moves the job to `targets` at `step` with `config` in force from then on (see the type's
+    /// description). `beforeSwitch` runs after every copy is verified, before the map changes
+    /// (tests use it to kill processes in the middle of a move).
+    public func move(
+        to targets: [RedisEndpoint], step: Int, config: TrainingConfig, beforeSwitch: () -> Void = {}
+    ) throws(ReshardError) -> Outcome {
+        let old = manager.map
+        let names = Self.shardList(current: old.shards, targets: targets.map(\.description))
+        guard names.first == old.shards.first else {
+            throw ReshardError(
+                "the new shards must keep the job's home shard \(old.shards[0]) (it holds the job's control keys)")
+        }
+        guard !names.isEmpty, Set(names).count == names.count else {
+            throw ReshardError("a job needs one or more distinct shard endpoints")
+        }
+        let added = names.filter { !old.shards.contains($0) }
+        let removed = old.shards.filter { !names.contains($0) }
+        var endpoints: [String: RedisEndpoint] = [:]
+        for t in targets { endpoints[t.description] = t }
+        for s in old.shards {
+            do { endpoints[s] = try RedisEndpoint(parsing: s) } catch { throw ReshardError("\(error)") }
+        }
+        try Self.preflight(added.compactMap { endpoints[$0] }, options: options)
+        let versions: [Int?]
+        do { versions = try manager.publishedVersions() } catch { throw ReshardError("\(error)") }
+        guard versions.allSatisfy({ $0 == step }) else {
+            throw ReshardError(
+                "job '\(old.job)' is not held at step \(step) on every shard (versions \(versions.map { $0.map(String.init) ?? "none" }))"
+            )
+        }
+
+        let (assignment, minimum) = Self.placement(of: old, on: names)
+        var map = old
+        map.shards = names
+        map.assignment = assignment
+        map.epoch = old.epoch + 1
+        let all = Array(Set(old.shards + names)).sorted()
+        let lanes = ShardConnections(all.map { endpoints[$0]! }, options: options)
+        let lane = Dictionary(uniqueKeysWithValues: all.enumerated().map { ($1, $0) })
+        let keys = manager.keys
+        var copied: [(shard: String, key: String)] = []
+        var chunksMoved = 0
+        var bytes = 0
+        func fail(_ message: String) -> ReshardError {
+            // Leave the job on its old map: remove what was copied, and the job from new shards.
+            for (shard, key) in copied {
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in try c.run(["UNLINK", key]) }
+            }
+            return ReshardError("\(message); the job stays on its old shards (epoch \(old.epoch))")
+        }
+        /// Copies `key` from `from` to `to`, verifying a blob's header (and its version when
+        /// `version` is set) before and its length and checksum after.
+        func copyBlob(_ key: String, from: String, to: String, version: UInt64?) throws(ReshardError) -> Bool {
+            let blob: [UInt8]?
+            do { blob = try lanes.on(lane[from]!) { c throws(RedisError) in try c.run(["GET", key]).bytes } } catch {
+                throw fail("reading \(key) on \(from): \(error)")
+            }
+            guard let blob else { return false }
+            let header: BlobHeader
+            do { header = try blob.withUnsafeBytes { b throws(TensorBlobError) in try TensorBlob.header(of: b) } } catch
+            {
+                throw fail("\(key) on \(from) is damaged: \(error)")
+            }
+            if let version, header.step != version {
+                throw fail("\(key) on \(from) holds version \(header.step), not \(version)")
+            }
+            let back: [RedisReply]
+            do {
+                back = try lanes.on(lane[to]!) { c throws(RedisError) in
+                    try c.run(RedisCommand("SET", key).appending(bytes: blob))
+                    return try c.pipeline([["STRLEN", key], ["GETRANGE", key, "40", "43"]])
+                }
+            } catch { throw fail("writing \(key) to \(to): \(error)") }
+            copied.append((to, key))
+            guard back[0].integer == Int64(blob.count), back[1].bytes == Array(blob[40..<44]) else {
+                throw fail("the copy of \(key) on \(to) does not match the original")
+            }
+            bytes += blob.count
+            return true
+        }
+
+        for c in 0..<assignment.count {
+            let from = old.shards[old.assignment[c]]
+            let to = names[assignment[c]]
+            guard from != to else { continue }
+            guard try copyBlob(keys.params(chunk: c), from: from, to: to, version: UInt64(step)) else {
+                throw fail("chunk \(c) has no parameters on \(from)")
+            }
+            if config.momentum != 0 {
+                // Version 0 has no optimizer state yet (zero velocity); later versions must have it.
+                let present = try copyBlob(keys.optimizer(chunk: c), from: from, to: to, version: UInt64(step))
+                if !present && step > 0 { throw fail("chunk \(c) has no optimizer state on \(from)") }
+            }
+            _ = try copyBlob(keys.checkpointParams(chunk: c), from: from, to: to, version: nil)
+            _ = try copyBlob(keys.checkpointOptimizer(chunk: c), from: from, to: to, version: nil)
+            chunksMoved += 1
+        }
+
+        // Named objects whose owner changes under the new shard list.
+        var movedObjects: [(from: String, key: String)] = []
+        let prefix = keys.object("")
+        for shard in old.shards {
+            let found: [String]
+            do {
+                found = try lanes.on(lane[shard]!) { c throws(RedisError) in try c.scanKeys(matching: prefix + "*") }
+            } catch { throw fail("listing the objects on \(shard): \(error)") }
+            for key in found {
+                let name = String(key.dropFirst(prefix.count))
+                let owner = names[JobObjects.shard(for: name, job: old.job, shards: names)]
+                guard owner != shard else { continue }
+                let dump: [UInt8]?
+                do {
+                    dump = try lanes.on(lane[shard]!) { c throws(RedisError) in try c.run(["DUMP", key]).bytes }
+                } catch { throw fail("reading \(key) on \(shard): \(error)") }
+                guard let dump else { continue }
+                do {
+                    try lanes.on(lane[owner]!) { c throws(RedisError) in
+                        try c.run(RedisCommand("RESTORE", key, "0").appending(bytes: dump).appending("REPLACE"))
+                    }
+                } catch { throw fail("writing \(key) to \(owner): \(error)") }
+                copied.append((owner, key))
+                movedObjects.append((shard, key))
+                bytes += dump.count
+            }
+        }
+
+        // New shards, and shards whose index changed, get a version stream at `step`.
+        let configJSON: [UInt8]
+        do { configJSON = Array(try JSONEncoder().encode(config)) } catch { throw fail("\(error)") }
+        for (i, shard) in names.enumerated() {
+            let oldIndex = old.shards.firstIndex(of: shard)
+            do {
+                try lanes.on(lane[shard]!) { c throws(RedisError) in
+                    if oldIndex != i, try keys.latestVersion(shard: i, on: c) != step {
+                        try c.run(["DEL", keys.versions(shard: i)])
+                        try c.run(keys.publishVersionCommand(shard: i, version: step))
+                    }
+                }
+            } catch { throw fail("preparing \(shard): \(error)") }
+            if oldIndex == nil { copied.append((shard, keys.versions(shard: i))) }
+        }
+        beforeSwitch()
+
+        // The switch: config first, then the map and its epoch (home shard last).
+        let next: ShardManager
+        do {
+            next = try ShardManager(map: map, options: options)
+            _ = try next.onEachShard { _, c throws(RedisError) in
+                try c.run(RedisCommand("SET", keys.config).appending(bytes: configJSON))
+            }
+            try next.storeMap()
+        } catch { throw fail("switching to the new map: \(error)") }
+
+        // The old copies go. Failures here leave garbage, not inconsistency: log-worthy only.
+        for c in 0..<assignment.count where old.shards[old.assignment[c]] != names[assignment[c]] {
+            let from = old.shards[old.assignment[c]]
+            let victims = [
+                keys.params(chunk: c), keys.optimizer(chunk: c), keys.checkpointParams(chunk: c),
+                keys.checkpointOptimizer(chunk: c),
+            ]
+            _ = try? lanes.on(lane[from]!) { c throws(RedisError) in
+                try c.run(RedisCommand(strings: ["UNLINK"] + victims))
+            }
+        }
+        for (from, key) in movedObjects {
+            _ = try? lanes.on(lane[from]!) { c throws(RedisError) in try c.run(["UNLINK", key]) }
+        }
+        for (i, shard) in old.shards.enumerated() {
+            if removed.contains(shard) {
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
+                    for pattern in keys.patterns { try c.deleteKeys(matching: pattern) }
+                    try c.run(["SREM", JobKeys.jobs, old.job])
+                }
+            } else if names.firstIndex(of: shard) != i {
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
+                    try c.run(["DEL", keys.versions(shard: i), keys.inbox(shard: i)])
+                }
+            }
+        }
+        _ = try? next.onEachShard { _, c throws(RedisError) in try c.pipeline(keys.wakeServersCommands) }
+        return Outcome(
+            manager: next, chunksMoved: chunksMoved, bytesMoved: bytes, minimumChunks: minimum, removed: removed)
+    }
+}
+
+/// A re-shard that could not be done; the message says why and where the job stands.
+public struct ReshardError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension Resharder {
+    /// Re-shards a running (or finished) job by hand, as `smlt admin reshard` does: holds its
+    /// workers at the next step, waits until every shard has published it, moves the job to
+    /// `targets` and lifts the hold. The job's servers follow by themselves; servers for new
+    /// endpoints must be running (`smlt serve`).
+    /// - Parameters:
+    ///   - timeout: how long to wait for the job to reach the step it is held at.
+    /// - Returns: the move's outcome and the step it happened at.
+    public static func live(
+        job: String, endpoints: [RedisEndpoint], targets: [RedisEndpoint], options: RedisOptions,
+        allowed: [String] = [], timeout: Duration = .seconds(60)
+    ) throws(ReshardError) -> (outcome: Outcome, step: Int) {
+        let manager: ShardManager
+        let config: TrainingConfig
+        do {
+            manager = try ShardManager.open(job: job, endpoints: endpoints, options: options, allowed: allowed)
+            let loaded = try manager.onShard(0) { c throws(RedisError) in
+                Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
+            }.get()
+            guard let loaded else { throw ShardError(.jobNotFound, "job '\(job)' has no training config") }
+            config = loaded
+        } catch { throw ReshardError("cannot open job '\(job)': \(error)") }
+        // Refused before anything is held or moved.
+        let added = targets.filter { !manager.map.shards.contains($0.description) }
+        try preflight(added, options: options)
+        if options.password != nil {
+            let trusted = Set(endpoints.map(\.description) + allowed + targets.map(\.description))
+            if let foreign = manager.map.shards.first(where: { !trusted.contains($0) }) {
+                throw ReshardError("the job's map names \(foreign), which was not given; nothing was moved")
+            }
+        }
+        let step: Int
+        do {
+            let versions = try manager.publishedVersions()
+            guard let current = versions.compactMap({ $0 }).max() else {
+                throw ReshardError("job '\(job)' has not started (no version published)")
+            }
+            if let hold = try manager.control().hold {
+                throw ReshardError(
+                    "a reconfiguration of job '\(job)' is already pending at step \(hold); try again after it")
+            }
+            if current >= config.steps {
+                step = current  // finished: nothing runs, no hold needed
+            } else {
+                var target = current + 1
+                while try !manager.setHold(at: target) {
+                    if let hold = try manager.control().hold, hold != target {
+                        throw ReshardError("another reconfiguration of job '\(job)' took the hold at step \(hold)")
+                    }
+                    target = (try manager.publishedVersions().compactMap { $0 }.max() ?? target) + 1
+                }
+                step = target
+            }
+        } catch let e as ReshardError {
+            throw e
+        } catch { throw ReshardError("\(error)") }
+        func release() { if step < config.steps { try? manager.releaseHold(step) } }
+        let deadline = ContinuousClock.now + timeout
+        do {
+            while try !manager.publishedVersions().allSatisfy({ $0 == step }) {
+                guard ContinuousClock.now < deadline else {
+                    release()
+                    throw ReshardError(
+                        "job '\(job)' did not reach step \(step) on every shard within \(timeout) (are its workers and servers running?); nothing was moved"
+                    )
+                }
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+        } catch let e as ReshardError {
+            throw e
+        } catch {
+            release()
+            throw ReshardError("\(error)")
+        }
+        do {
+            let outcome = try Resharder(manager, options: options).move(to: targets, step: step, config: config)
+            if step < config.steps { try? outcome.manager.releaseHold(step) }
+            return (outcome, step)
+        } catch {
+            release()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import TensorBlob
+import Workloads
+
+/// Everything a user asks of one training run, as `smlt train` takes it: what to train, on how
+/// many workers and shards, for how long, and under which limits. A value: the CLI fills it
+/// from flags, `validate()` checks every number before anything starts, and the run state in
+/// Redis keeps it so `smlt train --resume` can continue the same run.
+public struct TrainingRequest: Codable, Sendable, Equatable {
+    /// `digits`, `synthetic`, `libsvm:PATH` or `csv:PATH`.
+    public var dataset = "digits"
+    /// A held-out test file for libsvm:/csv: data (default: the last 20% of the data).
+    public var testData: String?
+    public var model = "softmax"
+    public var hidden = 64
+    public var workers = 4
+    /// Shards the driver starts itself when no endpoints are given.
+    public var shards = 2
+    /// Training steps; nil for as many as `epochs` needs, or 300.
+    public var steps: Int?
+    public var epochs: Double?
+    /// Examples per worker per step.
+    public var batchSize = 16
+    public var learningRate: Float = 0.5
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 0
+    public var seed: UInt64 = 1
+    public var codec = "raw"
+    public var chunkElements = 262_144
+    public var syntheticExamples = 20_000
+    public var syntheticFeatures = 100
+    public var syntheticClasses = 10
+    /// Maximum duration of one function invocation.
+    public var functionTimeoutMilliseconds = 900_000
+    /// How long a worker may go without renewing its lease before it is relaunched.
+    public var leaseTimeoutMilliseconds = 3_000
+    /// Memory limit of one function invocation in MiB (billed as configured).
+    public var memoryMiB = 1024
+    public var priceGBSecond = 0.0000166667
+    public var priceRequest = 0.0000002
+    /// Save a checkpoint every this many steps (0: never).
+    public var checkpointEvery = 100
+    /// Where checkpoints go; nil for the run directory.
+    public var checkpointDirectory: String?
+    /// `--inject-faults` text, e.g. `worker-kill=3,server-kill=1`.
+    public var faults: String?
+    /// `--schedule` text, e.g. `100:workers=8;200:shards=3`.
+    public var schedule: String?
+    /// How long a finished job's keys stay in Redis (seconds; 0 deletes them at the end).
+    public var retainSeconds = 86_400
+
+    public init() {}
+
+    // MARK: Limits
+
+    /// Workers one machine runs as local processes.
+    public static let maxLocalWorkers = 256
+    public static let maxShards = 64
+    public static let maxSteps = 100_000_000
+    /// The smallest function memory that runs a worker: the Swift runtime, Foundation and the
+    /// libraries map this much address space before any data (measured, see docs/design.md).
+    public static let minMemoryMiB = 256
+    /// The largest function memory, as on AWS Lambda.
+    public static let maxMemoryMiB = 10_240
+    /// The longest function time limit accepted (a week; AWS Lambda allows 15 minutes).
+    public static let maxFunctionTimeoutMilliseconds = 7 * 86_400_000
+    public static let maxSyntheticExamples = 10_000_000
+
+    /// Checks every value before anything starts; the error names the flag and the bound.
+    public func validate() throws(RequestError) {
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws(RequestError) {
+            if !ok { throw RequestError(message()) }
+        }
+        try check(
+            (1...Self.maxLocalWorkers).contains(workers),
+            "--workers must be from 1 to \(Self.maxLocalWorkers) on one machine, got \(workers)")
+        try check((1...Self.maxShards).contains(shards), "--shards must be from 1 to \(Self.maxShards), got \(shards)")
+        try check(
+            WorkloadSettings.models.contains(model),
+            "unknown model '\(model)' (choose one of: \(WorkloadSettings.models.joined(separator: ", ")))")
+        try check(BlobCodec(name: codec) != nil, "unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+        try check(
+            (1...WorkloadSettings.maxBatch).contains(batchSize),
+            "--batch-size must be from 1 to \(WorkloadSettings.maxBatch), got \(batchSize)")
+        try check(
+            (1...WorkloadSettings.maxWidth).contains(hidden),
+            "--hidden must be from 1 to \(WorkloadSettings.maxWidth), got \(hidden)")
+        try check(
+            (Self.minMemoryMiB...Self.maxMemoryMiB).contains(memoryMiB),
+            "--memory must be from \(Self.minMemoryMiB) to \(Self.maxMemoryMiB) MiB, got \(memoryMiB)")
+        try check(
+            (0...Self.maxSteps).contains(checkpointEvery),
+            "--checkpoint-every must be from 0 (never) to \(Self.maxSteps), got \(checkpointEvery)")
+        if let steps {
+            try check((1...Self.maxSteps).contains(steps), "--steps must be from 1 to \(Self.maxSteps), got \(steps)")
+        }
+        if let epochs {
+            try check(
+                epochs.isFinite && epochs > 0 && epochs <= 1e6, "--epochs must be from 0 to 1000000, got \(epochs)")
+        }
+        try check(
+            learningRate.isFinite && learningRate > 0 && learningRate <= 1e6,
+            "--lr must be a positive number, got \(learningRate)")
+        try check(
+            momentum.isFinite && momentum >= 0 && momentum < 1, "--momentum must be from 0 to below 1, got \(momentum)")
+        try check(weightDecay.isFinite && weightDecay >= 0, "--weight-decay must not be negative, got \(weightDecay)")
+        try check(
+            (1...(1 << 26)).contains(chunkElements),
+            "--chunk-elements must be from 1 to \(1 << 26), got \(chunkElements)")
+        try check(
+            (1...Self.maxSyntheticExamples).contains(syntheticExamples),
+            "--synthetic-examples must be from 1 to \(Self.maxSyntheticExamples), got \(syntheticExamples)")
+        try check(
+            (1...WorkloadSettings.maxWidth).contains(syntheticFeatures),
+            "--synthetic-features must be from 1 to \(WorkloadSettings.maxWidth), got \(syntheticFeatures)")
+        try check(
+            (2...WorkloadSettings.maxWidth).contains(syntheticClasses),
+            "--synthetic-classes must be from 2 to \(WorkloadSettings.maxWidth), got \(syntheticClasses)")
+        try check(
+            (1...Self.maxFunctionTimeoutMilliseconds).contains(functionTimeoutMilliseconds),
+            "--function-timeout must be from 1 ms to 7 days")
+        try check(
+            (100...3_600_000).contains(leaseTimeoutMilliseconds), "--lease-timeout must be from 100 ms to 1 hour")
+        try check(
+            priceGBSecond.isFinite && priceGBSecond >= 0 && priceRequest.isFinite && priceRequest >= 0,
+            "prices must be non-negative numbers")
+        try check(retainSeconds >= 0, "--retain must not be negative")
+        _ = try datasetSource()
+        if let schedule { _ = try Schedule(parsing: schedule) }
+        if let faults { _ = try FaultPlan(faults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed) }
+    }
+
+    /// Where the data comes from.
+    public enum DatasetSource: Sendable, Equatable {
+        case digits, synthetic
+        case libsvm(String)
+        case csv(String)
+    }
+
+    public func datasetSource() throws(RequestError) -> DatasetSource {
+        switch dataset {
+        case "digits": return .digits
+        case "synthetic": return .synthetic
+        default:
+            if dataset.hasPrefix("libsvm:") { return .libsvm(String(dataset.dropFirst(7))) }
+            if dataset.hasPrefix("csv:") { return .csv(String(dataset.dropFirst(4))) }
+            throw RequestError("unknown dataset '\(dataset)' (choose digits, synthetic, libsvm:PATH or csv:PATH)")
+        }
+    }
+
+    /// Parses "900s", "15m", "1.5h", "250ms" or a plain number of seconds into milliseconds;
+    /// refuses anything not positive, not finite, or above `limit` milliseconds.
+    public static func milliseconds(_ text: String, flag: String, limit: Int) throws(RequestError) -> Int {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        var value: Double?
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            if let v = Double(text.dropLast(suffix.count)) {
+                value = v * scale
+                break
+            }
+        }
+        if value == nil { value = Double(text) }
+        guard let seconds = value, seconds.isFinite, seconds > 0 else {
+            throw RequestError("invalid duration '\(text)' for \(flag) (use e.g. 900s, 15m, 250ms)")
+        }
+        guard seconds * 1000 <= Double(limit) else {
+            throw RequestError("\(flag) \(text) is too long (at most \(limit / 1000) s)")
+        }
+        return max(1, Int((seconds * 1000).rounded()))
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, momentum, faults, schedule
+        case testData = "test_data"
+        case batchSize = "batch_size"
+        case learningRate = "learning_rate"
+        case weightDecay = "weight_decay"
+        case chunkElements = "chunk_elements"
+        case syntheticExamples = "synthetic_examples"
+        case syntheticFeatures = "synthetic_features"
+        case syntheticClasses = "synthetic_classes"
+        case functionTimeoutMilliseconds = "function_timeout_ms"
+        case leaseTimeoutMilliseconds = "lease_timeout_ms"
+        case memoryMiB = "memory_mib"
+        case priceGBSecond = "price_gb_second"
+        case priceRequest = "price_request"
+        case checkpointEvery = "checkpoint_every"
+        case checkpointDirectory = "checkpoint_dir"
+        case retainSeconds = "retain_seconds"
+    }
+}
+
+/// A request that cannot run, with a message naming the flag or value.
+public struct RequestError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,77 @@
+import KeySchema
+import RedisClient
+import ShardManager
+
+/// The named operations of the BSP step protocol (docs/wire-format.md, "The BSP step protocol"),
+/// as the commands each one sends. Workers, servers, the driver and the admin tools all go
+/// through these, so every step of the protocol is written once.
+extension JobKeys {
+    /// Reads the newest entry of shard `shard`'s version stream.
+    public func latestVersionCommand(shard: Int) -> RedisCommand {
+        ["XREVRANGE", versions(shard: shard), "+", "-", "COUNT", "1"]
+    }
+
+    /// The version in a reply to `latestVersionCommand`; nil when the stream is empty or absent.
+    public static func version(inLatest reply: RedisReply) -> Int? {
+        reply.array?.first?.array?.first?.text.flatMap { Int($0.split(separator: "-").first ?? "") }
+    }
+
+    /// The newest version shard `shard` has published, read on `c` (that shard's connection).
+    public func latestVersion(shard: Int, on c: RedisConnection) throws(RedisError) -> Int? {
+        Self.version(inLatest: try c.run(latestVersionCommand(shard: shard)))
+    }
+
+    /// Publishes parameter version `version` on shard `shard`: the stream entry `VERSION-1`.
+    /// Servers send it inside their commit transaction; the driver sends it for version 0 and
+    /// after a restore.
+    public func publishVersionCommand(shard: Int, version: Int) -> RedisCommand {
+        ["XADD", versions(shard: shard), "MAXLEN", "~", "1000", "\(version)-1", "version", "\(version)"]
+    }
+
+    /// Wakes the servers of a shard so they look at this job again (new, restored or changed).
+    public var wakeServersCommands: [RedisCommand] {
+        [["RPUSH", Self.wakeup, job], ["EXPIRE", Self.wakeup, "60"]]
+    }
+
+    /// Marks worker `worker`'s push of `step` complete on shard `shard` (phase two of a push) and
+    /// wakes the shard's server.
+    public func markPushedCommands(shard: Int, step: Int, worker: Int, ttlSeconds: Int) -> [RedisCommand] {
+        [
+            ["SADD", pushed(shard: shard, step: step), "\(worker)"],
+            ["EXPIRE", pushed(shard: shard, step: step), "\(ttlSeconds)"],
+            ["RPUSH", inbox(shard: shard), "\(step):\(worker)"],
+            ["LTRIM", inbox(shard: shard), "-1000", "-1"],
+        ]
+    }
+}
+
+extension ShardManager {
+    /// Publishes parameter version `version` on every shard of the job and wakes its servers.
+    /// The chunks must already hold that version.
+    public func publish(version: Int) throws(ShardError) {
+        let keys = self.keys
+        _ = try onEachShard { shard, c throws(RedisError) in
+            for r in try c.pipeline(
+                [keys.publishVersionCommand(shard: shard, version: version)] + keys.wakeServersCommands)
+            {
+                if case .error(let m) = r { throw c.serverError(m, command: "XADD") }
+            }
+        }
+    }
+
+    /// Drops the job's step state on every shard: pending gradients, pushed sets, inboxes and
+    /// version streams (before a restore publishes a version again).
+    public func dropStepState() throws(ShardError) {
+        let keys = self.keys
+        _ = try onEachShard { shard, c throws(RedisError) in
+            for pattern in keys.pendingPatterns { try c.deleteKeys(matching: pattern) }
+            try c.run(["DEL", keys.versions(shard: shard), keys.inbox(shard: shard)])
+        }
+    }
+
+    /// The newest version each shard has published (nil for a shard with none).
+    public func publishedVersions() throws(ShardError) -> [Int?] {
+        let keys = self.keys
+        return try onEachShard { shard, c throws(RedisError) in try keys.latestVersion(shard: shard, on: c) }
+    }
+}
