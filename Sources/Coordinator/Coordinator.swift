@@ -127,6 +127,16 @@ public final class Coordinator {
         }
         defer { cluster?.stop() }
 
+        if !resume {
+            // Everything the data can tell is checked before any process starts.
+            let data = try TrainingData.load(request)
+            plan = try TrainingPlan(request, train: data.train, test: data.test)
+            if plan.schedule.changes.contains(where: { $0.shards != nil }) && endpoints != nil {
+                throw RequestError(
+                    "shards= in --schedule needs the shards smlt train starts (without --redis); re-shard given shards with smlt admin reshard"
+                )
+            }
+        }
         let eps = try setUpShards()
         if resume { try reopen(eps) } else { try register(eps) }
         let faults =
@@ -268,8 +278,6 @@ public final class Coordinator {
 
     /// A new job: registered, its data staged, version 0 published, its run state stored.
     private func register(_ eps: [RedisEndpoint]) throws {
-        let data = try TrainingData.load(request)
-        plan = try TrainingPlan(request, train: data.train, test: data.test)
         model = plan.settings.makeModel()
         if endpoints != nil,
             let existing = try? ShardManager.open(job: job, endpoints: eps, options: options, allowed: allowed)
@@ -286,11 +294,6 @@ public final class Coordinator {
         }
         workers = plan.workers
         pending = plan.schedule.changes
-        if pending.contains(where: { $0.shards != nil }) && endpoints != nil {
-            throw RequestError(
-                "shards= in --schedule needs the shards smlt train starts (without --redis); re-shard given shards with smlt admin reshard"
-            )
-        }
         checkpoints = request.checkpointDirectory ?? runDirectory.path + "/checkpoints"
         state = RunState(request: request, checkpointDirectory: request.checkpointDirectory)
         try state.store(on: manager)

@@ -252,7 +252,15 @@ public struct Resharder {
         }
         beforeSwitch()
 
-        // The switch: config first, then the map and its epoch (home shard last).
+        // The switch: config first, then the map and its epoch (home shard last). The home shard
+        // decides; if the switch fails before it, the shards written so far get the old map and
+        // config back.
+        let previousConfig: [UInt8]?
+        do {
+            previousConfig = try lanes.on(lane[old.shards[0]]!) { c throws(RedisError) in
+                try c.run(["GET", keys.config]).bytes
+            }
+        } catch { throw fail("reading the current config: \(error)") }
         let next: ShardManager
         do {
             next = try ShardManager(map: map, options: options)
@@ -260,7 +268,22 @@ public struct Resharder {
                 try c.run(RedisCommand("SET", keys.config).appending(bytes: configJSON))
             }
             try next.storeMap()
-        } catch { throw fail("switching to the new map: \(error)") }
+        } catch {
+            let restored = (try? manager.storeMap()) != nil
+            if let previousConfig {
+                _ = try? manager.onEachShard { _, c throws(RedisError) in
+                    try c.run(RedisCommand("SET", keys.config).appending(bytes: previousConfig))
+                }
+            }
+            for shard in added {
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
+                    for pattern in keys.patterns { try c.deleteKeys(matching: pattern) }
+                    try c.run(["SREM", JobKeys.jobs, old.job])
+                }
+            }
+            throw fail(
+                "switching to the new map: \(error)\(restored ? "" : " (and the old map could not be written back)")")
+        }
 
         // The old copies go. Failures here leave garbage, not inconsistency: log-worthy only.
         for c in 0..<assignment.count where old.shards[old.assignment[c]] != names[assignment[c]] {

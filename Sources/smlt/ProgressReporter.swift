@@ -62,7 +62,7 @@ final class ProgressReporter {
     }
 
     func finish() {
-        guard !finished else { return }
+        guard !finished, steps > 0 else { return }
         finished = true
         render(final: true)
         if tty && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
