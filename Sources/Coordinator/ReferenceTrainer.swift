@@ -26,7 +26,12 @@ public struct ReferenceTrainer {
             var sum = [Float](repeating: 0, count: params.count)
             for (w, part) in parts.enumerated() {
                 let (x, y) = part.batch(step: step, size: plan.settings.batchSize)
-                let g = model.lossAndGradient(params: params, features: x, labels: y).gradient
+                let (loss, _, g) = model.lossAndGradient(params: params, features: x, labels: y)
+                guard loss.isFinite, g.allSatisfy(\.isFinite) else {
+                    throw CoordinatorError(
+                        "training diverged at step \(step): worker \(w)'s loss is \(loss) (learning rate \(plan.learningRate), momentum \(plan.momentum)); try a lower learning rate (--lr)"
+                    )
+                }
                 if w == 0 { sum = g } else { GradientSum.add(g, into: &sum) }
             }
             params.withUnsafeMutableBufferPointer { p in

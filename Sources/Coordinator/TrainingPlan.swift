@@ -70,7 +70,7 @@ public struct TrainingPlan: Sendable {
         self.workers = request.workers
         self.shards = request.shards
         self.steps = steps
-        self.learningRate = request.learningRate
+        self.learningRate = request.effectiveLearningRate
         self.momentum = request.momentum
         self.weightDecay = request.weightDecay
         self.train = train

@@ -33,7 +33,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Training steps (default: 300, or as many as --epochs needs).") var steps: Int?
     @Option(help: "Passes over the training data (instead of --steps).") var epochs: Double?
     @Option(help: "Examples per worker per step.") var batchSize = 16
-    @Option(name: .customLong("lr"), help: "Learning rate.") var learningRate: Float = 0.5
+    @Option(name: .customLong("lr"), help: "Learning rate (default: 0.5 for softmax, 0.05 for mlp).")
+    var learningRate: Float?
     @Option(help: "Momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay.") var weightDecay: Float = 0
     @Option(help: "Seed for data generation and initial parameters.") var seed: UInt64 = 1
