@@ -178,3 +178,53 @@ import TrainingProtocol
         #expect(!FileManager.default.fileExists(atPath: dir.path))
     }
 }
+
+/// A driver killed with SIGKILL in the middle of a job on given shards: `smlt train --resume`
+/// continues the job from what Redis holds and ends with the digest of an uninterrupted run.
+@Suite(.serialized) struct ResumeTests {
+    @Test func resumeAfterTheDriverWasKilled() throws {
+        try withRedisServers(2) { servers in
+            let eps = servers.map(\.endpoint.description).joined(separator: ",")
+            var serves: [ChildProcess] = []
+            defer { for s in serves { s.terminate() } }
+            for s in servers {
+                serves.append(
+                    try ChildProcess(
+                        smltBinary(), arguments: ["serve", "--redis", s.endpoint.description], stdout: .discard,
+                        stderr: .discard))
+            }
+            let job = "resume-\(UUID().uuidString.prefix(8))"
+            let args = [
+                "train", "--dataset", "digits", "--model", "mlp", "--workers", "3", "--steps", "500",
+                "--chunk-elements", "1024", "--checkpoint-every", "50", "--json",
+            ]
+            var env = ProcessInfo.processInfo.environment
+            env["SMLT_DATA_DIR"] = packageRoot() + "/data"
+            let driver = try ChildProcess(
+                smltBinary(), arguments: args + ["--redis", eps, "--job", job], environment: env, stdout: .discard,
+                stderr: .discard)
+            let c = try RedisConnection(servers[0].endpoint)
+            let deadline = ContinuousClock.now + .seconds(120)
+            while ContinuousClock.now < deadline,
+                (try? JobKeys(job: job).latestVersion(shard: 0, on: c)).flatMap({ $0 }) ?? 0 < 150
+            {
+                sleepFor(.milliseconds(10))
+            }
+            // The driver and its workers die at once, as when the machine running them fails.
+            let workers = children(of: driver.pid).map(\.1)
+            #expect(!workers.isEmpty)
+            driver.send(SIGKILL)
+            for w in workers { kill(w, SIGKILL) }
+            _ = driver.wait(timeout: .seconds(10))
+            let at = (try? JobKeys(job: job).latestVersion(shard: 0, on: c)).flatMap { $0 } ?? 0
+            #expect(at >= 150 && at < 500, "killed at version \(at)")
+            let resumed = try smlt(["train", "--resume", "--job", job, "--redis", eps, "--json"])
+            #expect(resumed.status.succeeded, "\(resumed.stderr)")
+            let reference = try smlt(args + ["--reference"])
+            #expect(json(resumed.stdout)["param_digest"] as? String != nil)
+            #expect(
+                json(resumed.stdout)["param_digest"] as? String == json(reference.stdout)["param_digest"] as? String)
+            #expect(processes(containing: job).isEmpty)
+        }
+    }
+}
