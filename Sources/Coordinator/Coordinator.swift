@@ -108,6 +108,10 @@ public final class Coordinator {
     /// The last reconfiguration while its first step has not yet committed everywhere: the
     /// record's index and when training stopped for it.
     private var settling: (record: Int, held: ContinuousClock.Instant)?
+    /// The slowest shard, its version and since when it has been behind the others.
+    private var lagging: (shard: Int, version: Int, since: ContinuousClock.Instant, reported: Bool)?
+    /// Where the current run of steps without a change began (for the mean step time).
+    private var window: (at: ContinuousClock.Instant, version: Int)?
 
     /// Runs the job to its last step and returns the summary.
     public func run() throws -> TrainingSummary {
@@ -152,6 +156,7 @@ public final class Coordinator {
         try startFleet(control)
         defer { fleet.stopAll() }
         try holdNext()
+        window = (ContinuousClock.now, (try? manager.keys.latestVersion(shard: 0, on: control)).flatMap { $0 } ?? 0)
 
         var lastMetric = "0-0"
         var serverRestarts = 0
@@ -184,6 +189,8 @@ public final class Coordinator {
                 }
             }
             let version = (try? manager.keys.latestVersion(shard: 0, on: control)) ?? 0
+            // Step times count from the first committed step, not from the workers' start.
+            if let w = window, w.version == 0, version >= 1 { window = (ContinuousClock.now, version) }
             // Chaos: faults due at the version shard 0 has published.
             while let e = pendingFaults.first, e.step <= version {
                 pendingFaults.removeFirst()
@@ -213,6 +220,7 @@ public final class Coordinator {
                 }
             }
             try followReconfiguration(version: version)
+            reportStuckShard()
             do { try fleet.tick() } catch {
                 if let failure = try? control.run(["GET", manager.keys.failure]).bytes,
                     let why = try? JSONDecoder().decode([String: String].self, from: Data(failure))["reason"]
@@ -413,6 +421,7 @@ public final class Coordinator {
             // The first step after the change has committed on every shard: the pause is over.
             records[i].pauseSeconds = (ContinuousClock.now - held).seconds
             settling = nil
+            window = (ContinuousClock.now, version)
             state.reconfigurations = records
             try state.store(on: manager)
             events.note(
@@ -450,6 +459,9 @@ public final class Coordinator {
         var record = ReconfigurationRecord(
             step: s, workers: newWorkers, shards: change.shards ?? manager.map.shards.count, chunksMoved: 0,
             bytesMoved: 0, minimumChunks: 0, pauseSeconds: 0)
+        if let window, s > window.version {
+            record.stepSecondsBefore = (held - window.at).seconds / Double(s - window.version)
+        }
         if newWorkers != workers {
             try stageData(workers: newWorkers)
             let progress = Array(try JSONEncoder().encode(WorkerProgress(nextStep: s, generation: 0)))
@@ -491,6 +503,27 @@ public final class Coordinator {
         settling = (records.count - 1, held)
         state.reconfigurations = records
         try state.store(on: manager)
+    }
+
+    /// Reports a shard that stays behind the others (its server dropped the job, or is down):
+    /// once it has not moved for 10 s, a note names it and the version it is stuck at.
+    private func reportStuckShard() {
+        guard let versions = try? manager.publishedVersions(), versions.count > 1 else { return }
+        let known = versions.map { $0 ?? -1 }
+        guard let low = known.min(), let high = known.max(), low < high, let shard = known.firstIndex(of: low) else {
+            lagging = nil
+            return
+        }
+        if let l = lagging, l.shard == shard, l.version == low {
+            if !l.reported && ContinuousClock.now - l.since > .seconds(10) {
+                events.note(
+                    "shard \(shard) (\(manager.map.shards[shard])) has been stuck at version \(low) for 10 s while others are at \(high): is its parameter server running, and does its log say why?"
+                )
+                lagging?.reported = true
+            }
+        } else {
+            lagging = (shard, low, ContinuousClock.now, false)
+        }
     }
 
     // MARK: Faults and rollback

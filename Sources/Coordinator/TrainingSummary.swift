@@ -138,6 +138,9 @@ public struct ReconfigurationRecord: Codable, Sendable, Equatable {
     /// move, the relaunch of workers that need new endpoints, and one step. Measured by the
     /// driver's loop, which looks every 20 ms.
     public var pauseSeconds: Double
+    /// The mean step time before the change (since the run or the previous change settled),
+    /// to compare the pause with.
+    public var stepSecondsBefore: Double = 0
 
     public init(
         step: Int, workers: Int, shards: Int, chunksMoved: Int, bytesMoved: Int, minimumChunks: Int,
@@ -158,6 +161,7 @@ public struct ReconfigurationRecord: Codable, Sendable, Equatable {
         case bytesMoved = "bytes_moved"
         case minimumChunks = "minimum_chunks"
         case pauseSeconds = "pause_seconds"
+        case stepSecondsBefore = "step_seconds_before"
     }
 
     var text: String {
