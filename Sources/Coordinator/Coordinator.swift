@@ -105,11 +105,17 @@ public final class Coordinator {
     /// The schedule's changes still to apply.
     private var pending: [Schedule.Change] = []
     private var records: [ReconfigurationRecord] = []
+    /// Shards the run started that the job does not use now: started ahead for the schedule's
+    /// re-shards, or removed by one. Workers are given their endpoints from the start, so a
+    /// re-shard onto them needs no relaunch (with a password, a worker only talks to the
+    /// endpoints in its invocation event).
+    private var standby: [RedisEndpoint] = []
     /// The last reconfiguration while its first step has not yet committed everywhere: the
     /// record's index and when training stopped for it.
     private var settling: (record: Int, held: ContinuousClock.Instant)?
     /// The slowest shard, its version and since when it has been behind the others.
     private var lagging: (shard: Int, version: Int, since: ContinuousClock.Instant, reported: Bool)?
+    private var lastLagCheck = ContinuousClock.now
     /// Where the current run of steps without a change began (for the mean step time).
     private var window: (at: ContinuousClock.Instant, version: Int)?
 
@@ -143,6 +149,9 @@ public final class Coordinator {
         }
         let eps = try setUpShards()
         if resume { try reopen(eps) } else { try register(eps) }
+        if let cluster, let most = plan.schedule.changes.compactMap(\.shards).max(), most > eps.count {
+            for _ in eps.count..<most { standby.append(try cluster.addShard()) }
+        }
         let faults =
             try request.faults.map { (text) throws(RequestError) in
                 try FaultPlan(text, steps: plan.steps, workers: plan.workers, shards: plan.shards, seed: request.seed)
@@ -382,7 +391,7 @@ public final class Coordinator {
             request: { [unowned self] w, generation in
                 let event = WorkerEvent(
                     job: job, worker: w, generation: generation, leaseMilliseconds: lease,
-                    redis: self.manager.map.shards + self.allowed, user: user)
+                    redis: self.manager.map.shards + self.standby.map(\.description) + self.allowed, user: user)
                 return FunctionRequest(
                     name: "worker-\(w)" + (generation > 0 ? ".\(generation)" : ""),
                     event: String(decoding: (try? JSONEncoder().encode(event)) ?? Data(), as: UTF8.self),
@@ -473,14 +482,17 @@ public final class Coordinator {
         if let shards = change.shards, shards != manager.map.shards.count, let cluster {
             var targets = try manager.map.shards.map { try RedisEndpoint(parsing: $0) }
             if shards > targets.count {
-                for _ in targets.count..<shards { targets.append(try cluster.addShard()) }
+                for _ in targets.count..<shards {
+                    targets.append(standby.isEmpty ? try cluster.addShard() : standby.removeFirst())
+                }
             } else {
                 targets = Array(targets.prefix(shards))
             }
             let outcome = try Resharder(manager, options: options).move(
                 to: targets, step: s, config: config, beforeSwitch: events.beforeSwitch)
             manager = outcome.manager
-            for r in outcome.removed { if let e = try? RedisEndpoint(parsing: r) { cluster.removeShard(e) } }
+            // Removed shards stay up, empty, for a later re-shard back onto them.
+            standby += outcome.removed.compactMap { try? RedisEndpoint(parsing: $0) }
             record.chunksMoved = outcome.chunksMoved
             record.bytesMoved = outcome.bytesMoved
             record.minimumChunks = outcome.minimumChunks
@@ -508,6 +520,8 @@ public final class Coordinator {
     /// Reports a shard that stays behind the others (its server dropped the job, or is down):
     /// once it has not moved for 10 s, a note names it and the version it is stuck at.
     private func reportStuckShard() {
+        guard ContinuousClock.now - lastLagCheck >= .seconds(1) else { return }
+        lastLagCheck = ContinuousClock.now
         guard let versions = try? manager.publishedVersions(), versions.count > 1 else { return }
         let known = versions.map { $0 ?? -1 }
         guard let low = known.min(), let high = known.max(), low < high, let shard = known.firstIndex(of: low) else {
