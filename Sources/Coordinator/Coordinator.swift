@@ -168,6 +168,7 @@ public final class Coordinator {
         window = (ContinuousClock.now, (try? manager.keys.latestVersion(shard: 0, on: control)).flatMap { $0 } ?? 0)
 
         var lastMetric = "0-0"
+        var seenVersion = 0
         var serverRestarts = 0
         var pendingFaults = faults.events
         var injected = 0
@@ -177,7 +178,10 @@ public final class Coordinator {
         var rollbacks = 0
         var lastShardCheck = ContinuousClock.now
         while !fleet.finished {
-            sleepFor(.milliseconds(20))
+            // Look more often while a reconfiguration is pending or settling: its pause is
+            // measured here.
+            let reconfiguring = settling != nil || pending.first.map { seenVersion >= $0.step - 1 } == true
+            sleepFor(.milliseconds(reconfiguring ? 2 : 20))
             // Progress from the workers' metrics stream.
             if let fresh = try? control.run(["XRANGE", manager.keys.metrics, "(\(lastMetric)", "+", "COUNT", "10000"])
                 .array, !fresh.isEmpty
@@ -198,6 +202,7 @@ public final class Coordinator {
                 }
             }
             let version = (try? manager.keys.latestVersion(shard: 0, on: control)) ?? 0
+            seenVersion = version
             // Step times count from the first committed step, not from the workers' start.
             if let w = window, w.version == 0, version >= 1 { window = (ContinuousClock.now, version) }
             // Chaos: faults due at the version shard 0 has published.

@@ -2,6 +2,7 @@ import Foundation
 import KeySchema
 import RedisClient
 import ShardManager
+import Synchronization
 import TensorBlob
 import TrainingProtocol
 
@@ -159,53 +160,59 @@ public struct Resharder {
             }
             return ReshardError("\(message); the job stays on its old shards (epoch \(old.epoch))")
         }
-        /// Copies `key` from `from` to `to`, verifying a blob's header (and its version when
-        /// `version` is set) before and its length and checksum after.
-        func copyBlob(_ key: String, from: String, to: String, version: UInt64?) throws(ReshardError) -> Bool {
-            let blob: [UInt8]?
-            do { blob = try lanes.on(lane[from]!) { c throws(RedisError) in try c.run(["GET", key]).bytes } } catch {
-                throw fail("reading \(key) on \(from): \(error)")
-            }
-            guard let blob else { return false }
-            let header: BlobHeader
-            do { header = try blob.withUnsafeBytes { b throws(TensorBlobError) in try TensorBlob.header(of: b) } } catch
-            {
-                throw fail("\(key) on \(from) is damaged: \(error)")
-            }
-            if let version, header.step != version {
-                throw fail("\(key) on \(from) holds version \(header.step), not \(version)")
-            }
-            let back: [RedisReply]
-            do {
-                back = try lanes.on(lane[to]!) { c throws(RedisError) in
-                    try c.run(RedisCommand("SET", key).appending(bytes: blob))
-                    return try c.pipeline([["STRLEN", key], ["GETRANGE", key, "40", "43"]])
-                }
-            } catch { throw fail("writing \(key) to \(to): \(error)") }
-            copied.append((to, key))
-            guard back[0].integer == Int64(blob.count), back[1].bytes == Array(blob[40..<44]) else {
-                throw fail("the copy of \(key) on \(to) does not match the original")
-            }
-            bytes += blob.count
-            return true
+        // Moved chunks are copied by one thread per source shard (sources and targets get
+        // separate connections), each blob read, checked and written, then read back.
+        struct Move: Sendable {
+            var chunk: Int
+            var from: Int
+            var to: Int
         }
-
-        for c in 0..<assignment.count {
-            let from = old.shards[old.assignment[c]]
-            let to = names[assignment[c]]
-            guard from != to else { continue }
-            guard try copyBlob(keys.params(chunk: c), from: from, to: to, version: UInt64(step)) else {
-                throw fail("chunk \(c) has no parameters on \(from)")
-            }
-            if config.momentum != 0 {
+        let moves = (0..<assignment.count).compactMap { c -> Move? in
+            let (from, to) = (old.shards[old.assignment[c]], names[assignment[c]])
+            return from == to ? nil : Move(chunk: c, from: lane[from]!, to: lane[to]!)
+        }
+        let writers = ShardConnections(all.map { endpoints[$0]! }, options: options)
+        let done = CopyLog()
+        let momentum = config.momentum != 0
+        let results = lanes.eachResult { i, source throws(RedisError) -> ReshardError? in
+            for m in moves where m.from == i {
+                var blobs: [(key: String, version: UInt64?, required: Bool)] = [
+                    (keys.params(chunk: m.chunk), UInt64(step), true)
+                ]
                 // Version 0 has no optimizer state yet (zero velocity); later versions must have it.
-                let present = try copyBlob(keys.optimizer(chunk: c), from: from, to: to, version: UInt64(step))
-                if !present && step > 0 { throw fail("chunk \(c) has no optimizer state on \(from)") }
+                if momentum { blobs.append((keys.optimizer(chunk: m.chunk), UInt64(step), step > 0)) }
+                blobs += [
+                    (keys.checkpointParams(chunk: m.chunk), nil, false),
+                    (keys.checkpointOptimizer(chunk: m.chunk), nil, false),
+                ]
+                for blob in blobs {
+                    do throws(ReshardError) {
+                        let n = try Self.copyBlob(
+                            blob.key, from: source, to: writers, lane: m.to, version: blob.version,
+                            record: { done.copied(all[m.to], blob.key) })
+                        if let n {
+                            done.add(bytes: n)
+                        } else if blob.required {
+                            return ReshardError("chunk \(m.chunk) has no \(blob.key) on \(all[i])")
+                        }
+                    } catch { return error }
+                }
+                done.add(chunks: 1)
             }
-            _ = try copyBlob(keys.checkpointParams(chunk: c), from: from, to: to, version: nil)
-            _ = try copyBlob(keys.checkpointOptimizer(chunk: c), from: from, to: to, version: nil)
-            chunksMoved += 1
+            return nil
         }
+        for r in results {
+            switch r {
+            case .failure(let e): throw fail("reading from a shard: \(e)")
+            case .success(let e?):
+                copied += done.keys
+                throw fail(e.description)
+            case .success(nil): break
+            }
+        }
+        copied += done.keys
+        chunksMoved = done.chunks
+        bytes = done.bytes
 
         // Named objects whose owner changes under the new shard list.
         var movedObjects: [(from: String, key: String)] = []
@@ -315,6 +322,53 @@ public struct Resharder {
         return Outcome(
             manager: next, chunksMoved: chunksMoved, bytesMoved: bytes, minimumChunks: minimum, removed: removed)
     }
+}
+
+extension Resharder {
+    /// Copies blob `key` from `source` to shard `lane` of `targets`: the blob's header and
+    /// checksum (and `version`, when given) are checked before, its length and checksum bytes read
+    /// back after. Returns the bytes copied, or nil when the source has no such key.
+    static func copyBlob(
+        _ key: String, from source: RedisConnection, to targets: ShardConnections, lane: Int, version: UInt64?,
+        record: () -> Void
+    ) throws(ReshardError) -> Int? {
+        let blob: [UInt8]?
+        do { blob = try source.run(["GET", key]).bytes } catch {
+            throw ReshardError("reading \(key) on \(source.endpoint): \(error)")
+        }
+        guard let blob else { return nil }
+        let header: BlobHeader
+        do { header = try blob.withUnsafeBytes { b throws(TensorBlobError) in try TensorBlob.header(of: b) } } catch {
+            throw ReshardError("\(key) on \(source.endpoint) is damaged: \(error)")
+        }
+        if let version, header.step != version {
+            throw ReshardError("\(key) on \(source.endpoint) holds version \(header.step), not \(version)")
+        }
+        let back: [RedisReply]
+        do {
+            back = try targets.on(lane) { c throws(RedisError) in
+                try c.run(RedisCommand("SET", key).appending(bytes: blob))
+                return try c.pipeline([["STRLEN", key], ["GETRANGE", key, "40", "43"]])
+            }
+        } catch { throw ReshardError("writing \(key) to \(targets.endpoints[lane]): \(error)") }
+        record()
+        guard back[0].integer == Int64(blob.count), back[1].bytes == Array(blob[40..<44]) else {
+            throw ReshardError("the copy of \(key) on \(targets.endpoints[lane]) does not match the original")
+        }
+        return blob.count
+    }
+}
+
+/// What the copying threads of a move did, shared between them.
+private final class CopyLog: Sendable {
+    private let state = Mutex<(keys: [(String, String)], chunks: Int, bytes: Int)>(([], 0, 0))
+
+    func copied(_ shard: String, _ key: String) { state.withLock { $0.keys.append((shard, key)) } }
+    func add(bytes: Int) { state.withLock { $0.bytes += bytes } }
+    func add(chunks: Int) { state.withLock { $0.chunks += chunks } }
+    var keys: [(String, String)] { state.withLock { $0.keys } }
+    var chunks: Int { state.withLock { $0.chunks } }
+    var bytes: Int { state.withLock { $0.bytes } }
 }
 
 /// A re-shard that could not be done; the message says why and where the job stands.

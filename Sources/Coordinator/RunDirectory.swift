@@ -13,7 +13,7 @@ public struct RunDirectory: Sendable {
             throw RequestError(
                 "cannot create a run directory in \(NSTemporaryDirectory()): \(String(cString: strerror(errno)))")
         }
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Removes the directory and everything in it.

@@ -258,7 +258,7 @@ public final class WorkerRuntime {
     }
 
     private func sleepBriefly() {
-        var t = timespec(tv_sec: 0, tv_nsec: 5_000_000)
+        var t = timespec(tv_sec: 0, tv_nsec: 1_000_000)
         nanosleep(&t, nil)
     }
 }
