@@ -340,13 +340,11 @@ public final class Coordinator {
         model = plan.settings.makeModel()
         checkpoints = saved.checkpointDirectory ?? runDirectory.path + "/checkpoints"
         let version = try manager.publishedVersions().compactMap { $0 }.min() ?? 0
-        let control = try manager.control()
         workers = try loadConfig().workers
         let applied = Set(records.map(\.step))
         pending = plan.schedule.changes.filter {
             $0.step > version || ($0.step == version && !applied.contains(version))
         }
-        _ = control
         // The dead driver's workers must be gone before new ones start: their leases expire
         // within a lease timeout once they stopped.
         let deadline = ContinuousClock.now + .milliseconds(request.leaseTimeoutMilliseconds) * 3
@@ -568,9 +566,7 @@ public final class Coordinator {
         workers = restored.config.workers
         try stageData(workers: workers)
         try restored.restore(to: manager)
-        let applied = records.map(\.step)
         pending = plan.schedule.changes.filter { $0.step > checkpoint.step }
-        _ = applied
         try holdNext()
         try fleet.resize(to: workers)
         try fleet.relaunchAll()
