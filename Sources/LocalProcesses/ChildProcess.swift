@@ -38,21 +38,34 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
 
 /// A child process started with posix_spawn in its own process group, reaped with wait4.
 ///
-/// Owning code must stop what it starts: `terminate()` sends SIGTERM, waits, then SIGKILL.
+/// Owning code must stop what it starts: `terminate()` sends SIGTERM, waits, then SIGKILL. Once
+/// the process is shutting down (`ChildRegistry.isStopping`), starting a child throws.
 public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let executable: String
     private let status = Mutex<ExitStatus?>(nil)
 
+    private let table: ChildTable
+
     /// Starts `executable` (an absolute path or a name looked up in PATH) with `arguments`.
-    public init(
+    /// - Throws: `SpawnError` when it cannot be started, or once the process is shutting down.
+    public convenience init(
         _ executable: String, arguments: [String], environment: [String: String]? = nil,
         stdout: ChildOutput = .inherit, stderr: ChildOutput = .inherit
+    ) throws(SpawnError) {
+        try self.init(
+            executable, arguments: arguments, environment: environment, stdout: stdout, stderr: stderr,
+            table: .shared)
+    }
+
+    /// Starts a child registered in `table` (tests use a table of their own).
+    init(
+        _ executable: String, arguments: [String], environment: [String: String]?, stdout: ChildOutput,
+        stderr: ChildOutput, table: ChildTable
     ) throws(SpawnError) {
         guard let path = Self.resolve(executable) else {
             throw SpawnError(executable: executable, message: "not found in PATH")
         }
-        self.executable = executable
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -94,11 +107,17 @@ public final class ChildProcess: Sendable {
             for p in cArgs { free(p) }
             for p in cEnv { free(p) }
         }
+        try table.reserve(executable)
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, &cEnv)
-        guard rc == 0 else { throw SpawnError(executable: executable, message: String(cString: strerror(rc))) }
+        guard rc == 0 else {
+            table.cancelReservation()
+            throw SpawnError(executable: executable, message: String(cString: strerror(rc)))
+        }
         self.pid = pid
-        ChildRegistry.add(self)
+        self.executable = executable
+        self.table = table
+        table.add(self)
     }
 
     deinit {
@@ -118,7 +137,7 @@ public final class ChildProcess: Sendable {
                 code: termSig == 0 ? (raw >> 8) & 0xFF : nil, signal: termSig == 0 ? nil : termSig,
                 maxResidentKiB: Int(usage.ru_maxrss))
             s = result
-            ChildRegistry.remove(pid)
+            table.remove(pid)
             return result
         }
     }
