@@ -28,10 +28,11 @@ let package = Package(
         .target(
             name: "CTensorKernels",
             cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CProcessSpawn"),
 
         // Safe Swift over the C surface.
         .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
-        .target(name: "LocalProcesses", dependencies: ["RedisClient"], swiftSettings: strict),
+        .target(name: "LocalProcesses", dependencies: ["RedisClient", "CProcessSpawn"], swiftSettings: strict),
         .target(name: "TensorBlob", dependencies: ["CLZ4", "CTensorKernels"], swiftSettings: strict),
 
         // The parameter server's roles.

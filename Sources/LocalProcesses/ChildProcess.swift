@@ -1,3 +1,4 @@
+import CProcessSpawn
 import Synchronization
 
 #if canImport(Glibc)
@@ -29,6 +30,17 @@ public enum ChildOutput: Sendable {
     case file(String)
 }
 
+extension ChildOutput {
+    /// The file to open for this output and the flags to open it with; nil to inherit.
+    var file: (String?, Int32) {
+        switch self {
+        case .inherit: (nil, 0)
+        case .discard: ("/dev/null", O_WRONLY)
+        case .file(let path): (path, O_WRONLY | O_CREAT | O_APPEND)
+        }
+    }
+}
+
 /// An error starting a process.
 public struct SpawnError: Error, Sendable, CustomStringConvertible {
     public let executable: String
@@ -36,48 +48,49 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
     public var description: String { "cannot start \(executable): \(message)" }
 }
 
-/// A child process started with posix_spawn in its own process group, reaped with wait4.
+/// A child process in its own process group, reaped with wait4, that cannot outlive this process.
 ///
-/// Owning code must stop what it starts: `terminate()` sends SIGTERM, waits, then SIGKILL.
+/// It is started with fork and execve (not posix_spawn, which cannot) with the parent-death
+/// signal set to SIGKILL: when this process dies, even by SIGKILL, the kernel kills the child.
+/// The kernel sends that signal when the *thread* that forked exits, not the process; so every
+/// child is forked by one spawner thread that lives as long as the process (see
+/// `cprocess_spawn`), and a child started from a short-lived thread (a `Thread`, a Dispatch or
+/// Swift Testing worker that its pool retires) lives on after that thread. The signal is kept
+/// across execve (of binaries that are not set-user-ID), so it also covers `prlimit -- smlt
+/// worker`, which execs; a child's own children are the child's to stop.
+///
+/// Owning code must stop what it starts: `terminate()` sends SIGTERM, waits, then SIGKILL. Once
+/// the process is shutting down (`ChildRegistry.isStopping`), starting a child throws.
 public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let executable: String
     private let status = Mutex<ExitStatus?>(nil)
+    private let table: ChildTable
 
-    /// Starts `executable` (an absolute path or a name looked up in PATH) with `arguments`.
-    public init(
+    /// Starts `executable` (a path, or a name looked up in PATH) with `arguments`.
+    /// - Parameters:
+    ///   - environment: the whole environment; this process's when nil.
+    ///   - stdout: where standard output goes (standard input is always /dev/null).
+    ///   - stderr: where standard error goes.
+    /// - Throws: `SpawnError` when the executable is missing or cannot be executed, a file for
+    ///   the output cannot be opened, or the process is shutting down.
+    public convenience init(
         _ executable: String, arguments: [String], environment: [String: String]? = nil,
         stdout: ChildOutput = .inherit, stderr: ChildOutput = .inherit
+    ) throws(SpawnError) {
+        try self.init(
+            executable, arguments: arguments, environment: environment, stdout: stdout, stderr: stderr,
+            table: .shared)
+    }
+
+    /// Starts a child registered in `table` (tests use a table of their own).
+    init(
+        _ executable: String, arguments: [String], environment: [String: String]?, stdout: ChildOutput,
+        stderr: ChildOutput, table: ChildTable
     ) throws(SpawnError) {
         guard let path = Self.resolve(executable) else {
             throw SpawnError(executable: executable, message: "not found in PATH")
         }
-        self.executable = executable
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for (fd, out) in [(Int32(1), stdout), (Int32(2), stderr)] {
-            switch out {
-            case .inherit: break
-            case .discard: posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0)
-            case .file(let p): posix_spawn_file_actions_addopen(&actions, fd, p, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-            }
-        }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        // Its own process group: Ctrl-C reaches only us, and we stop children in order.
-        posix_spawnattr_setpgroup(&attr, 0)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attr, &mask)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in [SIGINT, SIGTERM, SIGPIPE, SIGCHLD] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
         var env = environment.map { $0.map { "\($0.key)=\($0.value)" } }
         if env == nil {
             env = []
@@ -87,18 +100,59 @@ public final class ChildProcess: Sendable {
                 p += 1
             }
         }
-        let argv = [path] + arguments
-        var cArgs = argv.map { strdup($0) } + [nil]
-        var cEnv = env!.map { strdup($0) } + [nil]
-        defer {
-            for p in cArgs { free(p) }
-            for p in cEnv { free(p) }
+        try table.reserve(executable)
+        let pid: pid_t
+        do throws(SpawnError) {
+            pid = try Self.spawn(
+                executable, path: path, argv: [path] + arguments, env: env!, stdout: stdout, stderr: stderr)
+        } catch {
+            table.cancelReservation()
+            throw error
         }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, &cEnv)
-        guard rc == 0 else { throw SpawnError(executable: executable, message: String(cString: strerror(rc))) }
         self.pid = pid
-        ChildRegistry.add(self)
+        self.executable = executable
+        self.table = table
+        table.add(self)
+    }
+
+    /// Forks and execs through `cprocess_spawn`; returns the pid.
+    private static func spawn(
+        _ executable: String, path: String, argv: [String], env: [String], stdout: ChildOutput, stderr: ChildOutput
+    ) throws(SpawnError) -> pid_t {
+        let (outFile, outFlags) = stdout.file
+        let (errFile, errFlags) = stderr.file
+        var cArgs = argv.map { strdup($0) } + [nil]
+        var cEnv = env.map { strdup($0) } + [nil]
+        let strings = [path, "/dev/null", outFile, errFile].map { $0.map { strdup($0) } ?? nil }
+        defer {
+            for p in cArgs + cEnv + strings { free(p) }
+        }
+        var result = cprocess_spawn_result()
+        let rc = cArgs.withUnsafeMutableBufferPointer { a in
+            cEnv.withUnsafeMutableBufferPointer { e in
+                var request = cprocess_spawn_request(
+                    path: strings[0], argv: a.baseAddress, envp: e.baseAddress, stdin_path: strings[1],
+                    stdin_flags: O_RDONLY, stdout_path: strings[2], stdout_flags: outFlags, stderr_path: strings[3],
+                    stderr_flags: errFlags)
+                return cprocess_spawn(&request, &result)
+            }
+        }
+        guard rc != 0 else { return result.pid }
+        let reason = String(cString: strerror(result.error))
+        let message: String
+        switch Int(result.stage) {
+        case Int(CPROCESS_STAGE_EXEC): message = "execve \(path): \(reason)"
+        case Int(CPROCESS_STAGE_STDOUT): message = "cannot open \(outFile ?? "") for its output: \(reason)"
+        case Int(CPROCESS_STAGE_STDERR): message = "cannot open \(errFile ?? "") for its errors: \(reason)"
+        case Int(CPROCESS_STAGE_STDIN): message = "cannot open /dev/null for its input: \(reason)"
+        case Int(CPROCESS_STAGE_THREAD): message = "cannot start the spawner thread: \(reason)"
+        case Int(CPROCESS_STAGE_PIPE): message = "cannot create a pipe: \(reason)"
+        case Int(CPROCESS_STAGE_FORK): message = "fork: \(reason)"
+        case Int(CPROCESS_STAGE_PDEATHSIG): message = "prctl(PR_SET_PDEATHSIG): \(reason)"
+        case Int(CPROCESS_STAGE_SETPGID): message = "setpgid: \(reason)"
+        default: message = reason
+        }
+        throw SpawnError(executable: executable, message: message)
     }
 
     deinit {
@@ -118,7 +172,7 @@ public final class ChildProcess: Sendable {
                 code: termSig == 0 ? (raw >> 8) & 0xFF : nil, signal: termSig == 0 ? nil : termSig,
                 maxResidentKiB: Int(usage.ru_maxrss))
             s = result
-            ChildRegistry.remove(pid)
+            table.remove(pid)
             return result
         }
     }
@@ -151,8 +205,10 @@ public final class ChildProcess: Sendable {
         return wait()!
     }
 
+    /// The path to exec: `name` itself when it holds a slash (execve reports what is wrong with
+    /// it), else the first executable `name` in PATH.
     static func resolve(_ name: String) -> String? {
-        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
+        if name.contains("/") { return name }
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in path.split(separator: ":") + ["/usr/sbin", "/usr/bin"] {
             let candidate = "\(dir)/\(name)"

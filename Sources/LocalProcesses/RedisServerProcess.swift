@@ -30,9 +30,11 @@ public final class RedisServerProcess: Sendable {
             args += extraArguments
             let process: ChildProcess
             do { process = try ChildProcess("redis-server", arguments: args, stdout: .discard) } catch {
-                throw RedisError(
-                    .connectionFailed, endpoint: "redis-server",
-                    "\(error) (install it with apt-get install redis-server, or run make test / make demo)")
+                // The hint only where it helps: not when the process is shutting down.
+                let hint =
+                    ChildProcess.resolve("redis-server") == nil
+                    ? " (install it with apt-get install redis-server, or run make test / make demo)" : ""
+                throw RedisError(.connectionFailed, endpoint: "redis-server", "\(error)\(hint)")
             }
             let endpoint = RedisEndpoint(host: "127.0.0.1", port: port)
             let deadline = ContinuousClock.now + .seconds(5)
