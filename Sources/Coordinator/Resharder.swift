@@ -232,7 +232,7 @@ public struct Resharder {
                 } catch { throw fail("reading \(key) on \(shard): \(error)") }
                 guard let dump else { continue }
                 do {
-                    try lanes.on(lane[owner]!) { c throws(RedisError) in
+                    _ = try lanes.on(lane[owner]!) { c throws(RedisError) in
                         try c.run(RedisCommand("RESTORE", key, "0").appending(bytes: dump).appending("REPLACE"))
                     }
                 } catch { throw fail("writing \(key) to \(owner): \(error)") }
