@@ -116,6 +116,7 @@ public final class Coordinator {
     /// The slowest shard, its version and since when it has been behind the others.
     private var lagging: (shard: Int, version: Int, since: ContinuousClock.Instant, reported: Bool)?
     private var lastLagCheck = ContinuousClock.now
+    private var lastControlCheck = ContinuousClock.now
     /// Where the current run of steps without a change began (for the mean step time).
     private var window: (at: ContinuousClock.Instant, version: Int)?
 
@@ -181,7 +182,7 @@ public final class Coordinator {
             // Look more often while a reconfiguration is pending or settling: its pause is
             // measured here.
             let reconfiguring = settling != nil || pending.first.map { seenVersion >= $0.step - 1 } == true
-            sleepFor(.milliseconds(reconfiguring ? 2 : 20))
+            sleepFor(.milliseconds(reconfiguring ? 2 : 50))
             // Progress from the workers' metrics stream.
             if let fresh = try? control.run(["XRANGE", manager.keys.metrics, "(\(lastMetric)", "+", "COUNT", "10000"])
                 .array, !fresh.isEmpty
@@ -427,6 +428,11 @@ public final class Coordinator {
     /// Applies the next change once every shard has reached its step, and follows a
     /// reconfiguration made by someone else (`smlt admin reshard`).
     private func followReconfiguration(version: Int) throws {
+        // Between reconfigurations, a look every 250 ms is enough to notice one made by someone
+        // else (`smlt admin reshard`).
+        let near = settling != nil || pending.first.map { version >= $0.step - 1 } == true
+        guard near || ContinuousClock.now - lastControlCheck >= .milliseconds(250) else { return }
+        lastControlCheck = ContinuousClock.now
         if let (i, held) = settling, version > records[i].step,
             try manager.publishedVersions().allSatisfy({ ($0 ?? 0) > records[i].step })
         {

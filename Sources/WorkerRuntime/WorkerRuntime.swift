@@ -196,10 +196,12 @@ public final class WorkerRuntime {
                 sleepBriefly()
                 continue
             }
+            // The control read used part of the wait: what is left of it bounds the pull.
+            guard let pullWait = budget() else { return try stopping(step) }
             let versions: (oldest: Int, newest: Int)
             do {
                 versions = try params.withUnsafeMutableBufferPointer { p in
-                    try client.pull(step: step, into: p, timeout: wait)
+                    try client.pull(step: step, into: p, timeout: pullWait)
                 }
             } catch let e as ShardError where deadline != nil && e.redisError?.code == .timedOut {
                 return try stopping(step)  // the other workers were too slow for this invocation

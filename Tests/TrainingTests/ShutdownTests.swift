@@ -71,83 +71,85 @@ struct ProcEntry: Hashable, CustomStringConvertible {
     var description: String { "\(pid) \(commandLine)" }
 }
 
-/// Nothing `smlt train` starts may outlive it: not after Ctrl-C or SIGTERM (its signal handler
-/// stops everything, and the supervisor must not restart a parameter server meanwhile), and not
-/// after SIGKILL (the children's parent-death signal ends them).
-@Suite(.serialized) struct ShutdownTests {
-    static let markerVariable = "SMLT_SHUTDOWN_TEST"
+extension EndToEnd {
+    /// Nothing `smlt train` starts may outlive it: not after Ctrl-C or SIGTERM (its signal handler
+    /// stops everything, and the supervisor must not restart a parameter server meanwhile), and not
+    /// after SIGKILL (the children's parent-death signal ends them).
+    @Suite(.serialized) struct ShutdownTests {
+        static let markerVariable = "SMLT_SHUTDOWN_TEST"
 
-    @Test(arguments: [SIGINT, SIGTERM, SIGKILL])
-    func trainLeavesNoProcessBehind(signal: Int32) throws {
-        let dir = NSTemporaryDirectory() + "smlt-shutdown-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        // Every descendant inherits the marker, so a server restarted during the shutdown (and
-        // re-parented to init) is found too. (redis-server overwrites its environment with its
-        // process title: those are found as descendants.)
-        let marker = UUID().uuidString
-        var env = ProcessInfo.processInfo.environment
-        env["SMLT_DATA_DIR"] = packageRoot() + "/data"
-        env[Self.markerVariable] = marker
-        let train = try ChildProcess(
-            smltBinary(),
-            arguments: [
-                "train", "--dataset", "digits", "--workers", "4", "--shards", "2", "--steps", "20000", "--json",
-            ],
-            environment: env, stdout: .discard, stderr: .file("\(dir)/err"))
-        var seen: Set<ProcEntry> = []
-        func survivors() -> [ProcEntry] {
-            seen.formUnion(ProcEntry.carrying(Self.markerVariable, marker))
-            return seen.filter(\.isAlive).sorted { $0.pid < $1.pid }
-        }
-        defer {
-            // Whatever this test started and left running is stopped, so that it does not load
-            // the rest of the run.
-            if train.isRunning { train.send(SIGKILL) }
-            _ = train.wait(timeout: .seconds(10))
-            for p in survivors() { kill(p.pid, SIGKILL) }
-        }
-        let errors = { (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? "" }
-
-        // Running: 2 redis-servers, 2 parameter servers and 4 workers (prlimit execs smlt worker).
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ProcEntry.descendants(of: train.pid).count < 8 {
-            guard train.isRunning, ContinuousClock.now < deadline else {
-                Issue.record(
-                    "smlt train did not start its 8 processes: \(train.poll().map { "\($0)" } ?? "running")\n\(errors())"
-                )
-                return
+        @Test(arguments: [SIGINT, SIGTERM, SIGKILL])
+        func trainLeavesNoProcessBehind(signal: Int32) throws {
+            let dir = NSTemporaryDirectory() + "smlt-shutdown-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            // Every descendant inherits the marker, so a server restarted during the shutdown (and
+            // re-parented to init) is found too. (redis-server overwrites its environment with its
+            // process title: those are found as descendants.)
+            let marker = UUID().uuidString
+            var env = ProcessInfo.processInfo.environment
+            env["SMLT_DATA_DIR"] = packageRoot() + "/data"
+            env[Self.markerVariable] = marker
+            let train = try ChildProcess(
+                smltBinary(),
+                arguments: [
+                    "train", "--dataset", "digits", "--workers", "4", "--shards", "2", "--steps", "20000", "--json",
+                ],
+                environment: env, stdout: .discard, stderr: .file("\(dir)/err"))
+            var seen: Set<ProcEntry> = []
+            func survivors() -> [ProcEntry] {
+                seen.formUnion(ProcEntry.carrying(Self.markerVariable, marker))
+                return seen.filter(\.isAlive).sorted { $0.pid < $1.pid }
             }
-            sleepFor(.milliseconds(50))
-        }
-        sleepFor(.seconds(2))
-        seen = ProcEntry.descendants(of: train.pid)
-        #expect(seen.count >= 8, "\(seen)")
+            defer {
+                // Whatever this test started and left running is stopped, so that it does not load
+                // the rest of the run.
+                if train.isRunning { train.send(SIGKILL) }
+                _ = train.wait(timeout: .seconds(10))
+                for p in survivors() { kill(p.pid, SIGKILL) }
+            }
+            let errors = { (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? "" }
 
-        kill(train.pid, signal)
-        // Children it starts while it shuts down are collected as well.
-        let exitDeadline = ContinuousClock.now + .seconds(30)
-        var status: LocalProcesses.ExitStatus?
-        while status == nil && ContinuousClock.now < exitDeadline {
-            seen.formUnion(ProcEntry.descendants(of: train.pid))
-            status = train.poll()
-            sleepFor(.milliseconds(20))
-        }
-        if signal == SIGKILL {
-            #expect(status?.signal == SIGKILL)
-        } else {
-            #expect(status?.code == 128 + signal, "\(errors())")
-            #expect(!errors().contains("restarted it"), "\(errors())")
-        }
+            // Running: 2 redis-servers, 2 parameter servers and 4 workers (prlimit execs smlt worker).
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ProcEntry.descendants(of: train.pid).count < 8 {
+                guard train.isRunning, ContinuousClock.now < deadline else {
+                    Issue.record(
+                        "smlt train did not start its 8 processes: \(train.poll().map { "\($0)" } ?? "running")\n\(errors())"
+                    )
+                    return
+                }
+                sleepFor(.milliseconds(50))
+            }
+            sleepFor(.seconds(2))
+            seen = ProcEntry.descendants(of: train.pid)
+            #expect(seen.count >= 8, "\(seen)")
 
-        var left = survivors()
-        let settle = ContinuousClock.now + .seconds(10)
-        while !left.isEmpty && ContinuousClock.now < settle {
-            sleepFor(.milliseconds(100))
-            left = survivors()
+            kill(train.pid, signal)
+            // Children it starts while it shuts down are collected as well.
+            let exitDeadline = ContinuousClock.now + .seconds(30)
+            var status: LocalProcesses.ExitStatus?
+            while status == nil && ContinuousClock.now < exitDeadline {
+                seen.formUnion(ProcEntry.descendants(of: train.pid))
+                status = train.poll()
+                sleepFor(.milliseconds(20))
+            }
+            if signal == SIGKILL {
+                #expect(status?.signal == SIGKILL)
+            } else {
+                #expect(status?.code == 128 + signal, "\(errors())")
+                #expect(!errors().contains("restarted it"), "\(errors())")
+            }
+
+            var left = survivors()
+            let settle = ContinuousClock.now + .seconds(10)
+            while !left.isEmpty && ContinuousClock.now < settle {
+                sleepFor(.milliseconds(100))
+                left = survivors()
+            }
+            let ended = status.map { "\($0)" } ?? "still running"
+            let list = left.map(\.description).joined(separator: "\n")
+            #expect(left.isEmpty, "running 10 s after smlt train ended (\(ended)):\n\(list)\n\(errors().suffix(600))")
         }
-        let ended = status.map { "\($0)" } ?? "still running"
-        let list = left.map(\.description).joined(separator: "\n")
-        #expect(left.isEmpty, "running 10 s after smlt train ended (\(ended)):\n\(list)\n\(errors().suffix(600))")
     }
 }
