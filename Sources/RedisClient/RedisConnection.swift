@@ -34,7 +34,7 @@ public final class RedisConnection {
 
     /// Connects and authenticates.
     public init(_ endpoint: RedisEndpoint, options: RedisOptions = RedisOptions()) throws(RedisError) {
-        _ = tuneMallocOnce
+        Self.tuneMalloc()
         self.endpoint = endpoint
         self.options = options
         try connect()
@@ -44,6 +44,13 @@ public final class RedisConnection {
         if let context { redisFree(context) }
         streamBuffer?.deallocate()
     }
+
+    /// Tunes glibc malloc for this process, once: megabyte values stay in the heap instead of
+    /// being mapped and unmapped on every command, and the number of malloc arenas is capped so
+    /// that threads do not reserve the address space of a memory-limited process (see the
+    /// CHiredis shim). The first connection does it; code that starts threads before it calls it
+    /// first.
+    public static func tuneMalloc() { _ = tuneMallocOnce }
 
     /// Whether the connection is currently up (it reconnects lazily when it is not).
     public var isConnected: Bool { context != nil }
