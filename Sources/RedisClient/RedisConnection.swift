@@ -83,6 +83,7 @@ public final class RedisConnection {
             }
             if case .error(let message) = reply {
                 disconnect()
+                if message.hasPrefix("NOPERM") { throw permissionError(message, command: "AUTH") }
                 throw RedisError(.authenticationFailed, endpoint: endpoint.description, message)
             }
         }
@@ -181,14 +182,24 @@ public final class RedisConnection {
         return results
     }
 
-    /// The typed error for a server error reply.
+    /// The typed error for a server error reply to `command`.
     public func serverError(_ message: String, command: String) -> RedisError {
-        if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") || message.hasPrefix("NOPERM") {
+        if message.hasPrefix("NOPERM") { return permissionError(message, command: command) }
+        if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") {
             return RedisError(
                 .authenticationFailed, endpoint: endpoint.description,
                 "\(message) (give the password with --password or SMLT_REDIS_PASSWORD)")
         }
         return RedisError(.serverError, endpoint: endpoint.description, "\(command): \(message)")
+    }
+
+    /// A NOPERM reply: the login worked, but the ACL user lacks a permission for `command`.
+    private func permissionError(_ message: String, command: String) -> RedisError {
+        let user = options.username ?? "default"
+        return RedisError(
+            .permissionDenied, endpoint: endpoint.description,
+            "the ACL user '\(user)' lacks a permission for \(command.uppercased()): \(message) (grant it with ACL SETUSER)"
+        )
     }
 }
 
