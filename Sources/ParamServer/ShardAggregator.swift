@@ -57,13 +57,17 @@ final class ShardAggregator {
 
     /// Reads the latest published version from the shard's version stream.
     func loadVersion(_ c: RedisConnection) throws(RedisError) {
-        guard let v = try training.latestVersion(shard: shard, on: c) else { return }
-        if v != version {
-            version = v
-            params.removeAll()
-            velocity.removeAll()
-            gathering = -1
-        }
+        adopt(latest: try training.latestVersion(shard: shard, on: c))
+    }
+
+    /// Takes `latest`, the newest version in the shard's stream (nil: none yet), as the current
+    /// version; a different one than cached drops the caches.
+    func adopt(latest v: Int?) {
+        guard let v, v != version else { return }
+        version = v
+        params.removeAll()
+        velocity.removeAll()
+        gathering = -1
     }
 
     /// Reads the gradients that have arrived and runs every step whose gradients are all in;

@@ -121,11 +121,16 @@ public final class ShardManager: Sendable {
         do { json = Array(try JSONEncoder().encode(map)) } catch { throw ShardError(.invalidSpec, "\(error)") }
         let job = map.job
         let mapKey = keys.map
+        let epochKey = keys.epoch
+        let epoch = "\(map.epoch)"
         _ = try onEachShard { _, c throws(RedisError) in
-            _ = try c.pipeline([RedisCommand("SET", mapKey).appending(bytes: json), ["SADD", JobKeys.jobs, job]])
-                .map { r throws(RedisError) in
-                    if case .error(let m) = r { throw c.serverError(m, command: "SET") }
-                }
+            _ = try c.pipeline([
+                RedisCommand("SET", mapKey).appending(bytes: json), ["SET", epochKey, epoch],
+                ["SADD", JobKeys.jobs, job],
+            ])
+            .map { r throws(RedisError) in
+                if case .error(let m) = r { throw c.serverError(m, command: "SET") }
+            }
         }
     }
 

@@ -61,6 +61,9 @@ public struct JobKeys: Sendable {
     public static let jobs = "smlt:jobs"
 
     public var map: String { "smlt:{\(job)}:map" }
+    /// The map's epoch as a decimal string, on every shard: servers re-read a job's map and
+    /// config when it changes.
+    public var epoch: String { "smlt:{\(job)}:epoch" }
     public func params(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:params" }
     public func optimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:opt" }
     public func checkpointParams(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:params" }
