@@ -36,6 +36,8 @@ final class ShardAggregator {
     private var folded = 0
     private var waiting: [Int: [Int: UnsafeMutableBufferPointer<Float>]] = [:]
     private var sums: [Int: UnsafeMutableBufferPointer<Float>] = [:]
+    /// A worker whose waiting gradient `fold` found non-finite, with why (by chunk index).
+    private var spoiled: (worker: Int, failures: [Int: String])?
     /// Released gradient buffers by element count, to avoid fresh pages every step.
     private let pool = FloatBufferPool()
     private let scratch = DecodeScratch()
@@ -82,6 +84,12 @@ final class ShardAggregator {
             for w in try arrived(c, step: v).subtracting(consumed).sorted() {
                 try consume(c, worker: w, step: v)
                 fold()
+                // A waiting gradient that turned out non-finite while it was added: the sums
+                // started over in `fold`, and its worker is rejected.
+                if let (bad, failures) = spoiled {
+                    spoiled = nil
+                    try reject(c, worker: bad, step: v, failures)
+                }
             }
             guard folded == config.workers, try commit(c, step: v) else { break }
             done += 1
@@ -118,9 +126,10 @@ final class ShardAggregator {
     private func release(_ b: UnsafeMutableBufferPointer<Float>) { pool.give(b) }
 
     /// Reads all of worker `w`'s gradient chunks for `step`, streaming each blob from the socket
-    /// into a buffer, and checks that every value is finite while the chunk is in cache. A
-    /// missing or invalid blob, or a NaN or infinity, rejects the push: the worker is taken out
-    /// of the step's pushed set (it may push again) and the reason is logged and recorded.
+    /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
+    /// step's pushed set (it may push again) and the reason is logged and recorded. So does a
+    /// NaN or an infinity: worker 0's gradient (which becomes the sum as it is) is checked right
+    /// after decoding, while in cache; the others' when `fold` adds them.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
         let buffers = counts.map { buffer($0) }
@@ -130,7 +139,7 @@ final class ShardAggregator {
                 c, worker: w, step: v, into: { buffers[$0] },
                 decoded: { i in
                     let b = buffers[i]
-                    if b.count > 0 && ctk_all_finite_f32(b.baseAddress!, b.count) == 0 {
+                    if w == 0 && b.count > 0 && ctk_all_finite_f32(b.baseAddress!, b.count) == 0 {
                         failures[i] = nonFinite(UnsafeBufferPointer(b))
                     }
                 }
@@ -212,16 +221,26 @@ final class ShardAggregator {
         for r in replies { if case .error(let m) = r { throw c.serverError(m, command: "SREM/RPUSH/LTRIM") } }
     }
 
-    /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.
+    /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous,
+    /// checking in the same pass that their values are finite. A gradient that is not spoils the
+    /// sums: the step's gathering starts over and the worker is left in `spoiled` to be rejected.
     func fold() {
         while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
+            var failures: [Int: String] = [:]
             for (chunk, g) in buffers {
                 if folded == 0 {
-                    sums[chunk] = g
+                    sums[chunk] = g  // checked when it was decoded
                 } else {
-                    GradientSum.add(UnsafeBufferPointer(g), into: sums[chunk]!)
+                    if !GradientSum.addCheckingFinite(UnsafeBufferPointer(g), into: sums[chunk]!) {
+                        failures[chunks.firstIndex(of: chunk)!] = nonFinite(UnsafeBufferPointer(g))
+                    }
                     release(g)
                 }
+            }
+            if !failures.isEmpty {
+                spoiled = (folded, failures)
+                startGathering(gathering)
+                return
             }
             folded += 1
         }

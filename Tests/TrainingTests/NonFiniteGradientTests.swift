@@ -26,8 +26,11 @@ import TrainingProtocol
         }
     }
 
-    @Test(arguments: [(Float.nan, 0), (Float.infinity, 1), (-Float.infinity, 2)])
-    func nonFiniteGradientIsRejectedAndTheWorkerCanPushAgain(bad: Float, badWorker: Int) throws {
+    /// Each way a gradient reaches the sum: worker 0's (checked when decoded), the next worker in
+    /// id order (checked while added as it arrives) and one that waits for a lower id (checked
+    /// while added later).
+    @Test(arguments: [(Float.nan, 0, [0, 1, 2]), (Float.infinity, 1, [0, 1, 2]), (-Float.infinity, 2, [0, 2, 1])])
+    func nonFiniteGradientIsRejectedAndTheWorkerCanPushAgain(bad: Float, badWorker: Int, order: [Int]) throws {
         try withRedisServers(1) { servers in
             let job = "nonfinite-\(badWorker)"
             let m = try makeJob(job, servers, workers: 3)
@@ -40,7 +43,10 @@ import TrainingProtocol
             // One value in chunk 2 (elements 32..<48) is not finite; the blob's checksum is valid.
             var poisoned = good[badWorker]
             poisoned[37] = bad
-            for w in 0..<3 { try clients[w].push(gradient: w == badWorker ? poisoned : good[w], step: 0) }
+            for w in order {
+                try clients[w].push(gradient: w == badWorker ? poisoned : good[w], step: 0)
+                usleep(200_000)  // lets the server take each push on its own (not required for the result)
+            }
 
             let c = try RedisConnection(servers[0].endpoint)
             let keys = TrainingKeys(job: job)
@@ -78,7 +84,9 @@ import TrainingProtocol
             for _ in 0..<120 { try c.run(RedisCommand("RPUSH", keys.rejected).appending(bytes: filler.json)) }
             var g = gradient(5, m.layout.totalElements)
             g[0] = .nan
-            try FunctionClient(job: job, worker: 1, endpoints: servers.map(\.endpoint)).push(gradient: g, step: 0)
+            let eps = servers.map(\.endpoint)
+            try FunctionClient(job: job, worker: 0, endpoints: eps).push(gradient: gradient(6, g.count), step: 0)
+            try FunctionClient(job: job, worker: 1, endpoints: eps).push(gradient: g, step: 0)
             #expect(try eventually { try rejections(c, job).last?.worker == 1 })
             #expect(try c.run(["LLEN", keys.rejected]) == .integer(100))
         }
