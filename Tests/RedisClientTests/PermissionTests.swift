@@ -32,14 +32,4 @@ import Testing
             #expect(try c.run(["GET", "smlt:x"]).text == "1")
         }
     }
-
-    @Test func wrongPasswordIsStillAnAuthenticationError() throws {
-        try withRedisServers(1) { servers in
-            let admin = try RedisConnection(servers[0].endpoint)
-            try admin.run(["ACL", "SETUSER", "server", "on", ">pw", "~*", "+@all"])
-            #expect {
-                try RedisConnection(servers[0].endpoint, options: RedisOptions(password: "nope", username: "server"))
-            } throws: { ($0 as? RedisError)?.code == .authenticationFailed }
-        }
-    }
 }
