@@ -1,5 +1,6 @@
 import Foundation
 import LocalProcesses
+import TestSupport
 import Testing
 
 /// Training over many shards, each function under the default 1 GiB address-space limit. It used
@@ -8,18 +9,30 @@ import Testing
 /// left its caller waiting forever.
 @Suite(.serialized) struct ManyShardsTests {
     @Test func trainingOverSixtyFourShardsCompletesAndMatchesTheReference() throws {
-        let job = "shards64-\(UUID().uuidString.prefix(8))"
-        let args = ["train", "--shards", "64", "--steps", "10", "--workers", "2", "--json"]
-        let run = try smlt(args + ["--job", job], timeout: .seconds(180))
-        #expect(run.status.succeeded, "\(run.status): \(run.stderr.suffix(2000))")
-        let out = json(run.stdout)
-        #expect(out["shards"] as? Int == 64)
-        #expect(out["steps"] as? Int == 10)
-        #expect(out["restarts"] as? Int == 0)
-        let reference = json(try smlt(args + ["--reference"], timeout: .seconds(180)).stdout)
-        #expect(out["param_digest"] as? String != nil)
-        #expect(out["param_digest"] as? String == reference["param_digest"] as? String)
-        #expect(processes(containing: job).isEmpty)
+        // 64 shards and one `smlt serve` for all of them (a thread each): lighter on the machine
+        // than `smlt train` starting a server process per shard, while other tests run.
+        try withRedisServers(64) { servers in
+            let shards = servers.map(\.endpoint.description).joined(separator: ",")
+            let job = "shards64-\(UUID().uuidString.prefix(8))"
+            let log = NSTemporaryDirectory() + "smlt-test-serve-\(job).log"
+            defer { try? FileManager.default.removeItem(atPath: log) }
+            let serve = try ChildProcess(
+                smltBinary(), arguments: ["serve", "--redis", shards], stdout: .discard, stderr: .file(log))
+            defer { _ = serve.terminate() }
+
+            let args = ["train", "--steps", "10", "--workers", "2", "--json"]
+            let run = try smlt(args + ["--redis", shards, "--job", job], timeout: .seconds(180))
+            #expect(run.status.succeeded, "\(run.status): \(run.stderr.suffix(2000))")
+            let out = json(run.stdout)
+            #expect(out["shards"] as? Int == 64)
+            #expect(out["steps"] as? Int == 10)
+            #expect(out["restarts"] as? Int == 0)
+            let reference = json(try smlt(args + ["--reference"], timeout: .seconds(180)).stdout)
+            #expect(out["param_digest"] as? String != nil)
+            #expect(out["param_digest"] as? String == reference["param_digest"] as? String)
+            #expect(processes(containing: job).isEmpty)
+            #expect(serve.isRunning, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
     }
 }
 
@@ -33,7 +46,7 @@ private func smlt(_ args: [String], timeout: Duration) throws -> RunResult {
     env["SMLT_REDIS_PASSWORD"] = nil
     let p = try ChildProcess(
         smltBinary(), arguments: args, environment: env, stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
-    // SIGTERM first: smlt stops its workers, servers and shards before it exits.
+    // SIGTERM first: smlt stops its workers (and servers and shards, if it started them).
     let status = p.wait(timeout: timeout) ?? p.terminate()
     return RunResult(
         status: status, stdout: (try? String(contentsOfFile: "\(dir)/out", encoding: .utf8)) ?? "",
