@@ -43,6 +43,8 @@ public struct JobKeys: Sendable, Equatable {
     public func inbox(shard: Int) -> String { "smlt:{\(job)}:inbox:\(shard)" }
     /// Stream of published parameter versions of shard `shard`; entry id `VERSION-1`.
     public func versions(shard: Int) -> String { "smlt:{\(job)}:versions:\(shard)" }
+    /// The newest pushes a server refused (JSON), on each shard that refused them.
+    public var rejected: String { "smlt:{\(job)}:rejected" }
 
     // MARK: Control, on the home shard
 

@@ -15,6 +15,16 @@ public enum GradientSum {
         add(gradient, into: sum, count: sum.count)
     }
 
+    /// `sum[i] += gradient[i]` (the same sums as `add`), checking in the same pass that every
+    /// gradient value is finite; false when one is NaN or infinite (`sum` is changed anyway).
+    public static func addCheckingFinite(
+        _ gradient: UnsafeBufferPointer<Float>, into sum: UnsafeMutableBufferPointer<Float>
+    ) -> Bool {
+        precondition(gradient.count == sum.count)
+        guard sum.count > 0 else { return true }
+        return ctk_add_f32_finite(sum.baseAddress!, gradient.baseAddress!, sum.count) != 0
+    }
+
     static func add(_ g: UnsafeBufferPointer<Float>, into s: UnsafeMutableBufferPointer<Float>, count: Int) {
         guard count > 0 else { return }
         ctk_add_f32(s.baseAddress!, g.baseAddress!, count)

@@ -9,12 +9,23 @@ import TrainingProtocol
 /// TrainingConfig, it runs BSP steps as the workers' gradients arrive.
 ///
 /// One thread per owned shard. Waiting is event-driven: the thread blocks in BLPOP on the
-/// inboxes workers append to after pushing, with a one-second timeout to notice new jobs.
+/// inboxes of the jobs still training (workers append to them after pushing) and on the wake-up
+/// list drivers push to, with a one-second timeout to notice new jobs. Jobs are refreshed
+/// cheaply (`ShardJobs`); finished jobs cost nothing between refreshes.
+///
+/// When Redis fails (unreachable, a permission the ACL user lacks), the thread retries with an
+/// exponential backoff capped at `maxBackoff`, and logs each distinct error once and the
+/// recovery once.
 public final class ParamServer: Sendable {
     public let endpoints: [RedisEndpoint]
     public let options: RedisOptions
     private let stopping = Atomic<Bool>(false)
     private let log: @Sendable (String) -> Void
+
+    /// The first pause after an error; it doubles after each further failure.
+    static let firstBackoff: Duration = .milliseconds(200)
+    /// The longest pause between two attempts.
+    static let maxBackoff: Duration = .seconds(5)
 
     public init(
         endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(),
@@ -28,84 +39,88 @@ public final class ParamServer: Sendable {
     /// Asks every shard loop to return after its current wait.
     public func stop() { stopping.store(true, ordering: .relaxed) }
 
-    /// Serves until `stop()`; returns when every shard loop has ended.
+    /// Serves until `stop()`; returns when every shard loop has ended. If a shard's thread cannot
+    /// be started, logs why, stops the other loops and returns.
     public func run() {
         let group = DispatchGroup()
         for endpoint in endpoints {
             group.enter()
-            Thread {
-                self.serve(endpoint)
+            do throws(ThreadStartError) {
+                try DedicatedThread.start(name: "smlt-serve") {
+                    self.serve(endpoint)
+                    group.leave()
+                }
+            } catch {
                 group.leave()
-            }.start()
+                log("\(endpoint): \(error); stopping the server")
+                stop()
+                break
+            }
         }
         group.wait()
     }
 
     private func serve(_ endpoint: RedisEndpoint) {
         let name = endpoint.description
-        var aggregators: [String: ShardAggregator] = [:]
+        let jobs = ShardJobs(endpoint: name, log: log)
         var connection: RedisConnection?
         var lastRefresh = ContinuousClock.now - .seconds(10)
-        var reportedDown = false
+        /// The error last logged, while failing; nil while working.
+        var failing: String?
+        var backoff = Self.firstBackoff
         while !stopping.load(ordering: .relaxed) {
-            do {
+            do throws(RedisError) {
                 if connection == nil { connection = try RedisConnection(endpoint, options: options) }
                 let c = connection!
-                if reportedDown {
-                    log("\(name): reachable again")
-                    reportedDown = false
-                }
                 if ContinuousClock.now - lastRefresh > .seconds(1) {
-                    aggregators = try refresh(c, endpoint: name, current: aggregators)
+                    try jobs.refresh(c)
                     lastRefresh = ContinuousClock.now
                 }
-                for a in aggregators.values where !a.finished {
+                for a in jobs.active {
                     let n = try a.advance(c)
                     if n > 0 && a.finished { log("\(name): job \(a.job) finished at version \(a.version ?? 0)") }
                     // A reconfigured job is reloaded at once (its pushes follow the new map).
                     if a.stale { lastRefresh = ContinuousClock.now - .seconds(10) }
                 }
+                // Finished jobs are not waited on: their workers have nothing left to push.
                 var wait = RedisCommand("BLPOP", JobKeys.wakeup)
-                for a in aggregators.values.sorted(by: { $0.job < $1.job }) {
-                    wait.append(a.training.inbox(shard: a.shard))
-                }
+                for a in jobs.active { wait.append(a.training.inbox(shard: a.shard)) }
                 wait.append("1")
                 let woke = try c.run(wait, blockingFor: .seconds(1))
-                if woke.array?.first?.text == JobKeys.wakeup { lastRefresh = ContinuousClock.now - .seconds(10) }
+                if let parts = woke.array, parts.first?.text == JobKeys.wakeup {
+                    if let job = parts.dropFirst().first?.text { jobs.wake(job) }
+                    lastRefresh = ContinuousClock.now - .seconds(10)
+                }
+                // A whole round worked: only now is the shard usable again.
+                if failing != nil {
+                    log("\(name): reachable again; serving \(jobs.servedCount) jobs")
+                    failing = nil
+                }
+                backoff = Self.firstBackoff
             } catch {
-                if !reportedDown { log("\(name): \(error); retrying") }
-                reportedDown = true
+                let message = "\(error)"
+                if message != failing {
+                    let hint = error.code == .permissionDenied ? " (an operator must change the ACL)" : ""
+                    log("\(name): \(message)\(hint); retrying, at most every \(Self.maxBackoff)")
+                    failing = message
+                }
                 connection = nil
-                aggregators = [:]
-                sleepFor(.milliseconds(200))
+                // Caches may be stale (a half-read step): the next round reads everything again.
+                jobs.reset()
+                pause(backoff)
+                backoff = min(backoff * 2, Self.maxBackoff)
             }
         }
     }
 
-    /// Finds the jobs with chunks on this shard; keeps existing aggregators (and their caches).
-    private func refresh(
-        _ c: RedisConnection, endpoint: String, current: [String: ShardAggregator]
-    ) throws(RedisError) -> [String: ShardAggregator] {
-        var next: [String: ShardAggregator] = [:]
-        for job in (try c.run(["SMEMBERS", JobKeys.jobs]).array ?? []).compactMap(\.text) {
-            guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes,
-                let map = try? JSONDecoder().decode(ShardMap.self, from: Data(json)),
-                (try? map.validate()) != nil,
-                let shard = map.shards.firstIndex(of: endpoint),
-                let config = try? TrainingConfig.load(job: job, from: c),
-                (try? config.validate()) != nil
-            else { continue }
-            if let a = current[job], !a.stale, a.map == map, a.config == config {
-                next[job] = a
-            } else {
-                if current[job] == nil {
-                    log("\(endpoint): serving job \(job) (\(map.chunks(onShard: shard).count) chunks)")
-                }
-                next[job] = ShardAggregator(
-                    map: map, config: config, shard: shard, log: { [log] in log("\(endpoint): \($0)") })
-            }
+    /// Sleeps for `d`, waking early when the server stops.
+    private func pause(_ d: Duration) {
+        let end = ContinuousClock.now + d
+        while !stopping.load(ordering: .relaxed) {
+            let left = end - ContinuousClock.now
+            if left <= .zero { return }
+            sleepFor(min(left, .milliseconds(100)))
         }
-        return next
     }
 }
 

@@ -1,3 +1,4 @@
+import CTensorKernels
 import Foundation
 import KeySchema
 import RedisClient
@@ -36,6 +37,8 @@ final class ShardAggregator {
     private var folded = 0
     private var waiting: [Int: [Int: UnsafeMutableBufferPointer<Float>]] = [:]
     private var sums: [Int: UnsafeMutableBufferPointer<Float>] = [:]
+    /// A worker whose waiting gradient `fold` found non-finite, with why (by chunk index).
+    private var spoiled: (worker: Int, failures: [Int: String])?
     /// Released gradient buffers by element count, to avoid fresh pages every step.
     private let pool = FloatBufferPool()
     private let scratch = DecodeScratch()
@@ -60,13 +63,17 @@ final class ShardAggregator {
 
     /// Reads the latest published version from the shard's version stream.
     func loadVersion(_ c: RedisConnection) throws(RedisError) {
-        guard let v = try training.latestVersion(shard: shard, on: c) else { return }
-        if v != version {
-            version = v
-            params.removeAll()
-            velocity.removeAll()
-            gathering = -1
-        }
+        adopt(latest: try training.latestVersion(shard: shard, on: c))
+    }
+
+    /// Takes `latest`, the newest version in the shard's stream (nil: none yet), as the current
+    /// version; a different one than cached drops the caches.
+    func adopt(latest v: Int?) {
+        guard let v, v != version else { return }
+        version = v
+        params.removeAll()
+        velocity.removeAll()
+        gathering = -1
     }
 
     /// Reads the gradients that have arrived and runs every step whose gradients are all in;
@@ -82,6 +89,12 @@ final class ShardAggregator {
             for w in try arrived(c, step: v).subtracting(consumed).sorted() {
                 try consume(c, worker: w, step: v)
                 fold()
+                // A waiting gradient that turned out non-finite while it was added: the sums
+                // started over in `fold`, and its worker is rejected.
+                if let (bad, failures) = spoiled {
+                    spoiled = nil
+                    try reject(c, worker: bad, step: v, failures)
+                }
             }
             guard folded == config.workers, try commit(c, step: v) else { break }
             done += 1
@@ -123,12 +136,24 @@ final class ShardAggregator {
 
     /// Reads all of worker `w`'s gradient chunks for `step`, streaming each blob from the socket
     /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
-    /// step's pushed set (it may push again) and the reason is logged.
+    /// step's pushed set (it may push again) and the reason is logged and recorded. So does a
+    /// NaN or an infinity: worker 0's gradient (which becomes the sum as it is) is checked right
+    /// after decoding, while in cache; the others' when `fold` adds them.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
         let buffers = counts.map { buffer($0) }
-        let failures: [Int: BlobReadFailure]
-        do { failures = try read(c, worker: w, step: v, into: { buffers[$0] }) } catch {
+        var failures: [Int: String] = [:]
+        do {
+            failures = try read(
+                c, worker: w, step: v, into: { buffers[$0] },
+                decoded: { i in
+                    let b = buffers[i]
+                    if w == 0 && b.count > 0 && ctk_all_finite_f32(b.baseAddress!, b.count) == 0 {
+                        failures[i] = nonFinite(UnsafeBufferPointer(b))
+                    }
+                }
+            ).mapValues(\.description).merging(failures) { read, _ in read }
+        } catch {
             for b in buffers { release(b) }
             throw error
         }
@@ -141,27 +166,36 @@ final class ShardAggregator {
     }
 
     /// Reads the gradient of the next worker in id order straight into one chunk-sized buffer
-    /// and adds each chunk to the sum while it is still in cache. If the push turns out bad
-    /// halfway, the sums already changed: the step's gathering starts over (everything is
-    /// still in Redis) and the worker is rejected.
+    /// and adds each chunk to the sum while it is still in cache, checking in the same pass that
+    /// its values are finite. If the push turns out bad halfway, the sums already changed: the
+    /// step's gathering starts over (everything is still in Redis) and the worker is rejected.
     private func consumeInOrder(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         let whole = buffer(counts.max() ?? 0)
         defer { release(whole) }
         let counts = self.counts
         let chunks = self.chunks
         var added = false
-        let failures = try read(
+        var failures: [Int: String] = [:]
+        failures = try read(
             c, worker: w, step: v, into: { UnsafeMutableBufferPointer(rebasing: whole[0..<counts[$0]]) },
             decoded: { i in
-                GradientSum.add(UnsafeBufferPointer(rebasing: whole[0..<counts[i]]), into: sums[chunks[i]]!)
+                let g = UnsafeBufferPointer(rebasing: whole[0..<counts[i]])
                 added = true
-            })
+                if !GradientSum.addCheckingFinite(g, into: sums[chunks[i]]!) { failures[i] = nonFinite(g) }
+            }
+        ).mapValues(\.description).merging(failures) { read, _ in read }
         if !failures.isEmpty {
             if added { startGathering(v) }
             return try reject(c, worker: w, step: v, failures)
         }
         consumed.insert(w)
         folded += 1
+    }
+
+    /// Why a gradient chunk holding a NaN or an infinity is refused (found again only then).
+    private func nonFinite(_ g: UnsafeBufferPointer<Float>) -> String {
+        let i = ctk_first_nonfinite_f32(g.baseAddress!, g.count)
+        return "element \(i) is \(i < g.count ? "\(g[i])" : "not finite"); gradients must be finite"
     }
 
     /// GETs worker `w`'s gradient chunks of step `v`, refusing blobs whose header names another
@@ -180,25 +214,42 @@ final class ShardAggregator {
             decoded: { i, _ in decoded(i) })
     }
 
-    /// Takes worker `w` out of step `v`'s pushed set (it may push again) and logs why.
+    /// Takes worker `w` out of step `v`'s pushed set (it may push again), logs why (naming the
+    /// first bad chunk) and appends the rejection to the job's capped `rejected` list.
     private func reject(
-        _ c: RedisConnection, worker w: Int, step v: Int, _ failures: [Int: BlobReadFailure]
+        _ c: RedisConnection, worker w: Int, step v: Int, _ failures: [Int: String]
     ) throws(RedisError) {
         let (i, failure) = failures.min { $0.key < $1.key }!
         log("job \(job): step \(v): rejected worker \(w)'s push: chunk \(chunks[i]): \(failure)")
-        try c.run(["SREM", training.pushed(shard: shard, step: v), "\(w)"])
+        let record = Rejection(step: v, worker: w, chunk: chunks[i], reason: failure)
+        let replies = try c.pipeline([
+            ["SREM", training.pushed(shard: shard, step: v), "\(w)"],
+            RedisCommand("RPUSH", training.rejected).appending(bytes: record.json),
+            ["LTRIM", training.rejected, "\(-Rejection.kept)", "-1"],
+        ])
+        for r in replies { if case .error(let m) = r { throw c.serverError(m, command: "SREM/RPUSH/LTRIM") } }
     }
 
-    /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous.
+    /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous,
+    /// checking in the same pass that their values are finite. A gradient that is not spoils the
+    /// sums: the step's gathering starts over and the worker is left in `spoiled` to be rejected.
     func fold() {
         while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
+            var failures: [Int: String] = [:]
             for (chunk, g) in buffers {
                 if folded == 0 {
-                    sums[chunk] = g
+                    sums[chunk] = g  // checked when it was decoded
                 } else {
-                    GradientSum.add(UnsafeBufferPointer(g), into: sums[chunk]!)
+                    if !GradientSum.addCheckingFinite(UnsafeBufferPointer(g), into: sums[chunk]!) {
+                        failures[chunks.firstIndex(of: chunk)!] = nonFinite(UnsafeBufferPointer(g))
+                    }
                     release(g)
                 }
+            }
+            if !failures.isEmpty {
+                spoiled = (folded, failures)
+                startGathering(gathering)
+                return
             }
             folded += 1
         }

@@ -34,7 +34,7 @@ public final class RedisConnection {
 
     /// Connects and authenticates.
     public init(_ endpoint: RedisEndpoint, options: RedisOptions = RedisOptions()) throws(RedisError) {
-        _ = tuneMallocOnce
+        Self.tuneMalloc()
         self.endpoint = endpoint
         self.options = options
         try connect()
@@ -44,6 +44,13 @@ public final class RedisConnection {
         if let context { redisFree(context) }
         streamBuffer?.deallocate()
     }
+
+    /// Tunes glibc malloc for this process, once: megabyte values stay in the heap instead of
+    /// being mapped and unmapped on every command, and the number of malloc arenas is capped so
+    /// that threads do not reserve the address space of a memory-limited process (see the
+    /// CHiredis shim). The first connection does it; code that starts threads before it calls it
+    /// first.
+    public static func tuneMalloc() { _ = tuneMallocOnce }
 
     /// Whether the connection is currently up (it reconnects lazily when it is not).
     public var isConnected: Bool { context != nil }
@@ -76,6 +83,7 @@ public final class RedisConnection {
             }
             if case .error(let message) = reply {
                 disconnect()
+                if message.hasPrefix("NOPERM") { throw permissionError(message, command: "AUTH") }
                 throw RedisError(.authenticationFailed, endpoint: endpoint.description, message)
             }
         }
@@ -174,14 +182,24 @@ public final class RedisConnection {
         return results
     }
 
-    /// The typed error for a server error reply.
+    /// The typed error for a server error reply to `command`.
     public func serverError(_ message: String, command: String) -> RedisError {
-        if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") || message.hasPrefix("NOPERM") {
+        if message.hasPrefix("NOPERM") { return permissionError(message, command: command) }
+        if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") {
             return RedisError(
                 .authenticationFailed, endpoint: endpoint.description,
                 "\(message) (give the password with --password or SMLT_REDIS_PASSWORD)")
         }
         return RedisError(.serverError, endpoint: endpoint.description, "\(command): \(message)")
+    }
+
+    /// A NOPERM reply: the login worked, but the ACL user lacks a permission for `command`.
+    private func permissionError(_ message: String, command: String) -> RedisError {
+        let user = options.username ?? "default"
+        return RedisError(
+            .permissionDenied, endpoint: endpoint.description,
+            "the ACL user '\(user)' lacks a permission for \(command.uppercased()): \(message) (grant it with ACL SETUSER)"
+        )
     }
 }
 

@@ -9,6 +9,9 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case connectionLost
         /// The server refused the credentials, or wants credentials that were not given.
         case authenticationFailed
+        /// The credentials were accepted, but the ACL user may not run a command or touch a key
+        /// (a `NOPERM` reply). Retrying does not help until an operator changes the ACL.
+        case permissionDenied
         /// The server answered a command with an error reply.
         case serverError
         /// The reply had a type the caller did not expect.
@@ -35,6 +38,7 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .connectionFailed: "cannot connect to \(endpoint): \(message)"
         case .connectionLost: "connection to \(endpoint) lost: \(message)"
         case .authenticationFailed: "authentication to \(endpoint) failed: \(message)"
+        case .permissionDenied: "permission denied on \(endpoint): \(message)"
         case .serverError: "\(endpoint) replied with an error: \(message)"
         case .unexpectedReply: "unexpected reply from \(endpoint): \(message)"
         case .timedOut: "waited too long on \(endpoint): \(message)"

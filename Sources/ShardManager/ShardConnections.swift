@@ -2,9 +2,9 @@ import RedisClient
 import Synchronization
 
 /// One connection per shard, each used by one thread at a time and opened on first use; work
-/// over all shards runs on one thread per shard (see `Parallel`). The ShardManager routes through
-/// it, and tools that talk to the same servers without a job's map (the benchmark's baselines)
-/// use it directly.
+/// over all shards runs at once on the process's bounded pool of threads (see `Parallel`). The
+/// ShardManager routes through it, and tools that talk to the same servers without a job's map
+/// (the benchmark's baselines) use it directly.
 public final class ShardConnections: Sendable {
     public let endpoints: [RedisEndpoint]
     public let options: RedisOptions
@@ -31,7 +31,8 @@ public final class ShardConnections: Sendable {
         }
     }
 
-    /// Runs `body` on every shard at once, one thread per shard, and returns each outcome.
+    /// Runs `body` on every shard at once (up to the pool's size; beyond it, in rounds) and
+    /// returns each outcome.
     public func eachResult<R: Sendable>(
         _ body: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> R
     ) -> [Result<R, RedisError>] {

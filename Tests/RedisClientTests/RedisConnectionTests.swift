@@ -50,7 +50,7 @@ import Testing
                 servers[0].endpoint, options: RedisOptions(password: "pw1", username: "trainer"))
             try c.run(["SET", "smlt:x", "1"])
             // The ACL limits the user to smlt:* keys.
-            #expect { try c.run(["SET", "other", "1"]) } throws: { ($0 as? RedisError)?.code == .authenticationFailed }
+            #expect { try c.run(["SET", "other", "1"]) } throws: { ($0 as? RedisError)?.code == .permissionDenied }
             #expect {
                 try RedisConnection(servers[0].endpoint, options: RedisOptions(password: "nope", username: "trainer"))
             } throws: { ($0 as? RedisError)?.code == .authenticationFailed }
