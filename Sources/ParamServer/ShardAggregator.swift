@@ -56,6 +56,22 @@ final class ShardAggregator {
     }
 
     var job: String { map.job }
+
+    /// Takes over `old`'s cached parameters and optimizer state for the chunks both own, when
+    /// both describe the same tensors and chunking (a reconfiguration of the same job). The
+    /// version stream stays the judge: `loadVersion` drops the cache if it says otherwise.
+    func inherit(from old: ShardAggregator) {
+        guard let v = old.version, old.map.tensors == map.tensors, old.map.chunkElements == map.chunkElements,
+            old.config.momentum == config.momentum
+        else { return }
+        version = v
+        for chunk in chunks {
+            if let p = old.params[chunk], let vel = old.velocity[chunk] {
+                params[chunk] = p
+                velocity[chunk] = vel
+            }
+        }
+    }
     /// The shard's map epoch differs from this aggregator's: the job was reconfigured, and the
     /// server must reload it before reading any push (they follow the new map).
     private(set) var stale = false

@@ -1,6 +1,6 @@
-import KeySchema
 import CTensorKernels
 import Foundation
+import KeySchema
 import RedisClient
 import ShardManager
 import TrainingProtocol
@@ -246,8 +246,12 @@ final class ShardJobs {
                 a.adopt(latest: f.latest)
                 return
             }
-            entry.aggregator = ShardAggregator(
+            let next = ShardAggregator(
                 map: map, config: config, shard: shard, log: { [log, endpoint] in log("\(endpoint): \($0)") })
+            // A reconfigured job keeps the parameters this server already holds for the chunks
+            // it still owns, so the step after a re-shard does not read them from Redis again.
+            if let old = entry.aggregator { next.inherit(from: old) }
+            entry.aggregator = next
             note(job, "serving job \(job) (\(map.chunks(onShard: shard).count) chunks)", prefix: false)
         }
     }

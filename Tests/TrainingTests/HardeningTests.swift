@@ -171,6 +171,36 @@ extension EndToEnd {
             #expect(json(r.stdout)["param_digest"] != nil)
         }
 
+        /// A shard whose server never advances (here: none runs for it) is named by the driver
+        /// instead of the run freezing in silence.
+        @Test func theDriverNamesAShardThatStopsAdvancing() throws {
+            try withRedisServers(2) { servers in
+                let serve = try ChildProcess(
+                    smltBinary(), arguments: ["serve", "--redis", servers[0].endpoint.description], stdout: .discard,
+                    stderr: .discard)
+                defer { serve.terminate() }
+                let dir = NSTemporaryDirectory() + "smlt-test-\(UUID().uuidString)"
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(atPath: dir) }
+                var env = ProcessInfo.processInfo.environment
+                env["SMLT_DATA_DIR"] = packageRoot() + "/data"
+                let train = try ChildProcess(
+                    smltBinary(),
+                    arguments: [
+                        "train", "--redis", servers.map(\.endpoint.description).joined(separator: ","), "--steps",
+                        "50", "--chunk-elements", "64",
+                    ], environment: env, stdout: .discard, stderr: .file(dir + "/err"))
+                defer { train.terminate() }
+                let deadline = ContinuousClock.now + .seconds(40)
+                var log = ""
+                while ContinuousClock.now < deadline && !log.contains("has been stuck at version") {
+                    sleepFor(.milliseconds(200))
+                    log = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+                }
+                #expect(log.contains("shard 1 (\(servers[1].endpoint)) has been stuck at version 0"), "\(log)")
+            }
+        }
+
         @Test func theRunDirectoryIsPrivate() throws {
             let dir = try RunDirectory()
             defer { dir.remove() }
