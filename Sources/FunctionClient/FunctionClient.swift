@@ -73,8 +73,10 @@ public final class FunctionClient: Sendable {
         let activity = self.activity
         // Entry ids are VERSION-1, so "after STEP-0" means version STEP or later. Each shard's
         // chunks are read as soon as that shard has published.
+        // One deadline for all shards: with more shards than fan-out threads, a shard whose wait
+        // starts late must not get the whole timeout again.
+        let deadline = ContinuousClock.now + timeout
         let headers = try shards.read(.params, into: flat) { shard, c throws(RedisError) in
-            let deadline = ContinuousClock.now + timeout
             while true {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else {

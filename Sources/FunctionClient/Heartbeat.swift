@@ -25,19 +25,26 @@ public final class Heartbeat: Sendable {
             try connection.run(command)
         } catch { throw ShardError(error) }
         let box = ConnectionBox(connection)
-        let thread = Thread { [state] in
-            while !state.stopping.load(ordering: .relaxed) {
-                // Sleeps a third of the TTL, or until stop() wakes it.
-                if state.wake.wait(timeout: .now() + .milliseconds(ms / 3)) == .success { break }
-                guard alive() else { continue }
-                // A failed renewal is retried on the next beat; the connection reconnects itself.
-                _ = try? box.connection.withLock { try $0.run(command) }
+        let state = self.state
+        // A thread that cannot start is an error here, not a lease that silently never renews
+        // (and a `stop()` that would wait for it forever).
+        do {
+            try DedicatedThread.start(name: "heartbeat of \(key)") {
+                while !state.stopping.load(ordering: .relaxed) {
+                    // Sleeps a third of the TTL, or until stop() wakes it.
+                    if state.wake.wait(timeout: .now() + .milliseconds(ms / 3)) == .success { break }
+                    guard alive() else { continue }
+                    // A failed renewal is retried on the next beat; the connection reconnects itself.
+                    _ = try? box.connection.withLock { try $0.run(command) }
+                }
+                // The lease is left to expire rather than deleted: a missing lease then always means
+                // a worker that stopped renewing, never one that is merely exiting.
+                state.done.signal()
             }
-            // The lease is left to expire rather than deleted: a missing lease then always means
-            // a worker that stopped renewing, never one that is merely exiting.
-            state.done.signal()
+        } catch {
+            state.stopping.store(true, ordering: .relaxed)
+            throw ShardError(.redis, "cannot start the lease heartbeat: \(error)")
         }
-        thread.start()
     }
 
     /// Stops renewing; the lease expires on its own.
