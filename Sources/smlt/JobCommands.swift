@@ -24,7 +24,6 @@ extension AdminCommand {
         @Flag(help: "Print JSON instead of a line.") var json = false
 
         func run() throws {
-            redis.warnAboutPasswordFlag()
             do {
                 let targets = try RedisEndpoint.list(parsing: to)
                 let wait = try TrainingRequest.milliseconds(timeout, flag: "--timeout", limit: 86_400_000)
@@ -61,7 +60,6 @@ extension AdminCommand {
         @Option(help: "The job id.") var job: String
 
         func run() throws {
-            redis.warnAboutPasswordFlag()
             do {
                 let m = try ShardManager.open(
                     job: job, endpoints: try redis.endpoints(), options: redis.options, allowed: redis.allowedEndpoints)

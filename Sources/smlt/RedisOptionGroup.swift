@@ -41,6 +41,9 @@ struct RedisOptionGroup: ParsableArguments {
         }.filter { !$0.isEmpty }
     }
 
+    /// Runs when any command parses these options.
+    func validate() throws { warnAboutPasswordFlag() }
+
     /// A password on the command line shows in `ps` to every local user: say so.
     func warnAboutPasswordFlag() {
         if password != nil {

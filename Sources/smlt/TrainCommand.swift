@@ -124,7 +124,6 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--resume needs --redis: shards smlt train started itself end with it")
         }
         if let job { try JobSpec.validateJobName(job) }
-        redis.warnAboutPasswordFlag()
     }
 
     func run() throws {
