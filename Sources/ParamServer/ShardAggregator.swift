@@ -75,6 +75,8 @@ final class ShardAggregator {
     /// The shard's map epoch differs from this aggregator's: the job was reconfigured, and the
     /// server must reload it before reading any push (they follow the new map).
     private(set) var stale = false
+    /// The version whose missing chunks `prefetch` has read.
+    private var prefetched = -1
     var finished: Bool { (version ?? -1) >= config.steps }
 
     /// Reads the latest published version from the shard's version stream.
@@ -112,10 +114,30 @@ final class ShardAggregator {
                     try reject(c, worker: bad, step: v, failures)
                 }
             }
-            guard folded == config.workers, try commit(c, step: v) else { break }
+            if folded < config.workers {
+                // While the pushes come in, read the chunks this server does not hold yet (after
+                // a start, a reload or a re-shard), so the commit does not wait for them.
+                if stale { break }
+                try prefetch(c, step: v)
+                break
+            }
+            guard try commit(c, step: v) else { break }
             done += 1
         }
         return done
+    }
+
+    /// Reads into the cache the parameters and optimizer state of every owned chunk that is not
+    /// cached yet, at version `step`; once per version.
+    private func prefetch(_ c: RedisConnection, step: Int) throws(RedisError) {
+        guard prefetched != step else { return }
+        prefetched = step
+        for chunk in chunks where params[chunk] == nil {
+            if let (p, vel) = try state(c, chunk: chunk, step: step) {
+                params[chunk] = p
+                velocity[chunk] = vel
+            }
+        }
     }
 
     private func arrived(_ c: RedisConnection, step: Int) throws(RedisError) -> Set<Int> {
