@@ -14,7 +14,8 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a model with N stateless function workers and sharded parameter servers (BSP).",
         discussion: """
             Without --redis it starts its own redis-server shards (with a random password) and one parameter \
-            server per shard on free loopback ports, and stops them at the end, on error and on Ctrl-C. With \
+            server per shard on free loopback ports, and stops them at the end, on error and on Ctrl-C (they die with it \
+            if it is killed). With \
             --redis it uses those shards and expects `smlt serve` to run for them; such a job's state stays in \
             Redis, so `--resume --job J` continues it if this driver dies.
             Datasets: digits (bundled), synthetic, libsvm:PATH, csv:PATH (label first).
