@@ -341,7 +341,7 @@ public final class Coordinator {
         model = plan.settings.makeModel()
         checkpoints = saved.checkpointDirectory ?? runDirectory.path + "/checkpoints"
         let version = try manager.publishedVersions().compactMap { $0 }.min() ?? 0
-        workers = try loadConfig().workers
+        workers = try TrainingConfig.load(from: manager).workers
         let applied = Set(records.map(\.step))
         pending = plan.schedule.changes.filter {
             $0.step > version || ($0.step == version && !applied.contains(version))
@@ -363,18 +363,6 @@ public final class Coordinator {
             sleepFor(.milliseconds(100))
         }
         events.note("resuming job \(job) at version \(version) with \(workers) workers")
-    }
-
-    private func loadConfig() throws -> TrainingConfig {
-        let job = self.job
-        guard
-            let config = try manager.onShard(
-                0,
-                { c throws(RedisError) in Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
-                }
-            ).get()
-        else { throw CoordinatorError("job '\(job)' has no training config") }
-        return config
     }
 
     /// Starts the workers of the job's current membership.

@@ -393,11 +393,7 @@ extension Resharder {
         let config: TrainingConfig
         do {
             manager = try ShardManager.open(job: job, endpoints: endpoints, options: options, allowed: allowed)
-            let loaded = try manager.onShard(0) { c throws(RedisError) in
-                Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
-            }.get()
-            guard let loaded else { throw ShardError(.jobNotFound, "job '\(job)' has no training config") }
-            config = loaded
+            config = try TrainingConfig.load(from: manager)
         } catch { throw ReshardError("cannot open job '\(job)': \(error)") }
         // Refused before anything is held or moved.
         let added = targets.filter { !manager.map.shards.contains($0.description) }

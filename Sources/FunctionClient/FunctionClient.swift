@@ -40,13 +40,7 @@ public final class FunctionClient: Sendable {
         self.options = options
         self.activity = activity
         training = JobKeys(job: job)
-        let key = training.config
-        let loaded = try shards.onShard(0) { c throws(RedisError) in
-            Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
-        }.get()
-        guard let config = loaded else {
-            throw ShardError(.jobNotFound, "job '\(job)' has no training config (\(key))")
-        }
+        let config = try TrainingConfig.load(from: shards)
         try config.validate()
         guard worker >= 0 && worker < TrainingConfig.maxWorkers else {
             throw ShardError(.invalidSpec, "worker id \(worker) is outside 0..<\(TrainingConfig.maxWorkers)")

@@ -60,6 +60,18 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Loads the config of `shards`' job from its home shard; a job without one is `jobNotFound`.
+    public static func load(from shards: ShardManager) throws(ShardError) -> TrainingConfig {
+        let job = shards.map.job
+        let loaded = try shards.onShard(0) { c throws(RedisError) in
+            Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
+        }.get()
+        guard let loaded else {
+            throw ShardError(.jobNotFound, "job '\(job)' has no training config (\(JobKeys(job: job).config))")
+        }
+        return loaded
+    }
+
     /// Loads a job's config from one shard connection; nil when the job has none.
     public static func load(job: String, from c: RedisConnection) throws(ShardError) -> TrainingConfig? {
         let reply: RedisReply

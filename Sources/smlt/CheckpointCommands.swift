@@ -26,7 +26,7 @@ extension AdminCommand {
             do {
                 let endpoints = try redis.endpoints()
                 let m = try ShardManager.open(job: job, endpoints: endpoints, options: redis.options)
-                let config = try loadConfig(m)
+                let config = try TrainingConfig.load(from: m)
                 let deadline =
                     ContinuousClock.now
                     + .milliseconds(try TrainingRequest.milliseconds(timeout, flag: "--timeout", limit: 86_400_000))
@@ -83,18 +83,4 @@ extension AdminCommand {
             }
         }
     }
-}
-
-/// A job's training config, from its first reachable shard.
-func loadConfig(_ m: ShardManager) throws -> TrainingConfig {
-    let job = m.map.job
-    guard
-        let config = try m.onShard(
-            0,
-            { c throws(RedisError) in
-                Result { () throws(ShardError) in try TrainingConfig.load(job: job, from: c) }
-            }
-        ).get()
-    else { throw ShardError(.jobNotFound, "job '\(job)' has no training config") }
-    return config
 }
