@@ -283,10 +283,7 @@ public struct Resharder {
                 }
             }
             for shard in added {
-                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
-                    for pattern in keys.patterns { try c.deleteKeys(matching: pattern) }
-                    try c.run(["SREM", JobKeys.jobs, old.job])
-                }
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in try ShardManager.forget(keys, on: c) }
             }
             throw fail(
                 "switching to the new map: \(error)\(restored ? "" : " (and the old map could not be written back)")")
@@ -308,10 +305,7 @@ public struct Resharder {
         }
         for (i, shard) in old.shards.enumerated() {
             if removed.contains(shard) {
-                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
-                    for pattern in keys.patterns { try c.deleteKeys(matching: pattern) }
-                    try c.run(["SREM", JobKeys.jobs, old.job])
-                }
+                _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in try ShardManager.forget(keys, on: c) }
             } else if names.firstIndex(of: shard) != i {
                 _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in
                     try c.run(["DEL", keys.versions(shard: i), keys.inbox(shard: i)])

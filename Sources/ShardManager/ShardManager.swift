@@ -171,12 +171,15 @@ public final class ShardManager: Sendable {
 
     /// Deletes every key of the job on every shard and removes it from the job set.
     public func deleteJob() throws(ShardError) {
-        let patterns = keys.patterns
-        let job = map.job
-        _ = try onEachShard { _, c throws(RedisError) in
-            for pattern in patterns { try c.deleteKeys(matching: pattern) }
-            try c.run(["SREM", JobKeys.jobs, job])
-        }
+        let keys = self.keys
+        _ = try onEachShard { _, c throws(RedisError) in try Self.forget(keys, on: c) }
+    }
+
+    /// Deletes every key of the job of `keys` on the shard of `c` and its entry in the job set
+    /// (one shard of `deleteJob`; a re-shard uses it on the shards a job leaves).
+    public static func forget(_ keys: JobKeys, on c: RedisConnection) throws(RedisError) {
+        for pattern in keys.patterns { try c.deleteKeys(matching: pattern) }
+        try c.run(["SREM", JobKeys.jobs, keys.job])
     }
 
     /// Gives every key of the job on every shard a time to live of `seconds`, after which Redis
