@@ -600,11 +600,10 @@ public final class Coordinator {
 
     // MARK: Data
 
-    /// Writes the config and the data partitions for `workers` workers.
+    /// Writes the data partitions for `workers` workers. The config that names that many workers
+    /// is stored by whoever switches the job to them: `TrainingConfig.start`, a checkpoint's
+    /// `restore`, or a reconfiguration (after its data is staged).
     private func stageData(workers n: Int) throws {
-        let config = plan.config(workers: n)
-        try config.validate()
-        try config.store(on: manager)
         let objects = JobObjects(manager)
         for w in 0..<n {
             let part = plan.partition(w, of: n)

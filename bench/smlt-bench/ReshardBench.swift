@@ -2,13 +2,15 @@ import ArgumentParser
 import Foundation
 import LocalProcesses
 import RedisClient
+import Scheduler
 
 /// The pause a live re-shard causes, against model size, next to the time plain SET/GET would
 /// take to move the same bytes between the same kind of servers (the redis limit) plus a step.
 struct ReshardBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reshard",
-        abstract: "Pause of a live re-shard (2 -> 3 shards) against model size, versus moving its bytes with plain SET/GET.")
+        abstract:
+            "Pause of a live re-shard (2 -> 3 shards) against model size, versus moving its bytes with plain SET/GET.")
 
     @Option(help: "Model sizes in parameters (an MLP with 1000 inputs, sized by its hidden layer).")
     var params = "1000000,4000000,16000000"
@@ -41,7 +43,8 @@ struct ReshardBench: ParsableCommand {
 
     func run() throws {
         ChildRegistry.installSignalHandlers()
-        let smlt = URL(fileURLWithPath: currentBenchExecutable()).deletingLastPathComponent().appendingPathComponent("smlt").path
+        let smlt = URL(fileURLWithPath: currentExecutable()).deletingLastPathComponent().appendingPathComponent("smlt")
+            .path
         var rows: [Row] = []
         for p in params.split(separator: ",").compactMap({ Int($0) }) {
             let hidden = max(1, p / 1010)
@@ -123,8 +126,4 @@ struct ReshardBench: ParsableCommand {
         }
         return (ContinuousClock.now - start).seconds * Double(bytes) / Double(n * size)
     }
-}
-
-func currentBenchExecutable() -> String {
-    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
