@@ -78,11 +78,8 @@ public final class FunctionClient: Sendable {
                         .timedOut, endpoint: c.endpoint.description, "version \(step) not published in time")
                 }
                 let wait = min(left, .seconds(5))
-                let ms = max(
-                    1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
                 let reply = try c.run(
-                    ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", training.versions(shard: shard), "\(step)-0"],
-                    blockingFor: wait)
+                    training.waitForVersionCommand(shard: shard, step: step, wait: wait), blockingFor: wait)
                 activity.touch()
                 if reply != .null { return }
             }
@@ -231,12 +228,9 @@ extension FunctionClient {
     /// "Reconfiguration").
     public func control(step: Int, wait: Duration) throws(ShardError) -> JobControl? {
         let training = self.training
-        let ms = max(1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
         let activity = self.activity
         return try shards.onShard(0) { c throws(RedisError) -> JobControl? in
-            let reply = try c.run(
-                ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", training.versions(shard: 0), "\(step)-0"],
-                blockingFor: wait)
+            let reply = try c.run(training.waitForVersionCommand(shard: 0, step: step, wait: wait), blockingFor: wait)
             activity.touch()
             guard reply != .null else { return nil }
             return JobControl(try c.run(training.readControlCommand))

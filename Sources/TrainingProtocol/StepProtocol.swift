@@ -21,6 +21,13 @@ extension JobKeys {
         Self.version(inLatest: try c.run(latestVersionCommand(shard: shard)))
     }
 
+    /// Waits on shard `shard` until it has published version `step` or later (entry ids are
+    /// `VERSION-1`, so "after `STEP-0`"), at most `wait`: the reply is null when it ran out.
+    public func waitForVersionCommand(shard: Int, step: Int, wait: Duration) -> RedisCommand {
+        let ms = max(1, Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+        return ["XREAD", "COUNT", "1", "BLOCK", "\(ms)", "STREAMS", versions(shard: shard), "\(step)-0"]
+    }
+
     /// Publishes parameter version `version` on shard `shard`: the stream entry `VERSION-1`.
     /// Servers send it inside their commit transaction; the driver sends it for version 0 and
     /// after a restore.
