@@ -43,6 +43,8 @@ let package = Package(
         .target(
             name: "ParamServer", dependencies: ["KeySchema", "TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
         .target(name: "Workloads", swiftSettings: strict),
+        // Chooses workers × shards × memory for a deadline or a budget; pure, no I/O.
+        .target(name: "Planner", swiftSettings: strict),
         .target(
             name: "WorkerRuntime", dependencies: ["FunctionClient", "TrainingProtocol", "Workloads"],
             swiftSettings: strict),

@@ -1,0 +1,287 @@
+import Foundation
+
+/// Plans a job and re-plans it while it runs: it starts from a plan made with prior constants,
+/// profiles the first steps, fits the step-time model (and, for a target loss, the convergence
+/// model) to what the job reports, and every few steps, or as soon as its predictions drift,
+/// chooses again for the rest of the job. It switches only when the new choice meets a goal the
+/// current one would miss, or beats it by more than the switch costs.
+///
+/// It is driven from outside and never reads a clock: the Coordinator feeds it a real run's
+/// reports, the simulator of `smlt-bench schedule` a simulated one's.
+public struct AdaptiveController: Sendable {
+    /// A configuration to run the rest of the job with.
+    public struct Decision: Sendable, Codable, Equatable {
+        public var configuration: Configuration
+        /// The job's total number of steps under this decision (changes with the workers under
+        /// `--epochs`, and ends a `--target-loss` run once the loss is reached).
+        public var totalSteps: Int
+        /// The rest of the run, as predicted when deciding.
+        public var prediction: Prediction
+        /// Why: `initial`, `goal at risk`, `cheaper`, `faster`, `target loss reached`, …
+        public var reason: String
+
+        enum CodingKeys: String, CodingKey {
+            case configuration, prediction, reason
+            case totalSteps = "total_steps"
+        }
+    }
+
+    /// Where the run is when the controller is asked.
+    public struct Progress: Sendable {
+        /// Steps completed (the next step's index).
+        public var step: Int
+        /// Examples trained on so far.
+        public var examples: Double
+        public var elapsedSeconds: Double
+        public var spentUSD: Double
+
+        public init(step: Int, examples: Double, elapsedSeconds: Double, spentUSD: Double) {
+            self.step = step
+            self.examples = examples
+            self.elapsedSeconds = elapsedSeconds
+            self.spentUSD = spentUSD
+        }
+    }
+
+    /// A re-plan that changed the configuration: when, to what, and its prediction for the whole
+    /// run (elapsed + predicted rest) to set against what happened.
+    public struct Replan: Sendable, Codable, Equatable {
+        public var step: Int
+        public var decision: Decision
+        public var predictedTotalSeconds: Double
+        public var predictedTotalCostUSD: Double
+
+        enum CodingKeys: String, CodingKey {
+            case step, decision
+            case predictedTotalSeconds = "predicted_total_seconds"
+            case predictedTotalCostUSD = "predicted_total_cost_usd"
+        }
+    }
+
+    public var planner: Planner
+    public private(set) var model: StepTimeModel
+    public private(set) var convergence: ConvergenceModel?
+    public private(set) var current: Configuration?
+    public private(set) var totalSteps = 0
+    public private(set) var replans: [Replan] = []
+    public private(set) var initial: Decision?
+    /// Steps the first configuration runs before the first re-plan.
+    public var profileSteps = 5
+    /// Re-plans at most this often in steps (after the profile); set by `start` from the plan.
+    public var interval = 10
+    /// A re-plan happens at once when observed step times drift this far from the model's.
+    public var drift = 0.2
+    /// A switch must beat staying by this share of the objective.
+    public var hysteresis = 0.05
+    /// Before any loss is measured, a target loss is assumed to need this many epochs.
+    public var priorEpochs = 2.0
+
+    let prior: StepTimeModel
+    private var samples: [StepSample] = []
+    private var losses: [(examples: Double, loss: Double)] = []
+    private var lastDecisionStep = 0
+    private var sinceFit = 0
+    private var ratio = 1.0
+
+    public init(planner: Planner, prior: StepTimeModel) {
+        self.planner = planner
+        self.model = prior
+        self.prior = prior
+    }
+
+    /// The work left after `progress` (nil once a target loss is reached).
+    func work(after progress: Progress) -> Planner.Work? {
+        switch planner.goal.amount {
+        case .steps(let n): return .steps(n - progress.step)
+        case .epochs(let e): return .examples(max(0, e * Double(planner.job.trainingExamples) - progress.examples))
+        case .targetLoss(let target):
+            if let last = losses.last, last.loss <= target { return nil }
+            let needed =
+                convergence.flatMap { $0.examples(toReach: target) }
+                ?? priorEpochs * Double(planner.job.trainingExamples)
+            return .examples(max(Double(planner.job.batchPerWorker), needed - progress.examples))
+        }
+    }
+
+    /// The first plan, before anything runs; throws when no configuration can meet the goal,
+    /// with the numbers of the closest plan.
+    public mutating func start() throws(PlanError) -> Decision {
+        let progress = Progress(step: 0, examples: 0, elapsedSeconds: 0, spentUSD: 0)
+        let work = work(after: progress) ?? .steps(0)
+        guard let choice = planner.choose(work: work, elapsed: 0, spent: 0, current: nil, model: model) else {
+            throw PlanError(
+                "no function memory holds a worker: it needs about \(planner.job.minimumMemoryMiB) MB, the platform offers at most \(planner.offer.memoryMiB.upperBound) MB"
+            )
+        }
+        if !choice.meetsGoal, case .targetLoss = planner.goal.amount {
+            // The amount is a guess until the loss is measured: start with the best guess.
+        } else if !choice.meetsGoal {
+            throw refusal(choice, work: work)
+        }
+        let decision = Decision(
+            configuration: choice.best.configuration, totalSteps: totalSteps(choice.best, progress: progress),
+            prediction: choice.best, reason: "initial")
+        current = decision.configuration
+        totalSteps = decision.totalSteps
+        initial = decision
+        let planned = max(1, choice.best.steps)
+        profileSteps = min(max(3, planned / 20), 20)
+        interval = min(max(3, planned / 15), 100)
+        return decision
+    }
+
+    private func totalSteps(_ p: Prediction, progress: Progress) -> Int {
+        switch planner.goal.amount {
+        case .steps(let n): return n
+        case .epochs: return progress.step + p.steps
+        case .targetLoss: return progress.step + max(1, p.steps) * 3 // a cap; the run ends when the loss is reached
+        }
+    }
+
+    func refusal(_ c: Planner.Choice, work: Planner.Work) -> PlanError {
+        let amount: String
+        switch work {
+        case .steps(let n): amount = "\(n) steps"
+        case .examples(let e):
+            let epochs = e / Double(planner.job.trainingExamples)
+            amount = String(format: "%.3g epochs", epochs) + " (\(c.fastest.steps) steps at \(c.fastest.configuration.workers) workers)"
+        }
+        let goal = planner.goal
+        if let d = goal.deadlineSeconds, c.fastest.seconds > d {
+            return PlanError(
+                "--deadline: \(amount) need at least \(String(format: "%.1f", c.fastest.seconds)) s with the fastest plan (\(c.fastest.configuration)); the deadline is \(String(format: "%.1f", d)) s"
+            )
+        }
+        if let b = goal.budgetUSD, c.cheapest.costUSD > b {
+            return PlanError(
+                "--budget: \(amount) cost at least $\(String(format: "%.6f", c.cheapest.costUSD)) with the cheapest plan (\(c.cheapest.configuration)); the budget is $\(String(format: "%.6f", b))"
+            )
+        }
+        return PlanError(
+            "--deadline and --budget: no plan meets both; the fastest takes \(String(format: "%.1f", c.fastest.seconds)) s for $\(String(format: "%.6f", c.fastest.costUSD)) and the cheapest \(String(format: "%.1f", c.cheapest.seconds)) s for $\(String(format: "%.6f", c.cheapest.costUSD))"
+        )
+    }
+
+    /// One measured step.
+    public mutating func observe(_ sample: StepSample) {
+        if let c = current, sample.configuration == c {
+            let predicted = model.step(c, job: planner.job, offer: planner.offer)
+            if predicted > 0 { ratio = 0.8 * ratio + 0.2 * (sample.stepSeconds / predicted) }
+        }
+        samples.append(sample)
+        // Keep the last 40 samples of each configuration: enough to average the noise, bounded.
+        if samples.count > 400 {
+            var kept: [StepSample] = []
+            var seen: [Configuration: Int] = [:]
+            for s in samples.reversed() where seen[s.configuration, default: 0] < 40 {
+                seen[s.configuration, default: 0] += 1
+                kept.append(s)
+            }
+            samples = kept.reversed()
+        }
+        sinceFit += 1
+    }
+
+    /// One held-out evaluation.
+    public mutating func observe(loss: Double, afterExamples examples: Double) {
+        guard loss.isFinite else { return }
+        losses.append((examples, loss))
+        if losses.count > 200 { losses.removeFirst(losses.count - 200) }
+        convergence = ConvergenceModel.fit(losses)
+    }
+
+    /// A reconfiguration's measured pause, to price the next ones.
+    public mutating func observe(pauseSeconds: Double, bytesMoved: Double) {
+        guard pauseSeconds.isFinite, pauseSeconds >= 0 else { return }
+        let fixed = max(0.01, pauseSeconds - bytesMoved * planner.moveSecondsPerByte)
+        planner.reconfigurationSeconds = 0.5 * planner.reconfigurationSeconds + 0.5 * fixed
+    }
+
+    /// A measured start of a function (seconds from invocation to its first step).
+    public mutating func observe(startSeconds: Double, cold: Bool) {
+        guard startSeconds.isFinite, startSeconds >= 0 else { return }
+        if cold {
+            planner.offer.coldStartSeconds = 0.7 * planner.offer.coldStartSeconds + 0.3 * startSeconds
+        } else {
+            planner.offer.warmStartSeconds = 0.7 * planner.offer.warmStartSeconds + 0.3 * startSeconds
+        }
+    }
+
+    /// Whether a target loss is out of reach by the fitted curve (with at least 8 evaluations):
+    /// the error names the flag and the level the curve flattens at.
+    public func unreachableTarget() -> PlanError? {
+        guard case .targetLoss(let target) = planner.goal.amount, let c = convergence, c.points >= 8,
+            c.examples(toReach: target) == nil || c.examples(toReach: target)! > 1e3 * Double(planner.job.trainingExamples)
+        else { return nil }
+        return PlanError(
+            "--target-loss \(target) is out of reach: the held-out loss levels off at \(String(format: "%.4f", c.floor)) (fitted from \(c.points) evaluations)"
+        )
+    }
+
+    /// A new decision when it is time to re-plan and a switch pays, or nil to keep going.
+    public mutating func decide(_ progress: Progress) -> Decision? {
+        guard let current else { return nil }
+        guard let work = work(after: progress) else {
+            // The target loss is reached: end the job at this step.
+            guard totalSteps != progress.step else { return nil }
+            totalSteps = progress.step
+            let d = Decision(
+                configuration: current, totalSteps: progress.step,
+                prediction: Prediction(configuration: current, steps: 0, seconds: 0, costUSD: 0),
+                reason: "target loss reached")
+            record(d, progress)
+            return d
+        }
+        guard progress.step >= profileSteps else { return nil }
+        let drifted = abs(ratio - 1) > drift && sinceFit >= 3
+        guard progress.step - lastDecisionStep >= interval || drifted else { return nil }
+        lastDecisionStep = progress.step
+        model = StepTimeModel.fit(samples, prior: prior, job: planner.job, offer: planner.offer)
+        sinceFit = 0
+        ratio = 1
+        guard
+            let choice = planner.choose(
+                work: work, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, current: current, model: model)
+        else { return nil }
+        let stay = planner.predict(current, work: work, from: current, model: model)
+        let stayMeets = planner.meets(stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+        var reason: String?
+        if choice.best.configuration != current {
+            let newMeets = planner.meets(choice.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: 0)
+            if !stayMeets && (newMeets || betterForGoal(choice.best, stay)) {
+                reason = "goal at risk"
+            } else if stayMeets && choice.meetsGoal {
+                let byTime = planner.goal.deadlineSeconds == nil
+                if byTime, choice.best.seconds < stay.seconds * (1 - hysteresis) { reason = "faster" }
+                if !byTime, choice.best.costUSD < stay.costUSD * (1 - hysteresis) { reason = "cheaper" }
+            }
+        }
+        let steps = totalSteps(reason != nil ? choice.best : stay, progress: progress)
+        guard let reason else {
+            // Same configuration; the total may still move (a re-fitted loss curve).
+            if case .targetLoss = planner.goal.amount, steps > totalSteps {
+                totalSteps = steps
+                let d = Decision(configuration: current, totalSteps: steps, prediction: stay, reason: "more steps")
+                record(d, progress)
+                return d
+            }
+            return nil
+        }
+        let d = Decision(configuration: choice.best.configuration, totalSteps: steps, prediction: choice.best, reason: reason)
+        self.current = d.configuration
+        totalSteps = steps
+        record(d, progress)
+        return d
+    }
+
+    private func betterForGoal(_ a: Prediction, _ b: Prediction) -> Bool {
+        planner.goal.deadlineSeconds != nil ? a.seconds < b.seconds : a.costUSD < b.costUSD
+    }
+
+    private mutating func record(_ d: Decision, _ p: Progress) {
+        replans.append(
+            Replan(
+                step: p.step, decision: d, predictedTotalSeconds: p.elapsedSeconds + d.prediction.seconds,
+                predictedTotalCostUSD: p.spentUSD + d.prediction.costUSD))
+    }
+}
