@@ -10,11 +10,19 @@ public struct Schedule: Sendable, Equatable, Codable {
         public var step: Int
         public var workers: Int?
         public var shards: Int?
+        /// Function memory from this step on (the workers are relaunched with it); only the
+        /// planner changes it.
+        public var memoryMiB: Int?
+        /// The job's new total number of steps (the planner's, under `--epochs` or
+        /// `--target-loss`); not in the `--schedule` syntax.
+        public var steps: Int?
 
-        public init(step: Int, workers: Int? = nil, shards: Int? = nil) {
+        public init(step: Int, workers: Int? = nil, shards: Int? = nil, memoryMiB: Int? = nil, steps: Int? = nil) {
             self.step = step
             self.workers = workers
             self.shards = shards
+            self.memoryMiB = memoryMiB
+            self.steps = steps
         }
     }
 

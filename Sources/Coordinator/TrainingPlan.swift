@@ -12,14 +12,16 @@ public struct TrainingPlan: Sendable {
     public let workers: Int
     /// Shards of step 0 when the driver starts its own.
     public let shards: Int
-    public let steps: Int
+    /// The job's total steps (a planner may change it while the job runs).
+    public internal(set) var steps: Int
     public let learningRate: Float
     public let momentum: Float
     public let weightDecay: Float
     public let train: Dataset
     public let test: Dataset
     public let checkpointEvery: Int
-    public let schedule: Schedule
+    /// The reconfigurations: the request's, plus those a planner made while the job runs.
+    public internal(set) var schedule: Schedule
 
     /// Resolves `request` against its loaded data; checks what only the data can tell (enough
     /// examples for every worker, a schedule inside the run).
@@ -55,12 +57,7 @@ public struct TrainingPlan: Sendable {
         guard parameters <= 1 << 28 else {
             throw RequestError("the \(request.model) model would have \(parameters) parameters, more than \(1 << 28)")
         }
-        // A worker holds its partition, the model three times (parameters, gradient, pull
-        // buffer) and a batch's activations; the runtime itself needs the minimum memory.
-        let partitionBytes = Double(perWorker) * Double(train.dimension + 1) * 4
-        let batchBytes = Double(request.batchSize) * Double(train.dimension + request.hidden + train.classes) * 4 * 3
-        let need =
-            Double(TrainingRequest.minMemoryMiB) + (partitionBytes + Double(parameters) * 16 + batchBytes) / 1_048_576
+        let need = Self.memoryNeeded(request, train: train, parameters: parameters, workers: request.workers)
         guard need <= Double(request.memoryMiB) else {
             throw RequestError(
                 "a worker would need about \(Int(need)) MiB (model, data partition and batch), more than --memory \(request.memoryMiB)"
@@ -77,6 +74,18 @@ public struct TrainingPlan: Sendable {
         self.test = test
         self.checkpointEvery = request.checkpointEvery
         self.schedule = schedule
+    }
+
+    /// MiB a worker needs among `workers`: its partition, the model three times (parameters,
+    /// gradient, pull buffer) and a batch's activations, above what the runtime itself needs.
+    public static func memoryNeeded(_ request: TrainingRequest, train: Dataset, parameters: Int, workers: Int)
+        -> Double
+    {
+        let perWorker = (train.count + workers - 1) / workers
+        let partitionBytes = Double(perWorker) * Double(train.dimension + 1) * 4
+        let batchBytes = Double(request.batchSize) * Double(train.dimension + request.hidden + train.classes) * 4 * 3
+        return Double(TrainingRequest.minMemoryMiB) + (partitionBytes + Double(parameters) * 16 + batchBytes)
+            / 1_048_576
     }
 
     /// The number of workers that run `step`.

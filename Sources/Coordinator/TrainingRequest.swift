@@ -49,6 +49,25 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     /// How long a finished job's keys stay in Redis (seconds; 0 deletes them at the end).
     public var retainSeconds = 86_400
 
+    // MARK: Goals (the planner chooses workers, shards and memory when one is given)
+
+    /// Finish within this many seconds of the start, at the least cost.
+    public var deadlineSeconds: Double?
+    /// Spend at most this many USD, finishing as fast as possible (or as cheaply as possible
+    /// when a deadline is given too).
+    public var budgetUSD: Double?
+    /// Train until the held-out loss reaches this value (instead of `steps` or `epochs`).
+    public var targetLoss: Double?
+    /// USD per hour of one shard (a Redis server with its parameter server); nil for
+    /// `defaultPriceShardHour` (optional so run states stored before it existed still load).
+    public var priceShardHour: Double?
+    /// About what a small managed Redis node costs per hour on demand.
+    public static let defaultPriceShardHour = 0.03
+    public var shardHourPrice: Double { priceShardHour ?? Self.defaultPriceShardHour }
+
+    /// Whether the planner chooses the configuration.
+    public var isPlanned: Bool { deadlineSeconds != nil || budgetUSD != nil }
+
     public init() {}
 
     // MARK: Limits
@@ -124,9 +143,34 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
         try check(
             (100...3_600_000).contains(leaseTimeoutMilliseconds), "--lease-timeout must be from 100 ms to 1 hour")
         try check(
-            priceGBSecond.isFinite && priceGBSecond >= 0 && priceRequest.isFinite && priceRequest >= 0,
-            "prices must be non-negative numbers")
+            priceGBSecond.isFinite && priceGBSecond >= 0,
+            "--price-gb-second must be a non-negative number of USD, got \(priceGBSecond)")
+        try check(
+            priceRequest.isFinite && priceRequest >= 0,
+            "--price-request must be a non-negative number of USD, got \(priceRequest)")
         try check(retainSeconds >= 0, "--retain must not be negative")
+        try check(
+            shardHourPrice.isFinite && shardHourPrice >= 0,
+            "--price-shard-hour must be a non-negative number of USD, got \(shardHourPrice)")
+        if let d = deadlineSeconds {
+            try check(d.isFinite && d > 0, "--deadline must be a positive duration, got \(d) s")
+        }
+        if let b = budgetUSD {
+            try check(b.isFinite && b > 0, "--budget must be a positive number of USD, got \(b)")
+        }
+        if let l = targetLoss {
+            try check(l.isFinite && l > 0, "--target-loss must be a positive number, got \(l)")
+            try check(steps == nil && epochs == nil, "--target-loss replaces --steps and --epochs; give one of them")
+        }
+        if targetLoss != nil && !isPlanned {
+            throw RequestError("--target-loss needs a goal for the planner: --deadline, --budget or both")
+        }
+        if isPlanned {
+            try check(schedule == nil, "--schedule and --deadline/--budget do not go together: the planner makes the schedule")
+            try check(
+                priceGBSecond > 0 || priceRequest > 0 || shardHourPrice > 0,
+                "--budget and --deadline need prices: --price-gb-second, --price-request and --price-shard-hour are all zero")
+        }
         _ = try datasetSource()
         if let schedule { _ = try Schedule(parsing: schedule) }
         if let faults { _ = try FaultPlan(faults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed) }
@@ -177,6 +221,23 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
         return max(1, Int((seconds * 1000).rounded()))
     }
 
+    /// Parses a USD amount such as `0.05` or `$0.05`; refuses anything not positive and finite.
+    public static func dollars(_ text: String, flag: String) throws(RequestError) -> Double {
+        let t = text.hasPrefix("$") ? String(text.dropFirst()) : text
+        guard let v = Double(t), v.isFinite, v > 0 else {
+            throw RequestError("invalid amount '\(text)' for \(flag) (use a positive number of USD, e.g. 0.05)")
+        }
+        return v
+    }
+
+    /// Parses a loss value; refuses anything not positive and finite.
+    public static func loss(_ text: String, flag: String) throws(RequestError) -> Double {
+        guard let v = Double(text), v.isFinite, v > 0 else {
+            throw RequestError("invalid loss '\(text)' for \(flag) (use a positive number, e.g. 0.3)")
+        }
+        return v
+    }
+
     enum CodingKeys: String, CodingKey {
         case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, momentum, faults, schedule
         case testData = "test_data"
@@ -195,6 +256,10 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
         case checkpointEvery = "checkpoint_every"
         case checkpointDirectory = "checkpoint_dir"
         case retainSeconds = "retain_seconds"
+        case deadlineSeconds = "deadline_seconds"
+        case budgetUSD = "budget_usd"
+        case targetLoss = "target_loss"
+        case priceShardHour = "price_shard_hour"
     }
 }
 

@@ -21,12 +21,14 @@ public struct StepSample: Sendable, Codable, Equatable {
 /// Seconds per BSP step as a function of workers w, shards k and memory m for one job:
 ///
 ///     compute(w, m) = c · b · P / speed(m, w)
-///     step(w, k, m) = compute · (1 + σ · √(2 ln w)) + λ + α · S·w/k + β · S/net(m)
+///     step(w, k, m) = compute · (1 + σ · √(2 ln w)) + λ + α · S·w/k + β · S/net(m) + γ · w
 ///
 /// `c` is seconds per example × parameter on a whole core, `speed` the platform's CPU share, the
 /// middle factor the wait for the slowest of w workers whose compute times spread by σ, `λ` the
 /// round trips of a step, `α` the seconds per byte a shard moves (it receives w gradients and
-/// serves w pulls of its S/k bytes, and sums them), and `β` a function's own seconds per byte.
+/// serves w pulls of its S/k bytes, and sums them), `β` a function's own seconds per byte, and
+/// `γ` what each worker adds that more shards do not spread (Optimus's θ3·w: the home shard's
+/// control reads, and CPU shared by every process when functions run on one machine).
 /// `fit` learns every constant from samples of the job itself, pulled toward a prior where the
 /// samples cannot tell the terms apart.
 public struct StepTimeModel: Sendable, Codable, Equatable {
@@ -35,16 +37,18 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
     public var latency: Double
     public var shardSecondsPerByte: Double
     public var functionSecondsPerByte: Double
+    public var perWorkerSeconds: Double
 
     public init(
         computePerExampleParameter: Double, spread: Double, latency: Double, shardSecondsPerByte: Double,
-        functionSecondsPerByte: Double
+        functionSecondsPerByte: Double, perWorkerSeconds: Double = 0
     ) {
         self.computePerExampleParameter = computePerExampleParameter
         self.spread = spread
         self.latency = latency
         self.shardSecondsPerByte = shardSecondsPerByte
         self.functionSecondsPerByte = functionSecondsPerByte
+        self.perWorkerSeconds = perWorkerSeconds
     }
 
     /// Mean compute seconds of one worker at `c`.
@@ -62,7 +66,7 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
     /// Seconds a step spends outside the slowest worker's compute.
     public func communication(_ c: Configuration, job: JobShape, offer: PlatformOffer) -> Double {
         let x = Self.features(c, job: job, offer: offer)
-        return latency * x[0] + shardSecondsPerByte * x[1] + functionSecondsPerByte * x[2]
+        return zip(x, coefficients).reduce(0) { $0 + $1.0 * $1.1 }
     }
 
     /// How much longer the slowest of `workers` computes than the mean one: 1 + σ·√(2 ln w),
@@ -73,11 +77,25 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
 
     static func features(_ c: Configuration, job: JobShape, offer: PlatformOffer) -> [Double] {
         let s = job.modelBytes
-        return [1, s * Double(c.workers) / Double(c.shards), s / offer.networkShare(memoryMiB: c.memoryMiB)]
+        return [
+            1, s * Double(c.workers) / Double(c.shards), s / offer.networkShare(memoryMiB: c.memoryMiB),
+            Double(c.workers),
+        ]
+    }
+
+    /// The communication constants in the order of `features`.
+    var coefficients: [Double] {
+        get { [latency, shardSecondsPerByte, functionSecondsPerByte, perWorkerSeconds] }
+        set {
+            latency = newValue[0]
+            shardSecondsPerByte = newValue[1]
+            functionSecondsPerByte = newValue[2]
+            perWorkerSeconds = newValue[3]
+        }
     }
 
     /// The model fitted to `samples`, starting from `prior`. Compute is fitted from the compute
-    /// phase alone; the three communication constants by least squares on what the step took
+    /// phase alone; the four communication constants by least squares on what the step took
     /// beyond compute, with a ridge toward the prior worth `priorWeight` samples (so one
     /// configuration's samples set the sum of the terms, and samples from several set each).
     public static func fit(
@@ -100,13 +118,13 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
             max(0, s.stepSeconds - model.compute(s.configuration, job: job, offer: offer)
                 * straggling(workers: s.configuration.workers, spread: model.spread))
         }
-        let theta0 = [prior.latency, prior.shardSecondsPerByte, prior.functionSecondsPerByte]
-        var scale = [Double](repeating: 0, count: 3)
-        for x in xs { for j in 0..<3 { scale[j] += x[j] / Double(xs.count) } }
-        // Fix a feature whose prior is zero at zero; solve for the rest.
-        var free = (0..<3).filter { scale[$0] > 0 }
+        let theta0 = prior.coefficients
+        let d = theta0.count
+        var scale = [Double](repeating: 0, count: d)
+        for x in xs { for j in 0..<d { scale[j] += x[j] / Double(xs.count) } }
+        var free = (0..<d).filter { scale[$0] > 0 }
         var theta = theta0
-        for _ in 0..<3 {
+        for _ in 0..<d {
             theta = theta0
             let n = free.count
             guard n > 0 else { break }
@@ -114,7 +132,7 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
             var b = [Double](repeating: 0, count: n)
             for (x, y) in zip(xs, ys) {
                 var r = y
-                for j in 0..<3 where !free.contains(j) { r -= theta[j] * x[j] }
+                for j in 0..<d where !free.contains(j) { r -= theta[j] * x[j] }
                 for (p, i) in free.enumerated() {
                     b[p] += x[i] * r
                     for (q, j) in free.enumerated() { a[p][q] += x[i] * x[j] }
@@ -133,9 +151,7 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
             free.removeAll { negative.contains($0) }
             for i in negative { theta[i] = 0 }
         }
-        model.latency = max(0, theta[0])
-        model.shardSecondsPerByte = max(0, theta[1])
-        model.functionSecondsPerByte = max(0, theta[2])
+        model.coefficients = theta.map { max(0, $0) }
         return model
     }
 
@@ -169,5 +185,6 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
         case computePerExampleParameter = "compute_per_example_parameter"
         case shardSecondsPerByte = "shard_seconds_per_byte"
         case functionSecondsPerByte = "function_seconds_per_byte"
+        case perWorkerSeconds = "per_worker_seconds"
     }
 }

@@ -106,15 +106,38 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var loss: Double
     public var accuracy: Double
     public var examples: Int
+    /// Where the step's time went, in seconds (optional on the wire; the planner fits its
+    /// step-time model to them): computing the gradient, pushing it, and pulling the model
+    /// (which includes waiting for the other workers and the servers' sums).
+    public var computeSeconds: Double?
+    public var pushSeconds: Double?
+    public var pullSeconds: Double?
+    /// The whole step as this worker saw it, from reading the job's control to saving progress.
+    public var stepSeconds: Double?
 
     /// How many entries the metrics stream keeps (older ones are trimmed).
     public static let retained = 10_000
 
-    public init(worker: Int, step: Int, loss: Double, accuracy: Double, examples: Int) {
+    public init(
+        worker: Int, step: Int, loss: Double, accuracy: Double, examples: Int, computeSeconds: Double? = nil,
+        pushSeconds: Double? = nil, pullSeconds: Double? = nil, stepSeconds: Double? = nil
+    ) {
         self.worker = worker
         self.step = step
         self.loss = loss
         self.accuracy = accuracy
         self.examples = examples
+        self.computeSeconds = computeSeconds
+        self.pushSeconds = pushSeconds
+        self.pullSeconds = pullSeconds
+        self.stepSeconds = stepSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case worker, step, loss, accuracy, examples
+        case computeSeconds = "compute_s"
+        case pushSeconds = "push_s"
+        case pullSeconds = "pull_s"
+        case stepSeconds = "step_s"
     }
 }

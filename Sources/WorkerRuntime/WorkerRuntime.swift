@@ -199,6 +199,7 @@ public final class WorkerRuntime {
             // The control read used part of the wait: what is left of it bounds the pull.
             guard let pullWait = budget() else { return try stopping(step) }
             let versions: (oldest: Int, newest: Int)
+            let pullStart = ContinuousClock.now
             do {
                 versions = try params.withUnsafeMutableBufferPointer { p in
                     try client.pull(step: step, into: p, timeout: pullWait)
@@ -215,6 +216,7 @@ public final class WorkerRuntime {
                 step = versions.newest
                 continue
             }
+            let computeStart = ContinuousClock.now
             let context = Step(
                 index: step, worker: event.worker, workers: client.config.workers, config: client.config,
                 epoch: client.shards.map.epoch)
@@ -226,11 +228,15 @@ public final class WorkerRuntime {
                 try? client.reportFailure(why)
                 return .stopJob(why)
             }
+            let pushStart = ContinuousClock.now
             try client.push(gradient: gradient, step: step)
+            let pushed = ContinuousClock.now
             try client.report(
                 StepMetrics(
                     worker: event.worker, step: step, loss: report.loss,
-                    accuracy: Double(report.correct) / Double(max(1, report.examples)), examples: report.examples))
+                    accuracy: Double(report.correct) / Double(max(1, report.examples)), examples: report.examples,
+                    computeSeconds: Self.seconds(pushStart - computeStart), pushSeconds: Self.seconds(pushed - pushStart),
+                    pullSeconds: Self.seconds(computeStart - pullStart), stepSeconds: Self.seconds(pushed - stepStart)))
             step += 1
             done += 1
             try client.saveProgress(WorkerProgress(nextStep: step, generation: event.generation))
