@@ -53,14 +53,14 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "Scheduler",
-            dependencies: ["TrainingProtocol", "RedisClient", "LocalProcesses"],
+            dependencies: ["TrainingProtocol", "RedisClient", "LocalProcesses", "Planner"],
             swiftSettings: strict),
         // Runs one job end to end; the CLI and a planner drive it.
         .target(
             name: "Coordinator",
             dependencies: [
                 "Scheduler", "Checkpoints", "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager",
-                "KeySchema", "Workloads", "LocalProcesses", "RedisClient", "TensorBlob",
+                "KeySchema", "Workloads", "LocalProcesses", "RedisClient", "TensorBlob", "Planner",
             ],
             swiftSettings: strict),
 
@@ -68,7 +68,7 @@ let package = Package(
             name: "smlt",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Workloads",
-                "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "WorkerRuntime", "KeySchema",
+                "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "WorkerRuntime", "KeySchema", "Planner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -100,7 +100,7 @@ let package = Package(
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
                 "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "WorkerRuntime", "Workloads",
-                "Scheduler",
+                "Scheduler", "Planner",
             ],
             swiftSettings: strict),
     ]

@@ -3,6 +3,7 @@ import Foundation
 import FunctionClient
 import KeySchema
 import LocalProcesses
+import Planner
 import RedisClient
 import Scheduler
 import ShardManager
@@ -119,6 +120,13 @@ public final class Coordinator {
     private var lastControlCheck = ContinuousClock.now
     /// Where the current run of steps without a change began (for the mean step time).
     private var window: (at: ContinuousClock.Instant, version: Int)?
+    /// The planner's side of a run with a deadline or a budget.
+    private var session: PlanningSession?
+    /// Function memory of new invocations, MiB.
+    private var memoryMiB = 0
+    private var lastStartsRead = ContinuousClock.now
+    private var reader: FunctionClient?
+    private var evaluationSet: Dataset?
 
     /// Runs the job to its last step and returns the summary.
     public func run() throws -> TrainingSummary {
@@ -141,6 +149,19 @@ public final class Coordinator {
         if !resume {
             // Everything the data can tell is checked before any process starts.
             let data = try TrainingData.load(request)
+            if request.isPlanned {
+                // The planner's numbers replace the user's before anything starts; a goal it
+                // cannot meet is refused here.
+                var probe = request
+                probe.memoryMiB = TrainingRequest.maxMemoryMiB
+                probe.workers = 1
+                let base = try TrainingPlan(probe, train: data.train, test: data.test)
+                let session = try PlanningSession(
+                    request: request, plan: base, shards: endpoints?.count, started: start)
+                self.session = session
+                request = session.planned(request)
+                events.note("plan: \(session.initial.configuration), \(session.initial.totalSteps) steps, predicted \(String(format: "%.1f", session.initial.prediction.seconds)) s and $\(String(format: "%.6f", session.initial.prediction.costUSD))")
+            }
             plan = try TrainingPlan(request, train: data.train, test: data.test)
             if plan.schedule.changes.contains(where: { $0.shards != nil }) && endpoints != nil {
                 throw RequestError(
@@ -161,6 +182,7 @@ public final class Coordinator {
             throw RequestError("server-kill and shard-wipe need the shards and servers smlt train starts (no --redis)")
         }
 
+        memoryMiB = request.memoryMiB
         events.started(plan)
         let control = try RedisConnection(try RedisEndpoint(parsing: manager.map.shards[0]), options: options)
         try startFleet(control)
@@ -188,12 +210,13 @@ public final class Coordinator {
                 .array, !fresh.isEmpty
             {
                 lastMetric = fresh.last?.array?.first?.text ?? lastMetric
-                events.metrics(
-                    fresh.compactMap { entry in
-                        entry.array?.last?.array?.last?.bytes.flatMap {
-                            try? JSONDecoder().decode(StepMetrics.self, from: Data($0))
-                        }
-                    })
+                let metrics = fresh.compactMap { entry in
+                    entry.array?.last?.array?.last?.bytes.flatMap {
+                        try? JSONDecoder().decode(StepMetrics.self, from: Data($0))
+                    }
+                }
+                session?.add(metrics)
+                events.metrics(metrics)
             }
             // A parameter server that died is restarted; it resumes from what is in Redis.
             if let cluster {
@@ -234,6 +257,7 @@ public final class Coordinator {
                     rollbacks += 1
                 }
             }
+            try replan(version: version, control: control)
             try followReconfiguration(version: version)
             reportStuckShard()
             do { try fleet.tick() } catch {
@@ -281,6 +305,11 @@ public final class Coordinator {
         summary.checkpointsSaved = checkpointsSaved
         summary.starts = StartStatistics(starts)
         summary.reconfigurations = records
+        if let session {
+            let spent = session.spent(invocations: outcomes.count)
+            summary.addPlanning(request: session.request, controller: session.controller, spentUSD: spent)
+            summary.estimatedCostUSD = spent
+        }
         events.finished(manager.map.shards.compactMap { try? RedisEndpoint(parsing: $0) }, options)
         try finish()
         return summary
@@ -341,7 +370,10 @@ public final class Coordinator {
         model = plan.settings.makeModel()
         checkpoints = saved.checkpointDirectory ?? runDirectory.path + "/checkpoints"
         let version = try manager.publishedVersions().compactMap { $0 }.min() ?? 0
-        workers = try TrainingConfig.load(from: manager).workers
+        let config = try TrainingConfig.load(from: manager)
+        workers = config.workers
+        // A planner may have changed the total; the stored config has the one in force.
+        plan.steps = config.steps
         let applied = Set(records.map(\.step))
         pending = plan.schedule.changes.filter {
             $0.step > version || ($0.step == version && !applied.contains(version))
@@ -372,8 +404,8 @@ public final class Coordinator {
         let platform = LocalProcessPlatform(
             command: launch.worker, logDirectory: runDirectory.path + "/functions", environment: platformEnvironment)
         let keys = manager.keys
-        let (job, user, timeout, memory) = (
-            job, options.username, Duration.milliseconds(request.functionTimeoutMilliseconds), request.memoryMiB
+        let (job, user, timeout) = (
+            job, options.username, Duration.milliseconds(request.functionTimeoutMilliseconds)
         )
         let lease = request.leaseTimeoutMilliseconds
         let note = events.note
@@ -387,7 +419,7 @@ public final class Coordinator {
                 return FunctionRequest(
                     name: "worker-\(w)" + (generation > 0 ? ".\(generation)" : ""),
                     event: String(decoding: (try? JSONEncoder().encode(event)) ?? Data(), as: UTF8.self),
-                    timeout: timeout, memoryMiB: memory)
+                    timeout: timeout, memoryMiB: self.memoryMiB)
             },
             log: note)
         var generations: [Int] = []
@@ -426,6 +458,7 @@ public final class Coordinator {
         {
             // The first step after the change has committed on every shard: the pause is over.
             records[i].pauseSeconds = (ContinuousClock.now - held).seconds
+            session?.add(pauseSeconds: records[i].pauseSeconds, bytesMoved: records[i].bytesMoved)
             settling = nil
             window = (ContinuousClock.now, version)
             state.reconfigurations = records
@@ -461,6 +494,9 @@ public final class Coordinator {
         let s = change.step
         let held = ContinuousClock.now
         let newWorkers = change.workers ?? workers
+        if let steps = change.steps { plan.steps = max(s, steps) }
+        // The planner's changes join the plan's schedule, so configs by step stay right.
+        if session != nil { plan.schedule.changes.append(change) }
         let config = plan.config(workers: newWorkers)
         var record = ReconfigurationRecord(
             step: s, workers: newWorkers, shards: change.shards ?? manager.map.shards.count, chunksMoved: 0,
@@ -505,6 +541,11 @@ public final class Coordinator {
         _ = try? manager.onEachShard { _, c throws(RedisError) in try c.pipeline(wake) }
         try manager.releaseHold(s, next: pending.first?.step)
         try fleet.resize(to: newWorkers)
+        if let m = change.memoryMiB, m != memoryMiB {
+            // A function's memory is fixed per invocation: new ones start with the new size.
+            memoryMiB = m
+            try fleet.relaunchAll()
+        }
         workers = newWorkers
         record.shards = manager.map.shards.count
         record.pauseSeconds = (ContinuousClock.now - held).seconds
@@ -512,6 +553,68 @@ public final class Coordinator {
         settling = (records.count - 1, held)
         state.reconfigurations = records
         try state.store(on: manager)
+    }
+
+    // MARK: Planning
+
+    /// Feeds the planner (in a run with a deadline or a budget) and turns its decisions into a
+    /// reconfiguration at a step the workers have not reached.
+    private func replan(version: Int, control: RedisConnection) throws {
+        guard let session else { return }
+        if session.wantsEvaluation(at: version), let loss = heldOutLoss(at: version) {
+            session.add(loss: loss, at: version)
+        }
+        if ContinuousClock.now - lastStartsRead > .seconds(2) {
+            lastStartsRead = ContinuousClock.now
+            let starts = ((try? control.run(["LRANGE", manager.keys.starts, "0", "-1"]).array) ?? [])
+                .compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StartReport.self, from: Data($0)) } }
+            session.add(starts: starts)
+        }
+        let now = Configuration(workers: workers, shards: manager.map.shards.count, memoryMiB: memoryMiB)
+        guard
+            let d = try session.tick(
+                version: version, configuration: now, invocations: fleet.outcomes.count + fleet.running)
+        else { return }
+        func change(at step: Int) -> Schedule.Change {
+            let c = d.configuration
+            return Schedule.Change(
+                step: step, workers: c.workers != workers ? c.workers : nil, shards: c.shards != now.shards ? c.shards : nil,
+                memoryMiB: c.memoryMiB != memoryMiB ? c.memoryMiB : nil,
+                steps: d.totalSteps != plan.steps ? max(step, d.totalSteps) : nil)
+        }
+        events.note(
+            "step \(version): re-planned (\(d.reason)): \(d.configuration), \(d.totalSteps) steps, \(String(format: "%.1f", d.prediction.seconds)) s and $\(String(format: "%.6f", d.prediction.costUSD)) to go"
+        )
+        if let held = pending.first {
+            // A decision not yet applied is replaced by the newer one, at its step.
+            pending[0] = change(at: held.step)
+            return
+        }
+        for _ in 0..<5 {
+            let at = ((try? manager.keys.latestVersion(shard: 0, on: control)) ?? version) + 2
+            let next = change(at: at)
+            guard at < plan.steps, next.workers != nil || next.shards != nil || next.memoryMiB != nil || next.steps != nil
+            else { return }
+            if try manager.setHold(at: at) {
+                pending = [next]
+                return
+            }
+        }
+        events.note("could not hold the job to apply the plan; the planner will decide again")
+    }
+
+    /// The held-out loss of the model at `version` (or a newer one), on up to 2,000 test examples.
+    private func heldOutLoss(at version: Int) -> Double? {
+        if reader?.shards.map.epoch != manager.map.epoch {
+            reader = try? FunctionClient(
+                job: job, worker: 0, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) },
+                options: options, allowed: allowed)
+        }
+        guard let reader, let params = try? reader.pull(step: version, timeout: .seconds(2)) else { return nil }
+        if evaluationSet == nil {
+            evaluationSet = plan.test.count > 2_000 ? plan.test.partition(0, of: (plan.test.count + 1_999) / 2_000) : plan.test
+        }
+        return model.evaluate(params: params, on: evaluationSet!).loss
     }
 
     /// Reports a shard that stays behind the others (its server dropped the job, or is down):

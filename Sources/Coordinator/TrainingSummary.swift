@@ -1,4 +1,5 @@
 import Foundation
+import Planner
 import ShardManager
 import TrainingProtocol
 import Workloads
@@ -37,9 +38,30 @@ public struct TrainingSummary: Codable, Sendable {
     /// Reconfigurations applied during the run, in step order.
     public var reconfigurations: [ReconfigurationRecord] = []
 
+    // With a deadline or a budget (nil otherwise).
+    public var deadlineSeconds: Double?
+    public var budgetUSD: Double?
+    public var targetLoss: Double?
+    /// The first plan, made before anything started.
+    public var plan: AdaptiveController.Decision?
+    /// The planner's decisions during the run, with predicted against actual totals.
+    public var replans: [ReplanRecord]?
+    /// With a deadline: whether the wall time stayed within it.
+    public var deadlineMet: Bool?
+    /// What the run cost: function GB-seconds and invocations at the prices, and shard-hours.
+    public var budgetUsedUSD: Double?
+    /// The step-time model at the end, as fitted to the run.
+    public var stepTimeModel: StepTimeModel?
+
     enum CodingKeys: String, CodingKey {
         case mode, job, model, steps, workers, shards, parameters, invocations, restarts, continuations, starts
-        case reconfigurations
+        case reconfigurations, plan, replans
+        case deadlineSeconds = "deadline_seconds"
+        case budgetUSD = "budget_usd"
+        case targetLoss = "target_loss"
+        case deadlineMet = "deadline_met"
+        case budgetUsedUSD = "budget_used_usd"
+        case stepTimeModel = "step_time_model"
         case workerRelaunches = "worker_relaunches"
         case expiredLeases = "expired_leases"
         case serverRestarts = "server_restarts"
@@ -72,7 +94,7 @@ public struct TrainingSummary: Codable, Sendable {
           estimated cost   $\(String(format: "%.6f", estimatedCostUSD))
           reconfigurations \(reconfigurations.isEmpty ? "none" : reconfigurations.map(\.text).joined(separator: "; "))
           param digest     \(paramDigest)
-        """
+        """ + planningText
     }
 
     /// Fills in accuracy, loss and the digest from the final parameters.

@@ -17,7 +17,8 @@ public struct AdaptiveController: Sendable {
         public var totalSteps: Int
         /// The rest of the run, as predicted when deciding.
         public var prediction: Prediction
-        /// Why: `initial`, `goal at risk`, `cheaper`, `faster`, `target loss reached`, …
+        /// Why: `initial`, `keep` (a re-plan that changed nothing), `goal at risk`, `cheaper`,
+        /// `faster`, `more steps`, `target loss reached`.
         public var reason: String
 
         enum CodingKeys: String, CodingKey {
@@ -43,8 +44,8 @@ public struct AdaptiveController: Sendable {
         }
     }
 
-    /// A re-plan that changed the configuration: when, to what, and its prediction for the whole
-    /// run (elapsed + predicted rest) to set against what happened.
+    /// A re-plan (kept or changed): when, what it decided, and its prediction for the whole run
+    /// (elapsed + predicted rest) to set against what happened.
     public struct Replan: Sendable, Codable, Equatable {
         public var step: Int
         public var decision: Decision
@@ -103,12 +104,16 @@ public struct AdaptiveController: Sendable {
         }
     }
 
-    /// The first plan, before anything runs; throws when no configuration can meet the goal,
-    /// with the numbers of the closest plan.
-    public mutating func start() throws(PlanError) -> Decision {
-        let progress = Progress(step: 0, examples: 0, elapsedSeconds: 0, spentUSD: 0)
+    /// The first plan, before anything runs (`elapsedSeconds` already gone, such as loading the
+    /// data); throws when no configuration can meet the goal, with the numbers of the closest
+    /// plan.
+    public mutating func start(elapsedSeconds: Double = 0) throws(PlanError) -> Decision {
+        let progress = Progress(step: 0, examples: 0, elapsedSeconds: elapsedSeconds, spentUSD: 0)
         let work = work(after: progress) ?? .steps(0)
-        guard let choice = planner.choose(work: work, elapsed: 0, spent: 0, current: nil, model: model) else {
+        guard
+            let choice = planner.choose(
+                work: work, elapsed: elapsedSeconds, spent: 0, current: nil, model: model)
+        else {
             throw PlanError(
                 "no function memory holds a worker: it needs about \(planner.job.minimumMemoryMiB) MB, the platform offers at most \(planner.offer.memoryMiB.upperBound) MB"
             )
@@ -116,7 +121,7 @@ public struct AdaptiveController: Sendable {
         if !choice.meetsGoal, case .targetLoss = planner.goal.amount {
             // The amount is a guess until the loss is measured: start with the best guess.
         } else if !choice.meetsGoal {
-            throw refusal(choice, work: work)
+            throw refusal(choice, work: work, elapsed: elapsedSeconds)
         }
         let decision = Decision(
             configuration: choice.best.configuration, totalSteps: totalSteps(choice.best, progress: progress),
@@ -138,23 +143,30 @@ public struct AdaptiveController: Sendable {
         }
     }
 
-    func refusal(_ c: Planner.Choice, work: Planner.Work) -> PlanError {
-        let amount: String
-        switch work {
-        case .steps(let n): amount = "\(n) steps"
-        case .examples(let e):
-            let epochs = e / Double(planner.job.trainingExamples)
-            amount = String(format: "%.3g epochs", epochs) + " (\(c.fastest.steps) steps at \(c.fastest.configuration.workers) workers)"
+    func refusal(_ c: Planner.Choice, work: Planner.Work, elapsed: Double) -> PlanError {
+        func amount(_ p: Prediction) -> String {
+            switch work {
+            case .steps(let n): return "\(n) steps"
+            case .examples(let e):
+                let epochs = e / Double(planner.job.trainingExamples)
+                return String(format: "%.3g epochs", epochs)
+                    + " (\(p.steps) steps at \(p.configuration.workers) workers)"
+            }
         }
         let goal = planner.goal
-        if let d = goal.deadlineSeconds, c.fastest.seconds > d {
+        let overhead = elapsed + goal.finishSeconds
+        if let d = goal.deadlineSeconds, c.fastest.seconds + overhead > d {
+            let parts =
+                overhead > 0
+                ? " (\(String(format: "%.1f", c.fastest.seconds)) s to start and train, \(String(format: "%.1f", overhead)) s to prepare and finish)"
+                : ""
             return PlanError(
-                "--deadline: \(amount) need at least \(String(format: "%.1f", c.fastest.seconds)) s with the fastest plan (\(c.fastest.configuration)); the deadline is \(String(format: "%.1f", d)) s"
+                "--deadline: \(amount(c.fastest)) need at least \(String(format: "%.1f", c.fastest.seconds + overhead)) s with the fastest plan (\(c.fastest.configuration))\(parts); the deadline is \(String(format: "%.1f", d)) s"
             )
         }
         if let b = goal.budgetUSD, c.cheapest.costUSD > b {
             return PlanError(
-                "--budget: \(amount) cost at least $\(String(format: "%.6f", c.cheapest.costUSD)) with the cheapest plan (\(c.cheapest.configuration)); the budget is $\(String(format: "%.6f", b))"
+                "--budget: \(amount(c.cheapest)) cost at least $\(String(format: "%.6f", c.cheapest.costUSD)) with the cheapest plan (\(c.cheapest.configuration)); the budget is $\(String(format: "%.6f", b))"
             )
         }
         return PlanError(
@@ -265,6 +277,8 @@ public struct AdaptiveController: Sendable {
                 record(d, progress)
                 return d
             }
+            // Kept: recorded too, so a run shows how its prediction moved.
+            record(Decision(configuration: current, totalSteps: totalSteps, prediction: stay, reason: "keep"), progress)
             return nil
         }
         let d = Decision(configuration: choice.best.configuration, totalSteps: steps, prediction: choice.best, reason: reason)
@@ -279,6 +293,8 @@ public struct AdaptiveController: Sendable {
     }
 
     private mutating func record(_ d: Decision, _ p: Progress) {
+        // Bounded: the first plans and the latest ones are what a report needs.
+        if replans.count >= 1_000 { replans.remove(at: 500) }
         replans.append(
             Replan(
                 step: p.step, decision: d, predictedTotalSeconds: p.elapsedSeconds + d.prediction.seconds,

@@ -43,11 +43,24 @@ public struct Goal: Sendable, Codable, Equatable {
     /// Spend at most this many USD (finishing as fast as possible, or at the least cost when a
     /// deadline is given too).
     public var budgetUSD: Double?
+    /// Seconds the run needs after its last step (the final pull, evaluation, stopping), which
+    /// count against the deadline too.
+    public var finishSeconds: Double
 
-    public init(amount: TrainingAmount, deadlineSeconds: Double? = nil, budgetUSD: Double? = nil) {
+    public init(
+        amount: TrainingAmount, deadlineSeconds: Double? = nil, budgetUSD: Double? = nil, finishSeconds: Double = 0
+    ) {
         self.amount = amount
         self.deadlineSeconds = deadlineSeconds
         self.budgetUSD = budgetUSD
+        self.finishSeconds = finishSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case amount
+        case deadlineSeconds = "deadline_seconds"
+        case budgetUSD = "budget_usd"
+        case finishSeconds = "finish_seconds"
     }
 }
 

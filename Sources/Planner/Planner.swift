@@ -16,6 +16,9 @@ public struct Planner: Sendable {
     public var reconfigurationSeconds = 0.3
     /// Seconds per byte a re-shard takes to copy chunks (a prior; runs measure it).
     public var moveSecondsPerByte = 5e-9
+    /// Consider only this many shards or more (shards given by the user are not changed: set
+    /// it and `offer.maxShards` to their number).
+    public var minimumShards: Int?
 
     public init(job: JobShape, offer: PlatformOffer, shardPrice: ShardPrice, goal: Goal) {
         self.job = job
@@ -45,8 +48,8 @@ public struct Planner: Sendable {
         let memories = offer.memoryCandidates(minimum: job.minimumMemoryMiB)
         var out: [Configuration] = []
         for w in workers {
-            var k = 1
-            while k <= min(w, offer.maxShards) {
+            var k = min(minimumShards ?? 1, offer.maxShards)
+            while k <= max(min(w, offer.maxShards), minimumShards ?? 1) {
                 for m in memories { out.append(Configuration(workers: w, shards: k, memoryMiB: m)) }
                 k = k < 4 ? k + 1 : k * 2
             }
@@ -109,7 +112,7 @@ public struct Planner: Sendable {
     /// Whether `p` meets the goal with `elapsed` seconds and `spent` USD gone, keeping `margin`
     /// of what is left in reserve.
     public func meets(_ p: Prediction, elapsed: Double, spent: Double, margin: Double) -> Bool {
-        if let d = goal.deadlineSeconds, p.seconds > (d - elapsed) * (1 - margin) { return false }
+        if let d = goal.deadlineSeconds, p.seconds > (d - elapsed - goal.finishSeconds) * (1 - margin) { return false }
         if let b = goal.budgetUSD, p.costUSD > (b - spent) * (1 - margin) { return false }
         return true
     }

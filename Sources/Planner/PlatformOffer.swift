@@ -63,6 +63,19 @@ public struct PlatformOffer: Sendable, Codable, Equatable {
             maxWorkers: maxWorkers, maxShards: maxShards)
     }
 
+    enum CodingKeys: String, CodingKey {
+        case name, processors
+        case memoryMiB = "memory_mib"
+        case memoryChoices = "memory_choices"
+        case priceGBSecond = "price_gb_second"
+        case priceRequest = "price_request"
+        case coldStartSeconds = "cold_start_seconds"
+        case warmStartSeconds = "warm_start_seconds"
+        case timeLimitSeconds = "time_limit_seconds"
+        case maxWorkers = "max_workers"
+        case maxShards = "max_shards"
+    }
+
     /// The vCPUs one function has at `memoryMiB` while `concurrent` functions run.
     public func vcpus(memoryMiB m: Int, concurrent: Int) -> Double {
         switch processors {

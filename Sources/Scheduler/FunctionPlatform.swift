@@ -1,4 +1,5 @@
 import LocalProcesses
+public import Planner
 
 /// One function invocation to start: what to run and its limits.
 public struct FunctionRequest: Sendable {
@@ -43,6 +44,8 @@ public protocol FunctionInvocation: Sendable {
 
 /// Somewhere functions run: local processes today, a serverless platform later.
 public protocol FunctionPlatform: Sendable {
+    /// What the platform offers (memory, CPU, prices, start times, time limit), for the planner.
+    var offer: PlatformOffer { get }
     func invoke(_ request: FunctionRequest) throws -> any FunctionInvocation
 }
 

@@ -1,0 +1,184 @@
+import Foundation
+import LocalProcesses
+import Planner
+import Scheduler
+import TrainingProtocol
+import Workloads
+
+/// Connects the planner's `AdaptiveController` to a real run: it makes the first plan before
+/// anything starts (from an in-process profile of the model and priors measured on this
+/// machine), then turns the workers' step reports into step samples, keeps the account of time
+/// and money, asks for held-out evaluations under `--target-loss`, and hands the Coordinator
+/// the controller's decisions as reconfigurations.
+final class PlanningSession {
+    private(set) var controller: AdaptiveController
+    let started: ContinuousClock.Instant
+    let offer: PlatformOffer
+    let request: TrainingRequest
+    /// Seconds the run reserves after its last step (the final pull, the evaluation, stopping).
+    static let finishSeconds = 1.0
+
+    /// Examples trained on, from the workers' reports.
+    private(set) var examples = 0.0
+    /// USD spent: configured memory × time of every worker, invocations, shard-hours.
+    private(set) var spentUSD = 0.0
+    private var lastAccount: ContinuousClock.Instant
+    private var byStep: [Int: [StepMetrics]] = [:]
+    private var lastEvaluated = -1
+    private var seenStarts = 0
+
+    /// The first plan: throws `PlanError` (naming the flag and the least time or cost) when the
+    /// goal cannot be met. `plan` is the request resolved at its own numbers (for the data and
+    /// the model); `elapsed` is what loading the data took.
+    init(request: TrainingRequest, plan: TrainingPlan, shards fixed: Int?, started: ContinuousClock.Instant) throws {
+        self.request = request
+        self.started = started
+        self.lastAccount = started
+        var offer = LocalProcessPlatformOffer.make(request: request)
+        if let fixed {
+            // Shards given with --redis: the planner chooses workers and memory only.
+            offer.maxShards = fixed
+        }
+        self.offer = offer
+        let model = plan.settings.makeModel()
+        let need = TrainingPlan.memoryNeeded(
+            request, train: plan.train, parameters: model.parameterCount, workers: 1)
+        let job = JobShape(
+            parameters: model.parameterCount, bytesPerParameter: 4, batchPerWorker: request.batchSize,
+            trainingExamples: plan.train.count, minimumMemoryMiB: Int(need.rounded(.up)))
+        let amount: TrainingAmount =
+            if let l = request.targetLoss { .targetLoss(l) } else if let e = request.epochs { .epochs(e) } else {
+                .steps(request.steps ?? 300)
+            }
+        let goal = Goal(
+            amount: amount, deadlineSeconds: request.deadlineSeconds, budgetUSD: request.budgetUSD,
+            finishSeconds: Self.finishSeconds)
+        var planner = Planner(
+            job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: request.shardHourPrice), goal: goal)
+        planner.minimumShards = fixed
+        controller = AdaptiveController(
+            planner: planner, prior: Self.prior(model: model, data: plan.train, batch: request.batchSize))
+        _ = try controller.start(elapsedSeconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// The initial decision.
+    var initial: AdaptiveController.Decision { controller.initial! }
+
+    /// The request with the plan's numbers in place of the user's.
+    func planned(_ request: TrainingRequest) -> TrainingRequest {
+        var r = request
+        let d = initial
+        r.workers = d.configuration.workers
+        r.shards = d.configuration.shards
+        r.memoryMiB = d.configuration.memoryMiB
+        r.steps = d.totalSteps
+        r.epochs = nil
+        r.targetLoss = nil
+        return r
+    }
+
+    /// The step-time model before any step: compute from timing the model's gradient on one
+    /// batch in this process, communication from constants measured on this machine (see
+    /// docs/scheduling.md).
+    static func prior(model: any Model, data: Dataset, batch: Int) -> StepTimeModel {
+        let params = model.initialParameters(seed: 1)
+        let n = min(batch, data.count)
+        let features = Array(data.features[0..<(n * data.dimension)])
+        let labels = Array(data.labels[0..<n])
+        var times: [Double] = []
+        let until = ContinuousClock.now + .milliseconds(100)
+        while times.count < 3 || (times.count < 50 && ContinuousClock.now < until) {
+            let t = ContinuousClock.now
+            _ = model.lossAndGradient(params: params, features: features, labels: labels)
+            times.append((ContinuousClock.now - t).seconds)
+        }
+        let median = times.sorted()[times.count / 2]
+        return StepTimeModel(
+            computePerExampleParameter: median / Double(max(1, n) * model.parameterCount), spread: 0.1,
+            latency: 0.004, shardSecondsPerByte: 2.3e-9, functionSecondsPerByte: 1e-9, perWorkerSeconds: 0.002)
+    }
+
+    /// Adds the workers' step reports.
+    func add(_ metrics: [StepMetrics]) {
+        for m in metrics {
+            examples += Double(m.examples)
+            guard m.computeSeconds != nil, m.stepSeconds != nil else { continue }
+            byStep[m.step, default: []].append(m)
+        }
+    }
+
+    /// Adds measured function starts.
+    func add(starts: [StartReport]) {
+        guard starts.count > seenStarts else { return }
+        for s in starts[seenStarts...] { controller.observe(startSeconds: s.seconds, cold: !s.warm) }
+        seenStarts = starts.count
+    }
+
+    /// A reconfiguration's measured pause.
+    func add(pauseSeconds: Double, bytesMoved: Int) {
+        controller.observe(pauseSeconds: pauseSeconds, bytesMoved: Double(bytesMoved))
+    }
+
+    /// Whether the held-out loss should be measured at `version` (under `--target-loss`, every
+    /// few steps).
+    func wantsEvaluation(at version: Int) -> Bool {
+        guard request.targetLoss != nil, version > 0 else { return false }
+        let every = max(1, controller.interval / 3)
+        return version >= lastEvaluated + every
+    }
+
+    func add(loss: Double, at version: Int) {
+        lastEvaluated = version
+        controller.observe(loss: loss, afterExamples: examples)
+    }
+
+    /// Charges the time since the last call at `configuration` and turns complete steps into
+    /// samples; returns the controller's decision, if it makes one.
+    func tick(version: Int, configuration: Configuration, invocations: Int) throws -> AdaptiveController.Decision? {
+        let now = ContinuousClock.now
+        let dt = (now - lastAccount).seconds
+        lastAccount = now
+        let gb = Double(configuration.memoryMiB) / 1024
+        spentUSD +=
+            Double(configuration.workers) * gb * dt * offer.priceGBSecond
+            + Double(configuration.shards) * dt / 3600 * request.shardHourPrice
+        // Steps every worker has reported become samples (older partial ones are dropped).
+        for step in byStep.keys.sorted() {
+            guard let reports = byStep[step] else { continue }
+            if reports.count >= configuration.workers || step < version - 2 {
+                byStep[step] = nil
+                if reports.count >= configuration.workers { sample(reports, configuration) }
+            }
+        }
+        if let error = controller.unreachableTarget() { throw error }
+        let progress = AdaptiveController.Progress(
+            step: version, examples: examples, elapsedSeconds: (now - started).seconds,
+            spentUSD: spentUSD + Double(invocations) * offer.priceRequest)
+        return controller.decide(progress)
+    }
+
+    private func sample(_ reports: [StepMetrics], _ c: Configuration) {
+        let compute = reports.compactMap(\.computeSeconds)
+        let steps = reports.compactMap(\.stepSeconds)
+        guard !compute.isEmpty, !steps.isEmpty else { return }
+        let mean = compute.reduce(0, +) / Double(compute.count)
+        let variance = compute.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(compute.count)
+        controller.observe(
+            StepSample(
+                configuration: c, computeSeconds: mean, computeSpread: mean > 0 ? variance.squareRoot() / mean : 0,
+                stepSeconds: steps.reduce(0, +) / Double(steps.count)))
+    }
+
+    /// The spend so far, with `invocations` requests.
+    func spent(invocations: Int) -> Double { spentUSD + Double(invocations) * offer.priceRequest }
+}
+
+/// The local platform's offer at the request's prices and time limit.
+enum LocalProcessPlatformOffer {
+    static func make(request: TrainingRequest) -> PlatformOffer {
+        LocalProcessPlatform.offer(
+            memoryMiB: TrainingRequest.minMemoryMiB...TrainingRequest.maxMemoryMiB,
+            priceGBSecond: request.priceGBSecond, priceRequest: request.priceRequest,
+            timeLimitSeconds: Double(request.functionTimeoutMilliseconds) / 1000)
+    }
+}
