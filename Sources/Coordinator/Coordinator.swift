@@ -561,8 +561,12 @@ public final class Coordinator {
     /// reconfiguration at a step the workers have not reached.
     private func replan(version: Int, control: RedisConnection) throws {
         guard let session else { return }
-        if session.wantsEvaluation(at: version), let loss = heldOutLoss(at: version) {
-            session.add(loss: loss, at: version)
+        if session.wantsEvaluation(at: version) {
+            let examples = session.examples
+            let began = ContinuousClock.now
+            if let loss = heldOutLoss(at: version) {
+                session.add(loss: loss, at: version, examples: examples, took: (ContinuousClock.now - began).seconds)
+            }
         }
         if ContinuousClock.now - lastStartsRead > .seconds(2) {
             lastStartsRead = ContinuousClock.now
@@ -603,7 +607,7 @@ public final class Coordinator {
         events.note("could not hold the job to apply the plan; the planner will decide again")
     }
 
-    /// The held-out loss of the model at `version` (or a newer one), on up to 2,000 test examples.
+    /// The held-out loss of the model at `version` (or a newer one), on up to 500 test examples.
     private func heldOutLoss(at version: Int) -> Double? {
         if reader?.shards.map.epoch != manager.map.epoch {
             reader = try? FunctionClient(
@@ -612,7 +616,7 @@ public final class Coordinator {
         }
         guard let reader, let params = try? reader.pull(step: version, timeout: .seconds(2)) else { return nil }
         if evaluationSet == nil {
-            evaluationSet = plan.test.count > 2_000 ? plan.test.partition(0, of: (plan.test.count + 1_999) / 2_000) : plan.test
+            evaluationSet = plan.test.count > 500 ? plan.test.partition(0, of: (plan.test.count + 499) / 500) : plan.test
         }
         return model.evaluate(params: params, on: evaluationSet!).loss
     }

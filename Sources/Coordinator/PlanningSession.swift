@@ -25,6 +25,7 @@ final class PlanningSession {
     private var lastAccount: ContinuousClock.Instant
     private var byStep: [Int: [StepMetrics]] = [:]
     private var lastEvaluated = -1
+    private var nextEvaluation = ContinuousClock.now
     private var seenStarts = 0
 
     /// The first plan: throws `PlanError` (naming the flag and the least time or cost) when the
@@ -119,16 +120,18 @@ final class PlanningSession {
         controller.observe(pauseSeconds: pauseSeconds, bytesMoved: Double(bytesMoved))
     }
 
-    /// Whether the held-out loss should be measured at `version` (under `--target-loss`, every
-    /// few steps).
+    /// Whether the held-out loss should be measured at `version`: under `--target-loss`, every
+    /// few steps, and spending at most a tenth of the run's time on it.
     func wantsEvaluation(at version: Int) -> Bool {
         guard request.targetLoss != nil, version > 0 else { return false }
         let every = max(1, controller.interval / 3)
-        return version >= lastEvaluated + every
+        return version >= lastEvaluated + every && ContinuousClock.now >= nextEvaluation
     }
 
-    func add(loss: Double, at version: Int) {
+    /// A held-out loss measured at `version`, after `examples` examples; it took `took` seconds.
+    func add(loss: Double, at version: Int, examples: Double, took: Double) {
         lastEvaluated = version
+        nextEvaluation = ContinuousClock.now + .milliseconds(Int(took * 9_000))
         controller.observe(loss: loss, afterExamples: examples)
     }
 

@@ -132,6 +132,23 @@ extension EndToEnd {
             #expect(processes(containing: "redis-server").count <= before)
         }
 
+        @Test func aTargetLossEndsTheRunOnceReached() throws {
+            let r = try smlt([
+                "train", "--dataset", "synthetic", "--model", "mlp", "--target-loss", "0.05", "--deadline", "60s",
+                "--json",
+            ])
+            #expect(r.status.succeeded, "\(r.stderr)")
+            let out = json(r.stdout)
+            let planned = (out["plan"] as? [String: Any])?["total_steps"] as? Int ?? 0
+            let steps = out["steps"] as? Int ?? 0
+            #expect(steps > 0 && steps < planned, "\(steps) of \(planned)")
+            let reasons = (out["replans"] as? [[String: Any]] ?? []).compactMap {
+                ($0["decision"] as? [String: Any])?["reason"] as? String
+            }
+            #expect(reasons.contains("target loss reached"), "\(reasons)")
+            #expect((out["final_loss"] as? Double ?? 1) < 0.1)
+        }
+
         /// A run within a budget re-plans from what it measures; the decisions it applied,
         /// replayed by the in-process reference, give the same parameters bit for bit.
         @Test func aReplannedRunMatchesTheReferenceWithItsDecisions() throws {
