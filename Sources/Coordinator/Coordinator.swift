@@ -160,7 +160,9 @@ public final class Coordinator {
                     request: request, plan: base, shards: endpoints?.count, started: start)
                 self.session = session
                 request = session.planned(request)
-                events.note("plan: \(session.initial.configuration), \(session.initial.totalSteps) steps, predicted \(String(format: "%.1f", session.initial.prediction.seconds)) s and $\(String(format: "%.6f", session.initial.prediction.costUSD))")
+                events.note(
+                    "plan: \(session.initial.configuration), \(session.initial.totalSteps) steps, predicted \(String(format: "%.1f", session.initial.prediction.seconds)) s and $\(String(format: "%.6f", session.initial.prediction.costUSD))"
+                )
             }
             plan = try TrainingPlan(request, train: data.train, test: data.test)
             if plan.schedule.changes.contains(where: { $0.shards != nil }) && endpoints != nil {
@@ -582,7 +584,8 @@ public final class Coordinator {
         func change(at step: Int) -> Schedule.Change {
             let c = d.configuration
             return Schedule.Change(
-                step: step, workers: c.workers != workers ? c.workers : nil, shards: c.shards != now.shards ? c.shards : nil,
+                step: step, workers: c.workers != workers ? c.workers : nil,
+                shards: c.shards != now.shards ? c.shards : nil,
                 memoryMiB: c.memoryMiB != memoryMiB ? c.memoryMiB : nil,
                 steps: d.totalSteps != plan.steps ? max(step, d.totalSteps) : nil)
         }
@@ -597,7 +600,8 @@ public final class Coordinator {
         for _ in 0..<5 {
             let at = ((try? manager.keys.latestVersion(shard: 0, on: control)) ?? version) + 2
             let next = change(at: at)
-            guard at < plan.steps, next.workers != nil || next.shards != nil || next.memoryMiB != nil || next.steps != nil
+            guard at < plan.steps,
+                next.workers != nil || next.shards != nil || next.memoryMiB != nil || next.steps != nil
             else { return }
             if try manager.setHold(at: at) {
                 pending = [next]
@@ -616,7 +620,8 @@ public final class Coordinator {
         }
         guard let reader, let params = try? reader.pull(step: version, timeout: .seconds(2)) else { return nil }
         if evaluationSet == nil {
-            evaluationSet = plan.test.count > 500 ? plan.test.partition(0, of: (plan.test.count + 499) / 500) : plan.test
+            evaluationSet =
+                plan.test.count > 500 ? plan.test.partition(0, of: (plan.test.count + 499) / 500) : plan.test
         }
         return model.evaluate(params: params, on: evaluationSet!).loss
     }

@@ -166,10 +166,13 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
             throw RequestError("--target-loss needs a goal for the planner: --deadline, --budget or both")
         }
         if isPlanned {
-            try check(schedule == nil, "--schedule and --deadline/--budget do not go together: the planner makes the schedule")
+            try check(
+                schedule == nil, "--schedule and --deadline/--budget do not go together: the planner makes the schedule"
+            )
             try check(
                 priceGBSecond > 0 || priceRequest > 0 || shardHourPrice > 0,
-                "--budget and --deadline need prices: --price-gb-second, --price-request and --price-shard-hour are all zero")
+                "--budget and --deadline need prices: --price-gb-second, --price-request and --price-shard-hour are all zero"
+            )
         }
         _ = try datasetSource()
         if let schedule { _ = try Schedule(parsing: schedule) }

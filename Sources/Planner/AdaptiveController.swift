@@ -139,7 +139,7 @@ public struct AdaptiveController: Sendable {
         switch planner.goal.amount {
         case .steps(let n): return n
         case .epochs: return progress.step + p.steps
-        case .targetLoss: return progress.step + max(1, p.steps) * 3 // a cap; the run ends when the loss is reached
+        case .targetLoss: return progress.step + max(1, p.steps) * 3  // a cap; the run ends when the loss is reached
         }
     }
 
@@ -223,7 +223,8 @@ public struct AdaptiveController: Sendable {
     /// the error names the flag and the level the curve flattens at.
     public func unreachableTarget() -> PlanError? {
         guard case .targetLoss(let target) = planner.goal.amount, let c = convergence, c.points >= 8,
-            c.examples(toReach: target) == nil || c.examples(toReach: target)! > 1e3 * Double(planner.job.trainingExamples)
+            c.examples(toReach: target) == nil
+                || c.examples(toReach: target)! > 1e3 * Double(planner.job.trainingExamples)
         else { return nil }
         return PlanError(
             "--target-loss \(target) is out of reach: the held-out loss levels off at \(String(format: "%.4f", c.floor)) (fitted from \(c.points) evaluations)"
@@ -256,10 +257,12 @@ public struct AdaptiveController: Sendable {
                 work: work, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, current: current, model: model)
         else { return nil }
         let stay = planner.predict(current, work: work, from: current, model: model)
-        let stayMeets = planner.meets(stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+        let stayMeets = planner.meets(
+            stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
         var reason: String?
         if choice.best.configuration != current {
-            let newMeets = planner.meets(choice.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: 0)
+            let newMeets = planner.meets(
+                choice.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: 0)
             if !stayMeets && (newMeets || betterForGoal(choice.best, stay)) {
                 reason = "goal at risk"
             } else if stayMeets && choice.meetsGoal {
@@ -281,7 +284,8 @@ public struct AdaptiveController: Sendable {
             record(Decision(configuration: current, totalSteps: totalSteps, prediction: stay, reason: "keep"), progress)
             return nil
         }
-        let d = Decision(configuration: choice.best.configuration, totalSteps: steps, prediction: choice.best, reason: reason)
+        let d = Decision(
+            configuration: choice.best.configuration, totalSteps: steps, prediction: choice.best, reason: reason)
         self.current = d.configuration
         totalSteps = steps
         record(d, progress)

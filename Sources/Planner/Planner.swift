@@ -90,7 +90,8 @@ public struct Planner: Sendable {
         run += (invocations - 1) * offer.warmStartSeconds
         let pause = pause(from: current, to: c)
         let seconds = run + pause
-        let launched = current == nil || c.memoryMiB != current!.memoryMiB ? c.workers : max(0, c.workers - current!.workers)
+        let launched =
+            current == nil || c.memoryMiB != current!.memoryMiB ? c.workers : max(0, c.workers - current!.workers)
         let gb = Double(c.memoryMiB) / 1024
         let billedWorkers = Double(max(c.workers, current?.workers ?? 0))
         let cost =
@@ -136,7 +137,9 @@ public struct Planner: Sendable {
                 return Choice(best: pick, meetsGoal: true, fastest: fastest, cheapest: cheapest)
             }
         }
-        return Choice(best: goal.deadlineSeconds != nil ? fastest : cheapest, meetsGoal: false, fastest: fastest, cheapest: cheapest)
+        return Choice(
+            best: goal.deadlineSeconds != nil ? fastest : cheapest, meetsGoal: false, fastest: fastest,
+            cheapest: cheapest)
     }
 
     private func better(_ a: Prediction, than b: Prediction, byTime: Bool) -> Bool {

@@ -105,7 +105,8 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
         var model = prior
         let work = Double(job.batchPerWorker) * Double(job.parameters)
         let perUnit = samples.map { s in
-            s.computeSeconds * offer.computeSpeed(memoryMiB: s.configuration.memoryMiB, workers: s.configuration.workers)
+            s.computeSeconds
+                * offer.computeSpeed(memoryMiB: s.configuration.memoryMiB, workers: s.configuration.workers)
                 / work
         }
         model.computePerExampleParameter = max(1e-15, perUnit.reduce(0, +) / Double(perUnit.count))
@@ -115,8 +116,10 @@ public struct StepTimeModel: Sendable, Codable, Equatable {
         // Ridge toward the prior, each feature scaled by its typical size in the samples.
         let xs = samples.map { features($0.configuration, job: job, offer: offer) }
         let ys = zip(samples, xs).map { s, _ in
-            max(0, s.stepSeconds - model.compute(s.configuration, job: job, offer: offer)
-                * straggling(workers: s.configuration.workers, spread: model.spread))
+            max(
+                0,
+                s.stepSeconds - model.compute(s.configuration, job: job, offer: offer)
+                    * straggling(workers: s.configuration.workers, spread: model.spread))
         }
         let theta0 = prior.coefficients
         let d = theta0.count

@@ -235,7 +235,8 @@ public final class WorkerRuntime {
                 StepMetrics(
                     worker: event.worker, step: step, loss: report.loss,
                     accuracy: Double(report.correct) / Double(max(1, report.examples)), examples: report.examples,
-                    computeSeconds: Self.seconds(pushStart - computeStart), pushSeconds: Self.seconds(pushed - pushStart),
+                    computeSeconds: Self.seconds(pushStart - computeStart),
+                    pushSeconds: Self.seconds(pushed - pushStart),
                     pullSeconds: Self.seconds(computeStart - pullStart), stepSeconds: Self.seconds(pushed - stepStart)))
             step += 1
             done += 1

@@ -34,7 +34,9 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         do { _ = try training.request() } catch let e as RequestError { throw ValidationError(e.description) }
-        if training.injectFaults != nil && reference { throw ValidationError("--inject-faults does not apply to --reference") }
+        if training.injectFaults != nil && reference {
+            throw ValidationError("--inject-faults does not apply to --reference")
+        }
         if resume && job == nil { throw ValidationError("--resume needs --job") }
         if reference && (training.deadline != nil || training.budget != nil) {
             throw ValidationError("--deadline and --budget do not apply to --reference")

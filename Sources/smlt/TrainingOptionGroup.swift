@@ -45,11 +45,18 @@ struct TrainingOptionGroup: ParsableArguments {
     @Option(help: "How long a finished job stays in Redis (with --redis), e.g. 24h; 0 deletes it at the end.")
     var retain = "24h"
 
-    @Option(help: "Finish within this time at the least cost, e.g. 90s or 10m; the planner chooses workers, shards and memory.")
+    @Option(
+        help:
+            "Finish within this time at the least cost, e.g. 90s or 10m; the planner chooses workers, shards and memory."
+    )
     var deadline: String?
-    @Option(help: "Spend at most this many USD, finishing as fast as possible (with --deadline: as cheaply as possible).")
+    @Option(
+        help: "Spend at most this many USD, finishing as fast as possible (with --deadline: as cheaply as possible).")
     var budget: String?
-    @Option(help: "Train until the held-out loss reaches this value (instead of --steps or --epochs; needs --deadline or --budget).")
+    @Option(
+        help:
+            "Train until the held-out loss reaches this value (instead of --steps or --epochs; needs --deadline or --budget)."
+    )
     var targetLoss: String?
     @Option(help: "Price per hour of one shard (Redis server and parameter server), USD.")
     var priceShardHour = TrainingRequest.defaultPriceShardHour

@@ -46,9 +46,21 @@ import Testing
 
     @Test func inconsistentGoalsAreRefused() {
         let cases: [(TrainingRequest, String)] = [
-            (request { $0.deadlineSeconds = 60; $0.priceShardHour = -1 }, "--price-shard-hour"),
-            (request { $0.budgetUSD = 1; $0.priceGBSecond = -1 }, "--price-gb-second"),
-            (request { $0.budgetUSD = 1; $0.priceRequest = .nan }, "--price-request"),
+            (
+                request {
+                    $0.deadlineSeconds = 60; $0.priceShardHour = -1
+                }, "--price-shard-hour"
+            ),
+            (
+                request {
+                    $0.budgetUSD = 1; $0.priceGBSecond = -1
+                }, "--price-gb-second"
+            ),
+            (
+                request {
+                    $0.budgetUSD = 1; $0.priceRequest = .nan
+                }, "--price-request"
+            ),
             (
                 request {
                     $0.budgetUSD = 1
@@ -64,7 +76,11 @@ import Testing
                     $0.targetLoss = 0.1
                 }, "--target-loss needs a goal"
             ),
-            (request { $0.deadlineSeconds = 60; $0.schedule = "10:workers=2" }, "--schedule and --deadline"),
+            (
+                request {
+                    $0.deadlineSeconds = 60; $0.schedule = "10:workers=2"
+                }, "--schedule and --deadline"
+            ),
             (request { $0.deadlineSeconds = -1 }, "--deadline must be a positive duration"),
         ]
         for (r, message) in cases {
