@@ -27,6 +27,9 @@ final class PlanningSession {
     private var lastEvaluated = -1
     private var nextEvaluation = ContinuousClock.now
     private var seenStarts = 0
+    /// The configuration being sampled, and its first step that counts.
+    private var sampled: Configuration?
+    private var firstSteady = 1
 
     /// The first plan: throws `PlanError` (naming the flag and the least time or cost) when the
     /// goal cannot be met. `plan` is the request resolved at its own numbers (for the data and
@@ -145,12 +148,18 @@ final class PlanningSession {
         spentUSD +=
             Double(configuration.workers) * gb * dt * offer.priceGBSecond
             + Double(configuration.shards) * dt / 3600 * request.shardHourPrice
+        // The first step after a start or a change waits for new workers to start and for the
+        // switch: not a sample of the configuration's steady state.
+        if configuration != sampled {
+            sampled = configuration
+            firstSteady = version + 1
+        }
         // Steps every worker has reported become samples (older partial ones are dropped).
         for step in byStep.keys.sorted() {
             guard let reports = byStep[step] else { continue }
             if reports.count >= configuration.workers || step < version - 2 {
                 byStep[step] = nil
-                if reports.count >= configuration.workers { sample(reports, configuration) }
+                if reports.count >= configuration.workers && step >= firstSteady { sample(reports, configuration) }
             }
         }
         if let error = controller.unreachableTarget() { throw error }
