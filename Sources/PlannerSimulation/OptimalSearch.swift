@@ -45,4 +45,23 @@ extension Simulator {
         }
         return best
     }
+
+    /// The fastest static configuration under the noise-free truth, whatever it costs (how much
+    /// room a deadline leaves).
+    public func fastestPlan() -> StaticPlan? {
+        let memories = scenario.offer.memoryCandidates(minimum: job.minimumMemoryMiB)
+        var best: StaticPlan?
+        for w in optimalWorkerCounts() {
+            let f = factors(workers: w)
+            for k in 1...min(w, scenario.offer.maxShards) {
+                for m in memories {
+                    guard let p = staticPlan(Configuration(workers: w, shards: k, memoryMiB: m), factors: f) else {
+                        continue
+                    }
+                    if best == nil || p.seconds < best!.seconds { best = p }
+                }
+            }
+        }
+        return best
+    }
 }

@@ -39,7 +39,7 @@ public struct Scenario: Sendable {
         case .targetLoss(let l): amount = String(format: "loss %.4f", l)
         }
         var parts = ["#\(id)", "P=\(job.parameters)", "b=\(job.batchPerWorker)", "N=\(job.trainingExamples)", amount]
-        if let d = goal.deadlineSeconds { parts.append(String(format: "deadline %.0f s", d)) }
+        if let d = goal.deadlineSeconds { parts.append(String(format: "deadline %.1f s", d)) }
         if let b = goal.budgetUSD { parts.append(String(format: "budget $%.4f", b)) }
         return parts.joined(separator: " ")
     }

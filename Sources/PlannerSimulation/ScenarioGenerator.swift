@@ -10,13 +10,18 @@ public struct ScenarioGenerator: Sendable {
     public var shardPrice: ShardPrice
     public var nominal: PlatformTruth
     public var offer: PlatformOffer
+    /// The least seconds the fixed configuration's noise-free run of a scenario takes: shorter
+    /// amounts are doubled until it does. A training job of a few seconds is a draw of its cold
+    /// starts, not a scheduling problem; 0 keeps every amount as drawn.
+    public var minimumReferenceSeconds: Double
 
     public init(
         seed: UInt64, shardPrice: ShardPrice = ShardPrice(perHourUSD: 0.03),
         nominal: PlatformTruth = Calibration.lambda,
-        offer: PlatformOffer = .awsLambda()
+        offer: PlatformOffer = .awsLambda(), minimumReferenceSeconds: Double = 60
     ) {
         self.seed = seed
+        self.minimumReferenceSeconds = minimumReferenceSeconds
         self.shardPrice = shardPrice
         self.nominal = nominal
         self.offer = offer
@@ -45,27 +50,37 @@ public struct ScenarioGenerator: Sendable {
             evaluationNoise: rng.uniform(0.003, 0.015), evaluationInterval: 1)
         let fixed = FixedPolicy.configuration(for: job, offer: offer)
         let fixedBatch = fixed.workers * batch
-        let amount: TrainingAmount
-        let referenceSteps: Int
-        switch rng.uniform() {
-        case ..<0.33:
-            referenceSteps = Int(rng.logUniform(100, 4000))
-            amount = .steps(referenceSteps)
-        case ..<0.67:
-            let epochs = rng.logUniform(0.3, 4)
-            amount = .epochs(epochs)
-            referenceSteps = Int((epochs * Double(examples) / Double(fixedBatch)).rounded(.up))
-        default:
-            let epochs = rng.logUniform(0.3, 3)
-            referenceSteps = max(20, Int((epochs * Double(examples) / Double(fixedBatch)).rounded(.up)))
-            let effective = Double(referenceSteps) * convergence.effectiveExamples(perStepOf: fixedBatch)
-            amount = .targetLoss(convergence.loss(effective: effective))
-        }
-        convergence.evaluationInterval = max(2, referenceSteps / 60)
-        var scenario = Scenario(
-            id: id, job: job, goal: Goal(amount: amount), shardPrice: shardPrice, offer: offer, truth: truth,
-            convergence: convergence, seed: rng.next())
-        let reference = Simulator(scenario: scenario, noiseFree: true).staticPlan(fixed)!
+        // The amount, as steps of the fixed configuration: scaled up (by doubling) until that
+        // reference run takes `minimumReferenceSeconds`.
+        let kind = rng.uniform()
+        var referenceSteps =
+            kind < 0.33
+            ? Int(rng.logUniform(100, 4000))
+            : max(
+                20, Int((rng.logUniform(0.3, kind < 0.67 ? 4 : 3) * Double(examples) / Double(fixedBatch)).rounded(.up))
+            )
+        let seed = rng.next()
+        var scenario: Scenario
+        var reference: Simulator.StaticPlan
+        repeat {
+            let amount: TrainingAmount
+            switch kind {
+            case ..<0.33: amount = .steps(referenceSteps)
+            case ..<0.67: amount = .epochs(Double(referenceSteps * fixedBatch) / Double(examples))
+            default:
+                // A target within a tenth of the floor is decided by the evaluations' noise, not
+                // by training: such a target is raised to 10% above the floor.
+                let effective = Double(referenceSteps) * convergence.effectiveExamples(perStepOf: fixedBatch)
+                amount = .targetLoss(max(convergence.loss(effective: effective), convergence.floorLoss / 0.9))
+            }
+            convergence.evaluationInterval = max(2, referenceSteps / 60)
+            scenario = Scenario(
+                id: id, job: job, goal: Goal(amount: amount), shardPrice: shardPrice, offer: offer, truth: truth,
+                convergence: convergence, seed: seed)
+            reference = Simulator(scenario: scenario, noiseFree: true).staticPlan(fixed)!
+            referenceSteps *= 2
+        } while reference.seconds < minimumReferenceSeconds && referenceSteps < 1 << 24
+            && reference.steps * 2 >= referenceSteps
         switch rng.uniform() {
         case ..<0.4: scenario.goal.deadlineSeconds = reference.seconds * rng.uniform(0.5, 1.5)
         case ..<0.7: scenario.goal.budgetUSD = reference.costUSD * rng.uniform(0.5, 1.5)

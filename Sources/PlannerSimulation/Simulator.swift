@@ -113,21 +113,24 @@ public struct Simulator: Sendable {
         }
         var slowestCache: [Int: Double] = [:]
         var startCache: [Int: Double] = [:]
-        func starts(_ n: Int, cold: Bool) -> Double {
+        /// `n` functions starting together: the seconds until the last has started, and each
+        /// one's start as the workers report them.
+        func starts(_ n: Int, cold: Bool) -> (seconds: Double, each: [Double]) {
             let mean = cold ? truth.coldStartSeconds : truth.warmStartSeconds
             if noiseFree {
                 if startCache[n] == nil {
                     startCache[n] = SimRandom.expectedMaxLognormalFactor(of: n, sigma: truth.startSigma)
                 }
-                return mean * startCache[n]!
+                return (mean * startCache[n]!, [mean])
             }
-            return mean * rng.maxLognormalFactor(of: n, sigma: truth.startSigma)
+            let each = (0..<n).map { _ in mean * rng.lognormalFactor(truth.startSigma) }
+            return (each.max() ?? 0, each)
         }
 
         let launch = starts(c.workers, cold: true)
-        bill(workers: c.workers, memoryMiB: c.memoryMiB, shards: c.shards, seconds: launch)
+        bill(workers: c.workers, memoryMiB: c.memoryMiB, shards: c.shards, seconds: launch.seconds)
         cost += Double(c.workers) * offer.priceRequest
-        policy.observe(.start(seconds: launch, cold: true))
+        for s in launch.each { policy.observe(.start(seconds: s, cold: true)) }
 
         var step = 0
         var examples = 0.0
@@ -141,10 +144,10 @@ public struct Simulator: Sendable {
             // The time limit: every worker continues in a new invocation; BSP waits for all.
             if age > 0 && age + 1.25 * lastStep > truth.timeLimitSeconds {
                 let pause = starts(c.workers, cold: false)
-                bill(workers: c.workers, memoryMiB: c.memoryMiB, shards: c.shards, seconds: pause)
+                bill(workers: c.workers, memoryMiB: c.memoryMiB, shards: c.shards, seconds: pause.seconds)
                 cost += Double(c.workers) * offer.priceRequest
                 age = 0
-                policy.observe(.start(seconds: pause, cold: false))
+                for s in pause.each { policy.observe(.start(seconds: s, cold: false)) }
             }
             let (sample, seconds) = drawStep(c, rng: &rng, cache: &slowestCache)
             bill(workers: c.workers, memoryMiB: c.memoryMiB, shards: c.shards, seconds: seconds)
@@ -174,14 +177,14 @@ public struct Simulator: Sendable {
                 pause += moved * truth.moveSecondsPerByte * (noiseFree ? 1 : rng.lognormalFactor(0.2))
             }
             let launched = next.memoryMiB != c.memoryMiB ? next.workers : max(0, next.workers - c.workers)
-            let cold = launched > 0 ? starts(launched, cold: true) : 0
+            let cold = launched > 0 ? starts(launched, cold: true) : (seconds: 0, each: [])
             bill(
                 workers: max(c.workers, next.workers), memoryMiB: next.memoryMiB, shards: max(c.shards, next.shards),
-                seconds: pause + cold)
+                seconds: pause + cold.seconds)
             cost += Double(launched) * offer.priceRequest
             if next.memoryMiB != c.memoryMiB { age = 0 }
             policy.observe(.pause(seconds: pause, bytesMoved: moved))
-            if launched > 0 { policy.observe(.start(seconds: cold, cold: true)) }
+            for s in cold.each { policy.observe(.start(seconds: s, cold: true)) }
             c = next
             outcome.reconfigurations += 1
         }

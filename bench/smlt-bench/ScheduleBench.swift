@@ -16,6 +16,11 @@ struct ScheduleBench: ParsableCommand {
     @Option(help: "Number of scenarios.") var scenarios = 200
     @Option(help: "Seed of the scenario set and of the runs' noise.") var seed: UInt64 = 1
     @Option(help: "USD per shard-hour.") var shardPrice = 0.03
+    @Option(
+        help:
+            "Least seconds of a scenario's reference run (the fixed configuration, noise-free); shorter amounts are doubled. 0 keeps them as drawn."
+    )
+    var minReferenceSeconds = 60.0
     @Flag(help: "Print one JSON array, one object per policy.") var json = false
     @Option(help: "Write the rows as CSV to this path.") var csv: String?
     @Option(help: "Write an SVG bar chart (deadline hit rate and median cost ratio per policy) to this path.")
@@ -31,7 +36,8 @@ struct ScheduleBench: ParsableCommand {
 
     func run() throws {
         if calibrate { return measureCompute() }
-        let generator = ScenarioGenerator(seed: seed, shardPrice: ShardPrice(perHourUSD: shardPrice))
+        let generator = ScenarioGenerator(
+            seed: seed, shardPrice: ShardPrice(perHourUSD: shardPrice), minimumReferenceSeconds: minReferenceSeconds)
         if let trace { return self.trace(generator.scenario(trace)) }
         let evaluation = Evaluation(scenarios: generator.scenarios(scenarios))
         let results = evaluation.results()
@@ -81,7 +87,11 @@ struct ScheduleBench: ParsableCommand {
                 r.optimal.map {
                     String(format: "optimal %@ %.1f s $%.6f", $0.configuration.description, $0.seconds, $0.costUSD)
                 } ?? "infeasible"
-            out += "\(r.scenario.summary) | \(best)\n"
+            let fastest =
+                Simulator(scenario: r.scenario, noiseFree: true).fastestPlan().map {
+                    String(format: " | fastest %.1f s", $0.seconds)
+                } ?? ""
+            out += "\(r.scenario.summary) | \(best)\(fastest)\n"
             for p in PolicyKind.allCases {
                 guard let o = r.outcomes[p] else { continue }
                 if let refusal = o.refusal {
@@ -130,6 +140,9 @@ struct ScheduleBench: ParsableCommand {
                 format: "outcome: %.1f s, $%.6f, %d steps%@%@", outcome.seconds, outcome.costUSD, outcome.steps,
                 outcome.completed ? "" : " (unfinished)", outcome.refusal.map { " refused: " + $0 } ?? ""))
         print("model: \(policy.controller.model)")
+        print(
+            "learned cold start \(policy.controller.planner.offer.coldStartSeconds) s (truth mean \(scenario.truth.coldStartSeconds) s)"
+        )
         if let c = policy.controller.convergence { print("convergence: \(c)") }
     }
 
