@@ -27,6 +27,12 @@ struct ScheduleBench: ParsableCommand {
     var chart: String?
     @Option(help: "Write one line per scenario and policy to this path (for inspection).") var details: String?
     @Option(help: "Print SMLT's decisions on this scenario (its id) and exit.") var trace: Int?
+    @Option(
+        help:
+            "Print the simulator's step seconds on this machine (the local calibration) for these WxK configurations, e.g. 1x1,2x1,4x2, and exit."
+    ) var predictLocal: String?
+    @Option(help: "Parameters for --predict-local.") var localParameters = 7114
+    @Option(help: "Examples per worker per step for --predict-local.") var localBatch = 16
     @Flag(help: "Measure the compute constant of the bundled models on this machine and exit.") var calibrate = false
 
     func validate() throws {
@@ -36,6 +42,7 @@ struct ScheduleBench: ParsableCommand {
 
     func run() throws {
         if calibrate { return measureCompute() }
+        if let predictLocal { return try self.predictLocal(predictLocal) }
         let generator = ScenarioGenerator(
             seed: seed, shardPrice: ShardPrice(perHourUSD: shardPrice), minimumReferenceSeconds: minReferenceSeconds)
         if let trace { return self.trace(generator.scenario(trace)) }
@@ -105,6 +112,28 @@ struct ScheduleBench: ParsableCommand {
             }
         }
         try out.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// The noise-free step seconds the local calibration predicts for `smlt train` runs.
+    func predictLocal(_ list: String) throws {
+        let truth = Calibration.local
+        let job = JobShape(
+            parameters: localParameters, batchPerWorker: localBatch, trainingExamples: 20_000, minimumMemoryMiB: 128)
+        for item in list.split(separator: ",") {
+            let parts = item.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] >= 1, parts[1] >= 1 else {
+                throw ValidationError("--predict-local takes WxK items such as 4x2, got '\(item)'")
+            }
+            let c = Configuration(workers: parts[0], shards: parts[1], memoryMiB: 1024)
+            let compute = truth.meanCompute(c, job: job) * truth.expectedSlowestFactor(workers: c.workers)
+            let comm = truth.communication(c, job: job)
+            print(
+                String(
+                    format:
+                        "%d workers, %d shards, %d parameters, batch %d: step %.2f ms (compute %.2f ms, the rest %.2f ms)",
+                    c.workers, c.shards, localParameters, localBatch, (compute + comm) * 1000, compute * 1000,
+                    comm * 1000))
+        }
     }
 
     /// SMLT's decisions on one scenario, against optimal's plan.
