@@ -77,4 +77,68 @@ struct PlannerDecisionTests {
             #expect(error.description.contains(String(format: "%.1f", fastest.seconds)), "\(error.description)")
         }
     }
+
+    @Test func bigBatchesNeedMoreExamplesUnderACriticalBatch() {
+        var planner = Planner(
+            job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: 0.03), goal: Goal(amount: .targetLoss(0.1)))
+        let c = Configuration(workers: 8, shards: 2, memoryMiB: 1769)
+        // Global batch 256: 1,000 examples are 4 steps; with B_noise = 256 a step is worth 128.
+        #expect(planner.steps(.examples(1000), at: c) == 4)
+        planner.noiseBatch = 256
+        #expect(planner.steps(.examples(1000), at: c) == 8)
+        #expect(planner.steps(.examples(.infinity), at: c) > 1_000_000)
+    }
+
+    @Test func aLaunchWaitsForTheSlowestStart() {
+        let planner = Planner(
+            job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: 0.03), goal: Goal(amount: .steps(10)))
+        let one = planner.pause(from: nil, to: Configuration(workers: 1, shards: 1, memoryMiB: 1769))
+        let many = planner.pause(from: nil, to: Configuration(workers: 64, shards: 1, memoryMiB: 1769))
+        #expect(one == offer.coldStartSeconds)
+        #expect(many > one * 1.5)
+    }
+
+    @Test func anUnreachableDeadlineKeepsTheBudget() throws {
+        let work = Planner.Work.examples(200_000)
+        // Without a budget: nearly as fast as the fastest, and no dearer.
+        let free = Planner(
+            job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: 0.03),
+            goal: Goal(amount: .epochs(2), deadlineSeconds: 1))
+        let fast = try #require(free.choose(work: work, elapsed: 0, spent: 0, current: nil, model: truth))
+        #expect(!fast.meetsGoal)
+        #expect(fast.best.seconds <= fast.fastest.seconds * (1 + free.fastestSlack))
+        #expect(fast.best.costUSD <= fast.fastest.costUSD)
+        // With a budget between the cheapest and the fastest plan: the fastest within it.
+        let budget = (fast.cheapest.costUSD + fast.best.costUSD) / 2
+        #expect(budget < fast.best.costUSD)
+        var kept = free
+        kept.goal.budgetUSD = budget
+        let choice = try #require(kept.choose(work: work, elapsed: 0, spent: 0, current: nil, model: truth))
+        #expect(!choice.meetsGoal)
+        #expect(choice.best.costUSD <= budget)
+        #expect(choice.best.seconds < choice.cheapest.seconds)
+    }
+
+    @Test func aTargetLossEndsTheRunWhenObserved() throws {
+        let planner = Planner(
+            job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: 0.03),
+            goal: Goal(amount: .targetLoss(0.5), deadlineSeconds: 3600))
+        var controller = AdaptiveController(planner: planner, prior: truth)
+        let start = try controller.start()
+        #expect(start.totalSteps > 0)
+        let c = start.configuration
+        let perStep = Double(c.workers * job.batchPerWorker)
+        var step = 0
+        var decision: AdaptiveController.Decision?
+        for (i, loss) in [2.0, 1.5, 1.1, 0.9, 0.7, 0.6, 0.55, 0.49].enumerated() {
+            step = (i + 1) * 10
+            controller.observe(loss: loss, afterExamples: Double(step) * perStep)
+            decision = controller.decide(
+                AdaptiveController.Progress(
+                    step: step, examples: Double(step) * perStep, elapsedSeconds: Double(step), spentUSD: 0))
+        }
+        let end = try #require(decision)
+        #expect(end.reason == "target loss reached")
+        #expect(end.totalSteps == step)
+    }
 }
