@@ -83,7 +83,7 @@ public struct AdaptiveController: Sendable {
     /// `start` refuses a goal only when no plan meets it with the deadline and the budget
     /// stretched by this share: before any step the prediction is the prior's, often off by
     /// more than that, and a run re-plans from measurements.
-    public var refusalSlack = 0.2
+    public var refusalSlack = 0.5
     /// The share of the deadline or budget the first plan keeps in reserve, instead of the
     /// planner's margin: before the launch everything is a prior (the cold start of every
     /// function included), so the first plan keeps more.
@@ -91,6 +91,9 @@ public struct AdaptiveController: Sendable {
     /// Under a target loss, the fitted curve's examples to go are taken this much larger: the
     /// curve is an extrapolation, and stopping short of the loss misses the deadline.
     public var targetMargin = 0.1
+    /// Under a target loss, evaluations the curve needs before it may plan for less than the
+    /// prior's epochs.
+    public var trustedEvaluations = 8
     /// The share of the time or money left a switch made only to save (`cheaper`, `faster`)
     /// keeps in reserve: wider than the planner's margin, against flapping.
     public var switchMargin = 0.25
@@ -127,9 +130,11 @@ public struct AdaptiveController: Sendable {
             let done = effectiveExamples(progress.examples)
             // A curve that levels off above the target (a fit from few evaluations) is no
             // reason to stop: assume at least the prior, and at least as much again as so far.
-            let needed =
-                neededExamples().map { done + max(0, $0 - done) * (1 + targetMargin) }
-                ?? max(priorEpochs * Double(planner.job.trainingExamples), 2 * done)
+            let fallback = max(priorEpochs * Double(planner.job.trainingExamples), 2 * done)
+            let fitted = neededExamples().map { done + max(0, $0 - done) * (1 + targetMargin) }
+            // A curve from a few evaluations is no reason to plan for less than the prior.
+            let trusted = (convergence?.points ?? 0) >= trustedEvaluations
+            let needed = trusted ? fitted ?? fallback : max(fitted ?? 0, fallback)
             return .examples(max(Double(planner.job.batchPerWorker), needed - done))
         }
     }
