@@ -386,7 +386,12 @@ public struct AdaptiveController: Sendable {
         else { return nil }
         let stay = planner.predict(current, work: work, from: current, model: model)
         let stayMeets = planner.meets(stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
-        if stayMeets, switchMargin > planner.margin {
+        var untrusted = false
+        if case .targetLoss = planner.goal.amount { untrusted = (convergence?.points ?? 0) < trustedEvaluations }
+        if stayMeets, untrusted {
+            // The amount is still the prior's guess: no switch only to save on it.
+            choice = Planner.Choice(best: stay, meetsGoal: true, fastest: choice.fastest, cheapest: choice.cheapest)
+        } else if stayMeets, switchMargin > planner.margin {
             // A switch that only saves keeps a wider margin than staying needs, so the next
             // re-plan, from noisier numbers, does not find the goal at risk and switch back.
             var cautious = planner
