@@ -45,6 +45,8 @@ let package = Package(
         .target(name: "Workloads", swiftSettings: strict),
         // Chooses workers × shards × memory for a deadline or a budget; pure, no I/O.
         .target(name: "Planner", swiftSettings: strict),
+        // A simulated serverless platform and the baselines the planner is evaluated against.
+        .target(name: "PlannerSimulation", dependencies: ["Planner"], swiftSettings: strict),
         .target(
             name: "WorkerRuntime", dependencies: ["FunctionClient", "TrainingProtocol", "Workloads"],
             swiftSettings: strict),
@@ -76,7 +78,7 @@ let package = Package(
             name: "smlt-bench",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
-                "LocalProcesses", "Workloads",
+                "LocalProcesses", "Workloads", "Planner", "PlannerSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/smlt-bench",
@@ -95,6 +97,7 @@ let package = Package(
             dependencies: ["ShardManager", "RedisClient", "LocalProcesses", "TensorBlob", "TestSupport", "KeySchema"],
             swiftSettings: strict),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads"], swiftSettings: strict),
+        .testTarget(name: "PlannerTests", dependencies: ["Planner", "PlannerSimulation"], swiftSettings: strict),
         .testTarget(
             name: "TrainingTests",
             dependencies: [

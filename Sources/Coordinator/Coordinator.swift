@@ -125,6 +125,8 @@ public final class Coordinator {
     /// Function memory of new invocations, MiB.
     private var memoryMiB = 0
     private var lastStartsRead = ContinuousClock.now
+    /// Functions the last reconfiguration started.
+    private var launchedAtChange = 0
     private var reader: FunctionClient?
     private var evaluationSet: Dataset?
 
@@ -460,7 +462,8 @@ public final class Coordinator {
         {
             // The first step after the change has committed on every shard: the pause is over.
             records[i].pauseSeconds = (ContinuousClock.now - held).seconds
-            session?.add(pauseSeconds: records[i].pauseSeconds, bytesMoved: records[i].bytesMoved)
+            session?.add(
+                pauseSeconds: records[i].pauseSeconds, bytesMoved: records[i].bytesMoved, launched: launchedAtChange)
             settling = nil
             window = (ContinuousClock.now, version)
             state.reconfigurations = records
@@ -543,10 +546,12 @@ public final class Coordinator {
         _ = try? manager.onEachShard { _, c throws(RedisError) in try c.pipeline(wake) }
         try manager.releaseHold(s, next: pending.first?.step)
         try fleet.resize(to: newWorkers)
+        launchedAtChange = max(0, newWorkers - workers)
         if let m = change.memoryMiB, m != memoryMiB {
             // A function's memory is fixed per invocation: new ones start with the new size.
             memoryMiB = m
             try fleet.relaunchAll()
+            launchedAtChange = newWorkers
         }
         workers = newWorkers
         record.shards = manager.map.shards.count

@@ -119,8 +119,11 @@ final class PlanningSession {
     }
 
     /// A reconfiguration's measured pause.
-    func add(pauseSeconds: Double, bytesMoved: Int) {
-        controller.observe(pauseSeconds: pauseSeconds, bytesMoved: Double(bytesMoved))
+    /// A reconfiguration's measured pause; `launched` functions started during it (their start
+    /// is priced apart, so it is taken out).
+    func add(pauseSeconds: Double, bytesMoved: Int, launched: Int) {
+        let starts = launched > 0 ? controller.planner.startSeconds(launched, cold: true) : 0
+        controller.observe(pauseSeconds: max(0, pauseSeconds - starts), bytesMoved: Double(bytesMoved))
     }
 
     /// Whether the held-out loss should be measured at `version`: under `--target-loss`, every

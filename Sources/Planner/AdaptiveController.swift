@@ -76,13 +76,44 @@ public struct AdaptiveController: Sendable {
     public var hysteresis = 0.05
     /// Before any loss is measured, a target loss is assumed to need this many epochs.
     public var priorEpochs = 2.0
+    /// Under a target loss, the gradient noise scale assumed (examples; see
+    /// `Planner.noiseBatch`): the loss curve is fitted against effective examples, so a switch to
+    /// a bigger global batch is not expected to reach the loss in as few examples. Nil counts
+    /// every example alike. Set before `start`.
+    public var noiseBatch: Double? = 1024
+    /// `start` refuses a goal only when no plan meets it with the deadline and the budget
+    /// stretched by this share: before any step the prediction is the prior's, often off by
+    /// more than that, and a run re-plans from measurements.
+    public var refusalSlack = 0.5
+    /// The share of the deadline or budget the first plan keeps in reserve, instead of the
+    /// planner's margin: before the launch everything is a prior (the cold start of every
+    /// function included), so the first plan keeps more.
+    public var startMargin = 0.25
+    /// Under a target loss, the fitted curve's examples to go are taken this much larger: the
+    /// curve is an extrapolation, and stopping short of the loss misses the deadline.
+    public var targetMargin = 0.1
+    /// Under a target loss, evaluations the curve needs before it may plan for less than the
+    /// prior's epochs.
+    public var trustedEvaluations = 8
+    /// The share of the time or money left a switch made only to save (`cheaper`, `faster`)
+    /// keeps in reserve: wider than the planner's margin, against flapping.
+    public var switchMargin = 0.25
 
     let prior: StepTimeModel
     private var samples: [StepSample] = []
     private var losses: [(examples: Double, loss: Double)] = []
+    /// Every evaluation with the examples then and the global batch it ran at (for fitting the
+    /// noise scale once the run has used two batches).
+    private var evaluations: [(examples: Double, batch: Double, loss: Double)] = []
+    /// The curves' effective examples to the target, one per evaluation (infinite where the
+    /// curve levels off above it).
+    private var needed: [Double] = []
     private var lastDecisionStep = 0
     private var sinceFit = 0
     private var ratio = 1.0
+    /// Effective examples (see `noiseBatch`) at the last evaluation, and the examples then.
+    private var effective = 0.0
+    private var effectiveAt = 0.0
 
     public init(planner: Planner, prior: StepTimeModel) {
         self.planner = planner
@@ -97,11 +128,35 @@ public struct AdaptiveController: Sendable {
         case .epochs(let e): return .examples(max(0, e * Double(planner.job.trainingExamples) - progress.examples))
         case .targetLoss(let target):
             if let last = losses.last, last.loss <= target { return nil }
-            let needed =
-                convergence.flatMap { $0.examples(toReach: target) }
-                ?? priorEpochs * Double(planner.job.trainingExamples)
-            return .examples(max(Double(planner.job.batchPerWorker), needed - progress.examples))
+            let done = effectiveExamples(progress.examples)
+            // A curve that levels off above the target (a fit from few evaluations) is no
+            // reason to stop: assume at least the prior, and at least as much again as so far.
+            let fallback = max(priorEpochs * Double(planner.job.trainingExamples), 2 * done)
+            let fitted = neededExamples().map { done + max(0, $0 - done) * (1 + targetMargin) }
+            // A curve from a few evaluations is no reason to plan for less than the prior.
+            let trusted = (convergence?.points ?? 0) >= trustedEvaluations
+            let needed = trusted ? fitted ?? fallback : max(fitted ?? 0, fallback)
+            return .examples(max(Double(planner.job.batchPerWorker), needed - done))
         }
+    }
+
+    /// Effective examples to the target loss: the median of the last five curves' answers (a
+    /// curve fitted near its floor swings from one evaluation to the next), nil while the
+    /// latest curve does not reach the target.
+    func neededExamples() -> Double? {
+        guard case .targetLoss(let target) = planner.goal.amount, let c = convergence, c.examples(toReach: target) != nil
+        else { return nil }
+        let recent = needed.suffix(10).filter(\.isFinite).sorted()
+        guard !recent.isEmpty else { return c.examples(toReach: target) }
+        return recent.last!
+    }
+
+    /// `examples` as effective examples: each since the last evaluation at the current global
+    /// batch's efficiency (the examples themselves without `planner.noiseBatch`).
+    func effectiveExamples(_ examples: Double) -> Double {
+        guard let bn = planner.noiseBatch, let c = current else { return examples }
+        let batch = Double(c.workers * planner.job.batchPerWorker)
+        return effective + (examples - effectiveAt) / (1 + batch / bn)
     }
 
     /// The first plan, before anything runs (`elapsedSeconds` already gone, such as loading the
@@ -109,19 +164,59 @@ public struct AdaptiveController: Sendable {
     /// plan.
     public mutating func start(elapsedSeconds: Double = 0) throws(PlanError) -> Decision {
         let progress = Progress(step: 0, examples: 0, elapsedSeconds: elapsedSeconds, spentUSD: 0)
+        if case .targetLoss = planner.goal.amount { planner.noiseBatch = noiseBatch }
         let work = work(after: progress) ?? .steps(0)
+        let margin = planner.margin
+        planner.margin = max(margin, startMargin)
+        defer { planner.margin = margin }
         guard
-            let choice = planner.choose(
+            var choice = planner.choose(
                 work: work, elapsed: elapsedSeconds, spent: 0, current: nil, model: model)
         else {
             throw PlanError(
                 "no function memory holds a worker: it needs about \(planner.job.minimumMemoryMiB) MB, the platform offers at most \(planner.offer.memoryMiB.upperBound) MB"
             )
         }
-        if !choice.meetsGoal, case .targetLoss = planner.goal.amount {
-            // The amount is a guess until the loss is measured: start with the best guess.
+        if !choice.meetsGoal, case .targetLoss = planner.goal.amount, case .examples(let guess) = work {
+            // The amount is a guess until the loss is measured, and the goal the user's: start
+            // with the plan for the most of the guess that meets the goal (re-planned from the
+            // fitted curve), or the best for the whole guess when even a 64th does not.
+            var part = guess / 2
+            while part >= guess / 64 {
+                if let c = planner.choose(work: .examples(part), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
+                    c.meetsGoal
+                {
+                    choice = c
+                    break
+                }
+                part /= 2
+            }
+        } else if choice.meetsGoal, case .targetLoss = planner.goal.amount, planner.goal.deadlineSeconds != nil,
+            case .examples(let guess) = work
+        {
+            // The guess may be far short: plan for as much more as still meets the goal, so the
+            // run starts fast enough to learn the curve and still finish (bigger steps cost about
+            // the same per example); the first re-plans move to the cheapest once it is known.
+            var more = guess * 2
+            while more <= guess * 16 {
+                guard
+                    let c = planner.choose(work: .examples(more), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
+                    c.meetsGoal
+                else { break }
+                choice = c
+                more *= 2
+            }
         } else if !choice.meetsGoal {
-            throw refusal(choice, work: work, elapsed: elapsedSeconds)
+            var stretched = planner
+            stretched.goal.deadlineSeconds = planner.goal.deadlineSeconds.map { $0 * (1 + refusalSlack) }
+            stretched.goal.budgetUSD = planner.goal.budgetUSD.map { $0 * (1 + refusalSlack) }
+            guard
+                let near = stretched.choose(work: work, elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
+                near.meetsGoal
+            else { throw refusal(choice, work: work, elapsed: elapsedSeconds) }
+            // Within reach of the prior's error: run the plan closest to the goal, re-planned
+            // from the first measured steps.
+            choice = near
         }
         let decision = Decision(
             configuration: choice.best.configuration, totalSteps: totalSteps(choice.best, progress: progress),
@@ -197,9 +292,53 @@ public struct AdaptiveController: Sendable {
     /// One held-out evaluation.
     public mutating func observe(loss: Double, afterExamples examples: Double) {
         guard loss.isFinite else { return }
-        losses.append((examples, loss))
+        effective = effectiveExamples(examples)
+        effectiveAt = examples
+        losses.append((effective, loss))
         if losses.count > 200 { losses.removeFirst(losses.count - 200) }
         convergence = ConvergenceModel.fit(losses)
+        if let c = current {
+            evaluations.append((examples, Double(c.workers * planner.job.batchPerWorker), loss))
+            if evaluations.count > 200 { evaluations.removeFirst(evaluations.count - 200) }
+            fitNoiseBatch()
+        }
+        if case .targetLoss(let target) = planner.goal.amount, let c = convergence {
+            needed.append(c.examples(toReach: target) ?? .infinity)
+            if needed.count > 20 { needed.removeFirst(needed.count - 20) }
+        }
+    }
+
+    /// Once the run has trained at two global batches, the noise scale B_noise whose effective
+    /// examples make the evaluations fall on one curve best (a grid from 32 to 32,768, pulled
+    /// slightly toward the prior); the curve and the effective examples follow it.
+    mutating func fitNoiseBatch() {
+        guard let prior = noiseBatch, planner.noiseBatch != nil, evaluations.count >= 6,
+            let first = evaluations.first, evaluations.contains(where: { abs($0.batch / first.batch - 1) > 0.1 })
+        else { return }
+        var best: (score: Double, noise: Double, curve: ConvergenceModel, points: [(examples: Double, loss: Double)])?
+        var noise = 32.0
+        while noise <= 32_768 {
+            var e = 0.0
+            var last = 0.0
+            var points: [(examples: Double, loss: Double)] = []
+            for v in evaluations {
+                e += (v.examples - last) / (1 + v.batch / noise)
+                last = v.examples
+                points.append((e, v.loss))
+            }
+            if let curve = ConvergenceModel.fit(points) {
+                let sse = points.reduce(0.0) { $0 + pow(curve.loss(afterExamples: $1.examples) - $1.loss, 2) }
+                let score = sse * (1 + 0.05 * abs(log(noise / prior)))
+                if best == nil || score < best!.score { best = (score, noise, curve, points) }
+            }
+            noise *= 2.0.squareRoot()
+        }
+        guard let best else { return }
+        planner.noiseBatch = best.noise
+        convergence = best.curve
+        losses = best.points
+        effective = best.points.last!.examples
+        effectiveAt = evaluations.last!.examples
     }
 
     /// A reconfiguration's measured pause, to price the next ones.
@@ -247,25 +386,50 @@ public struct AdaptiveController: Sendable {
         }
         guard progress.step >= profileSteps else { return nil }
         let drifted = abs(ratio - 1) > drift && sinceFit >= 3
-        guard progress.step - lastDecisionStep >= interval || drifted else { return nil }
+        var atCap = false
+        if case .targetLoss = planner.goal.amount { atCap = progress.step + 1 >= totalSteps }
+        guard progress.step - lastDecisionStep >= interval || drifted || atCap else { return nil }
         lastDecisionStep = progress.step
         model = StepTimeModel.fit(samples, prior: prior, job: planner.job, offer: planner.offer)
         sinceFit = 0
         ratio = 1
         guard
-            let choice = planner.choose(
+            var choice = planner.choose(
                 work: work, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, current: current, model: model)
         else { return nil }
         let stay = planner.predict(current, work: work, from: current, model: model)
-        let stayMeets = planner.meets(
-            stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+        let stayMeets = planner.meets(stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+        var untrusted = false
+        if case .targetLoss = planner.goal.amount { untrusted = (convergence?.points ?? 0) < trustedEvaluations }
+        if stayMeets, untrusted {
+            // The amount is still the prior's guess: no switch only to save on it.
+            choice = Planner.Choice(best: stay, meetsGoal: true, fastest: choice.fastest, cheapest: choice.cheapest)
+        } else if stayMeets, switchMargin > planner.margin {
+            // A switch that only saves keeps a wider margin than staying needs, so the next
+            // re-plan, from noisier numbers, does not find the goal at risk and switch back.
+            var cautious = planner
+            cautious.margin = switchMargin
+            guard
+                let c = cautious.choose(
+                    work: work, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, current: current,
+                    model: model)
+            else { return nil }
+            let keeps = cautious.meets(
+                c.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: switchMargin)
+            choice = keeps ? c : Planner.Choice(best: stay, meetsGoal: true, fastest: c.fastest, cheapest: c.cheapest)
+        }
         var reason: String?
         if choice.best.configuration != current {
             let newMeets = planner.meets(
                 choice.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: 0)
             if !stayMeets && (newMeets || betterForGoal(choice.best, stay)) {
                 reason = "goal at risk"
-            } else if stayMeets && choice.meetsGoal {
+            } else if stayMeets
+                && planner.meets(
+                    choice.best, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+            {
+                // Only for a plan that keeps the margin, as staying does (`choice.meetsGoal` also
+                // holds for one that meets the goal without it).
                 let byTime = planner.goal.deadlineSeconds == nil
                 if byTime, choice.best.seconds < stay.seconds * (1 - hysteresis) { reason = "faster" }
                 if !byTime, choice.best.costUSD < stay.costUSD * (1 - hysteresis) { reason = "cheaper" }

@@ -10,7 +10,7 @@ public struct Planner: Sendable {
     public var shardPrice: ShardPrice
     public var goal: Goal
     /// The share of the time or money left that a plan keeps in reserve for prediction errors.
-    public var margin = 0.08
+    public var margin = 0.15
     /// Seconds a reconfiguration stops training besides moving chunks and starting functions
     /// (a prior; runs measure it).
     public var reconfigurationSeconds = 0.3
@@ -19,6 +19,24 @@ public struct Planner: Sendable {
     /// Consider only this many shards or more (shards given by the user are not changed: set
     /// it and `offer.maxShards` to their number).
     public var minimumShards: Int?
+    /// The gradient noise scale B_noise in examples (McCandlish et al.'s critical batch): a step
+    /// of global batch B does the work of B / (1 + B / B_noise) small-batch examples. When set,
+    /// `Work.examples` counts such effective examples (`AdaptiveController` sets it under a
+    /// target loss); nil counts every example alike at every batch.
+    public var noiseBatch: Double?
+    /// When no configuration meets a deadline, the choice is the cheapest within this share of
+    /// the fastest one's time (not the fastest at any price).
+    public var fastestSlack = 0.03
+    /// The spread of function start times (standard deviation over mean). A launch of n
+    /// functions waits for the slowest, about 1 + spread·√(2 ln n) times the mean start (the
+    /// offer's cold and warm start seconds are means of single starts).
+    public var startSpread = 0.3
+
+    /// Seconds until the slowest of `functions` started together has started.
+    public func startSeconds(_ functions: Int, cold: Bool) -> Double {
+        (cold ? offer.coldStartSeconds : offer.warmStartSeconds)
+            * StepTimeModel.straggling(workers: functions, spread: startSpread)
+    }
 
     public init(job: JobShape, offer: PlatformOffer, shardPrice: ShardPrice, goal: Goal) {
         self.job = job
@@ -61,13 +79,16 @@ public struct Planner: Sendable {
     public func steps(_ work: Work, at c: Configuration) -> Int {
         switch work {
         case .steps(let n): return max(0, n)
-        case .examples(let e): return max(0, Int((e / Double(c.workers * job.batchPerWorker)).rounded(.up)))
+        case .examples(let e):
+            let batch = Double(c.workers * job.batchPerWorker)
+            let perStep = noiseBatch.map { batch / (1 + batch / $0) } ?? batch
+            return max(0, Int(min(1e12, (e / perStep).rounded(.up))))
         }
     }
 
     /// The pause of switching from `current` to `c` (or of launching `c` when nothing runs).
     public func pause(from current: Configuration?, to c: Configuration) -> Double {
-        guard let current else { return offer.coldStartSeconds }
+        guard let current else { return startSeconds(c.workers, cold: true) }
         guard current != c else { return 0 }
         var seconds = reconfigurationSeconds
         if c.shards != current.shards {
@@ -75,7 +96,8 @@ public struct Planner: Sendable {
             let moved = job.modelBytes * Double(abs(c.shards - current.shards)) / Double(max(c.shards, current.shards))
             seconds += moved * moveSecondsPerByte
         }
-        if c.workers > current.workers || c.memoryMiB != current.memoryMiB { seconds += offer.coldStartSeconds }
+        let launched = c.memoryMiB != current.memoryMiB ? c.workers : c.workers - current.workers
+        if launched > 0 { seconds += startSeconds(launched, cold: true) }
         return seconds
     }
 
@@ -87,7 +109,7 @@ public struct Planner: Sendable {
         var run = Double(n) * model.step(c, job: job, offer: offer)
         // A worker continues in a new invocation at each time limit; the others wait for it.
         let invocations = max(1, (run / offer.timeLimitSeconds).rounded(.up))
-        run += (invocations - 1) * offer.warmStartSeconds
+        run += (invocations - 1) * startSeconds(c.workers, cold: false)
         let pause = pause(from: current, to: c)
         let seconds = run + pause
         let launched =
@@ -137,9 +159,20 @@ public struct Planner: Sendable {
                 return Choice(best: pick, meetsGoal: true, fastest: fastest, cheapest: cheapest)
             }
         }
-        return Choice(
-            best: goal.deadlineSeconds != nil ? fastest : cheapest, meetsGoal: false, fastest: fastest,
-            cheapest: cheapest)
+        guard goal.deadlineSeconds != nil else {
+            return Choice(best: cheapest, meetsGoal: false, fastest: fastest, cheapest: cheapest)
+        }
+        // As soon as possible within the budget (a budget is money; a deadline missed is late),
+        // and not at any price: the cheapest plan nearly as fast as the fastest.
+        var pool = all
+        if let b = goal.budgetUSD {
+            pool = all.filter { $0.costUSD <= b - spent }
+            if pool.isEmpty { return Choice(best: cheapest, meetsGoal: false, fastest: fastest, cheapest: cheapest) }
+        }
+        let quickest = pool.reduce(pool[0]) { better($1, than: $0, byTime: true) ? $1 : $0 }
+        let near = pool.filter { $0.seconds <= quickest.seconds * (1 + fastestSlack) }
+        let best = near.reduce(quickest) { better($1, than: $0, byTime: false) ? $1 : $0 }
+        return Choice(best: best, meetsGoal: false, fastest: fastest, cheapest: cheapest)
     }
 
     private func better(_ a: Prediction, than b: Prediction, byTime: Bool) -> Bool {

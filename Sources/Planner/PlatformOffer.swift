@@ -91,10 +91,19 @@ public struct PlatformOffer: Sendable, Codable, Equatable {
     }
 
     /// A function's network share at `memoryMiB`, relative to one vCPU's (serverless platforms
-    /// give bigger functions more bandwidth; local processes share loopback).
+    /// give bigger functions more bandwidth; local processes share loopback). With proportional
+    /// CPU, bandwidth grows less than the vCPUs: published Lambda measurements span roughly
+    /// 70 MB/s at the smallest size to 600 MB/s at the largest, so the share follows
+    /// 70 + 530 · x^0.6 MB/s (x the size's place between 128 MB and 6 vCPUs), relative to its
+    /// value at one vCPU: 0.28 at 128 MB, 0.58 at 512 MB, 2.4 at 10,240 MB.
     public func networkShare(memoryMiB m: Int) -> Double {
         switch processors {
-        case .proportional: return max(0.05, vcpus(memoryMiB: m, concurrent: 1))
+        case .proportional(let per, let most):
+            func bandwidth(_ mib: Double) -> Double {
+                let x = min(1, max(0, (mib - 128) / (per * most - 128)))
+                return 70 + 530 * pow(x, 0.6)
+            }
+            return bandwidth(Double(m)) / bandwidth(per)
         case .shared: return 1
         }
     }
