@@ -50,7 +50,13 @@ extension TrainingSummary {
             "goal             \(goal)",
             "plan             \(plan.configuration), \(plan.totalSteps) steps; predicted \(String(format: "%.1f", plan.prediction.seconds)) s, $\(String(format: "%.6f", plan.prediction.costUSD))",
         ]
-        for r in replans ?? [] {
+        let kept = (replans ?? []).filter { $0.decision.reason == "keep" }
+        if let last = kept.last {
+            lines.append(
+                "re-plans kept   \(kept.count), the last at step \(last.step) predicting \(String(format: "%.1f", last.predictedTotalSeconds)) s, $\(String(format: "%.6f", last.predictedTotalCostUSD)) in all"
+            )
+        }
+        for r in replans ?? [] where r.decision.reason != "keep" {
             lines.append(
                 "re-plan          step \(r.step) (\(r.decision.reason)): \(r.decision.configuration), \(r.decision.totalSteps) steps; predicted total \(String(format: "%.1f", r.predictedTotalSeconds)) s, $\(String(format: "%.6f", r.predictedTotalCostUSD))"
             )

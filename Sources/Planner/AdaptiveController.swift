@@ -385,7 +385,7 @@ public struct AdaptiveController: Sendable {
             return d
         }
         guard progress.step >= profileSteps else { return nil }
-        let drifted = abs(ratio - 1) > drift && sinceFit >= 3
+        let drifted = abs(ratio - 1) > drift && sinceFit >= max(3, interval / 3)
         var atCap = false
         if case .targetLoss = planner.goal.amount { atCap = progress.step + 1 >= totalSteps }
         guard progress.step - lastDecisionStep >= interval || drifted || atCap else { return nil }
