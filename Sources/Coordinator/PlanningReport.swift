@@ -53,7 +53,7 @@ extension TrainingSummary {
         let kept = (replans ?? []).filter { $0.decision.reason == "keep" }
         if let last = kept.last {
             lines.append(
-                "re-plans kept   \(kept.count), the last at step \(last.step) predicting \(String(format: "%.1f", last.predictedTotalSeconds)) s, $\(String(format: "%.6f", last.predictedTotalCostUSD)) in all"
+                "re-plans kept    \(kept.count), the last at step \(last.step) predicting \(String(format: "%.1f", last.predictedTotalSeconds)) s, $\(String(format: "%.6f", last.predictedTotalCostUSD)) in all"
             )
         }
         for r in replans ?? [] where r.decision.reason != "keep" {

@@ -144,7 +144,8 @@ public struct AdaptiveController: Sendable {
     /// curve fitted near its floor swings from one evaluation to the next), nil while the
     /// latest curve does not reach the target.
     func neededExamples() -> Double? {
-        guard case .targetLoss(let target) = planner.goal.amount, let c = convergence, c.examples(toReach: target) != nil
+        guard case .targetLoss(let target) = planner.goal.amount, let c = convergence,
+            c.examples(toReach: target) != nil
         else { return nil }
         let recent = needed.suffix(10).filter(\.isFinite).sorted()
         guard !recent.isEmpty else { return c.examples(toReach: target) }
@@ -183,7 +184,8 @@ public struct AdaptiveController: Sendable {
             // fitted curve), or the best for the whole guess when even a 64th does not.
             var part = guess / 2
             while part >= guess / 64 {
-                if let c = planner.choose(work: .examples(part), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
+                if let c = planner.choose(
+                    work: .examples(part), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
                     c.meetsGoal
                 {
                     choice = c
@@ -200,7 +202,8 @@ public struct AdaptiveController: Sendable {
             var more = guess * 2
             while more <= guess * 16 {
                 guard
-                    let c = planner.choose(work: .examples(more), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
+                    let c = planner.choose(
+                        work: .examples(more), elapsed: elapsedSeconds, spent: 0, current: nil, model: model),
                     c.meetsGoal
                 else { break }
                 choice = c
@@ -398,7 +401,8 @@ public struct AdaptiveController: Sendable {
                 work: work, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, current: current, model: model)
         else { return nil }
         let stay = planner.predict(current, work: work, from: current, model: model)
-        let stayMeets = planner.meets(stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
+        let stayMeets = planner.meets(
+            stay, elapsed: progress.elapsedSeconds, spent: progress.spentUSD, margin: planner.margin)
         var untrusted = false
         if case .targetLoss = planner.goal.amount { untrusted = (convergence?.points ?? 0) < trustedEvaluations }
         if stayMeets, untrusted {
