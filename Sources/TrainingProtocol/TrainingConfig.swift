@@ -112,7 +112,7 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var computeSeconds: Double?
     public var pushSeconds: Double?
     public var pullSeconds: Double?
-    /// The whole step as this worker saw it, from reading the job's control to saving progress.
+    /// The whole step as this worker saw it, from reading the job's control to the end of the push.
     public var stepSeconds: Double?
 
     /// How many entries the metrics stream keeps (older ones are trimmed).
