@@ -261,17 +261,22 @@ class Worker:
 
     def push(self, gradient: np.ndarray, step: int) -> None:
         """Step 3: the two-phase push of a flat gradient."""
+        self._store(gradient, step)
+        for i in range(len(self.job.map.shards)):
+            self._announce(i, step)
+
+    def _store(self, gradient: np.ndarray, step: int) -> None:
+        """Phase one of a push: every gradient chunk stored on its shard."""
         m = self.job.map
         chunks = split_chunks(gradient, m.layout)
-        for i in range(len(m.shards)):  # phase one: every chunk stored everywhere
+        for i in range(len(m.shards)):
             pipe = self.job.shard(i).pipeline(transaction=False)
             for c in m.chunks_of(i):
                 pipe.set(keys.grad(m.job, c, step, self.id), encode(chunks[c], m.codec, step, self.id), ex=3600)
             pipe.execute()
-        for i in range(len(m.shards)):  # phase two: count the push
-            self._announce(i, step)
 
     def _announce(self, shard: int, step: int) -> None:
+        """Phase two of a push on one shard: count it and wake the shard's server."""
         job = self.job.job
         pipe = self.job.shard(shard).pipeline(transaction=False)
         pipe.sadd(keys.pushed(job, shard, step), str(self.id))
