@@ -374,8 +374,11 @@ class Worker:
                         return stopping(step)
                     continue
                 if pulled.newest > step:
+                    # An earlier invocation pushed this step: finish that push, then go on at
+                    # step + 1 (saved first, so no invocation starts two steps behind its push).
                     self.complete_push(step)
                     step = pulled.newest
+                    self.save_progress(step)
                     continue
                 t_compute = time.monotonic()
                 result = compute(step, unflatten(pulled.params, self.job.map.layout))

@@ -68,7 +68,7 @@ def test_python_and_swift_workers_train_one_job(cluster, procs, smlt_bin):
         inproc = Worker(event(cluster, "mixed", 0))
         codes = {}
         thread = threading.Thread(target=lambda: codes.update(
-            w0=inproc.run(lambda t, p: softmax.gradient(p, px, py, t))))
+            w0=inproc.run(lambda t, p: softmax.gradient(p, px, py, t))), daemon=True)
         thread.start()
         try:
             py_proc = python_function(procs, event(cluster, "mixed", 1))
@@ -155,15 +155,23 @@ def test_a_half_finished_push_is_completed(cluster):
         again = Worker(event(cluster, "half", 0, generation=1))  # no saved progress: starts at 0
         codes = {}
         thread = threading.Thread(target=lambda: codes.update(
-            b=b.run(lambda t, p: softmax.gradient(p, *parts[1], t))))
+            b=b.run(lambda t, p: softmax.gradient(p, *parts[1], t))), daemon=True)
         thread.start()
+        seen = []
+
+        def compute(t, p):
+            seen.append((t, json.loads(job.get_object("state-0"))["next_step"]))
+            return softmax.gradient(p, *parts[0], t)
+
         try:
-            codes["a"] = again.run(lambda t, p: softmax.gradient(p, *parts[0], t))
+            codes["a"] = again.run(compute)
         finally:
-            thread.join(60)
+            thread.join(60 if "a" in codes else 1)  # worker 1 cannot finish without worker 0
             again.close()
             b.close()
         assert codes == {"a": 0, "b": 0}
+        # step 0 is not computed again, and progress 1 is saved before step 1 is pushed
+        assert seen == [(1, 1), (2, 2)]
         assert_matches_reference(job, 2, 3, x, y)
 
 
