@@ -206,3 +206,70 @@ def test_non_finite_gradient_stops_the_job(cluster):
         failure = json.loads(job.shard(0).get(keys.failure("diverge")))
         assert failure["worker"] == "0" and "not finite" in failure["reason"]
         assert job.version(0) == 0 and job.shard(0).keys("smlt:{diverge/*}:grad:*") == []
+
+
+def test_the_lease_is_renewed_while_a_step_runs(cluster):
+    x, y = softmax.dataset()
+    job = softmax.register(cluster, "leased", 1, 1, x, y)
+    with job:
+        w = Worker(event(cluster, "leased", 0, generation=4, lease_ms=300))
+        key, ttls = keys.lease("leased", 0), []
+
+        def slow(t, p):
+            for _ in range(6):  # 1.2 s, four times the lease's TTL
+                time.sleep(0.2)
+                ttls.append(job.shard(0).pttl(key))
+            return softmax.gradient(p, x, y, t)
+
+        try:
+            assert w.run(slow) == 0
+        finally:
+            w.close()
+        assert all(0 < t <= 300 for t in ttls), ttls
+        assert job.shard(0).get(key) == b"4"
+        time.sleep(0.4)  # never deleted, but no longer renewed once the worker is done
+        assert job.shard(0).exists(key) == 0
+
+
+def test_workers_follow_a_reconfiguration_to_fewer_workers(cluster):
+    """A driver (this test) holds step 3, then switches the job from 2 workers to 1 with a new
+    epoch; worker 1 sees the epoch, is no longer a member and exits 0; worker 0 finishes."""
+    x, y = softmax.dataset()
+    steps = 6
+    job = softmax.register(cluster, "shrink", 2, steps, x, y)
+    with job:
+        job.shard(0).set(keys.hold("shrink"), "3")
+        parts = softmax.partitions(2, x, y)
+        workers = [Worker(event(cluster, "shrink", w)) for w in range(2)]
+        codes = {}
+        threads = [threading.Thread(target=lambda w=w: codes.update(
+            {w: workers[w].run(lambda t, p: softmax.gradient(p, *parts[w], t))}), daemon=True) for w in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            job.wait_version(3, timeout=30)
+            config = json.loads(job.shard(0).get(keys.train_key("shrink")))
+            config["workers"] = 1
+            new_map = json.loads(job.map.to_json())
+            new_map["epoch"] = 2
+            for i in (1, 0):
+                job.shard(i).set(keys.train_key("shrink"), json.dumps(config))
+            for i in (1, 0):  # the map and its epoch, the home shard last
+                pipe = job.shard(i).pipeline(transaction=True)
+                pipe.set(keys.map_key("shrink"), json.dumps(new_map))
+                pipe.set(keys.epoch_key("shrink"), "2")
+                pipe.execute()
+            for i in (0, 1):
+                job.shard(i).rpush(keys.SERVE_WAKEUP, "shrink")
+                job.shard(i).expire(keys.SERVE_WAKEUP, 60)
+            job.shard(0).delete(keys.hold("shrink"))
+        finally:
+            for t in threads:
+                t.join(60)
+            for w in workers:
+                w.close()
+        assert codes == {0: 0, 1: 0}
+        job.wait_version(steps, timeout=30)
+        assert json.loads(job.get_object("state-1"))["next_step"] == 3
+        assert json.loads(job.get_object("state-0"))["next_step"] == steps
+        assert workers[0].job.map.epoch == 2 and workers[0].job.config.workers == 1
