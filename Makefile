@@ -1,10 +1,11 @@
 # The two commands of SMLT: `make demo` and `make test`. Both install what is missing first.
 SHELL := /bin/bash
-APT_PACKAGES := redis-server redis-tools libhiredis-dev liblz4-dev pkg-config
+APT_PACKAGES := redis-server redis-tools libhiredis-dev liblz4-dev pkg-config python3 python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIDDIR := $(CURDIR)/.build/test-pids
+PYVENV := $(CURDIR)/.build/pyvenv
 
-.PHONY: demo test deps build release clean
+.PHONY: demo test python-test pyvenv deps build release clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -26,11 +27,26 @@ demo: build
 
 # Tests start and stop their own redis-server processes on free loopback ports. Each writes a
 # pid file under $(PIDDIR); anything a crashed test left behind is stopped afterwards.
-test: build
+# The Python client's tests (python/tests) run after the Swift tests, in a venv; either failing
+# fails `make test`.
+test: build pyvenv
 	@rm -rf $(PIDDIR); mkdir -p $(PIDDIR)
 	@status=0; SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt swift test || status=$$?; \
+	SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt $(PYVENV)/bin/python -m pytest -q python/tests || status=$$?; \
 	for f in $(PIDDIR)/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; done; \
 	rm -rf $(PIDDIR); exit $$status
+
+# Only the Python client's tests (needs the smlt binary: `make build`).
+python-test: build pyvenv
+	@rm -rf $(PIDDIR); mkdir -p $(PIDDIR)
+	@status=0; SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt $(PYVENV)/bin/python -m pytest -q python/tests || status=$$?; \
+	for f in $(PIDDIR)/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; done; \
+	rm -rf $(PIDDIR); exit $$status
+
+# A venv with the Python client and pytest (reinstalled each time, so it tracks python/).
+pyvenv: deps
+	@[ -x $(PYVENV)/bin/python ] || python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check './python[test]'
 
 clean:
 	rm -rf .build

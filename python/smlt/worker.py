@@ -1,0 +1,420 @@
+"""The BSP worker protocol and the function runtime around it.
+
+See "The BSP step protocol", "Functions: time limits, leases and relaunches" and "Functions: the
+invocation event" in docs/wire-format.md. :class:`Worker` offers the single operations (control,
+pull, two-phase push, progress, lease); :meth:`Worker.run` is the whole step loop with the time
+limit, and :func:`main` the entry point of a function (it exits with the documented code).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import keys
+from .blob import encode, decode
+from .client import Job, SMLTError
+from .layout import SpecError
+from .tensors import flatten, join_chunks, split_chunks, unflatten
+
+__all__ = ["FunctionEvent", "StepResult", "Control", "Pulled", "PushLost", "Worker", "main",
+           "EXIT_DONE", "EXIT_CONTINUE", "EXIT_STOP_JOB"]
+
+EXIT_DONE, EXIT_CONTINUE, EXIT_STOP_JOB = 0, 75, 65
+
+
+class PushLost(SMLTError):
+    """A half-finished push of an earlier invocation whose gradient chunks are gone."""
+
+
+@dataclass(frozen=True)
+class FunctionEvent:
+    """The invocation event (``SMLT_FUNCTION_EVENT``)."""
+
+    job: str
+    worker: int
+    generation: int
+    lease_ms: int
+    redis: tuple[str, ...]
+    user: str | None = None
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> "FunctionEvent":
+        try:
+            e = json.loads(data)
+        except ValueError as err:
+            raise SpecError(f"invocation event is not JSON: {err}") from None
+        if not isinstance(e, dict):
+            raise SpecError("invocation event is not a JSON object")
+
+        def integer(name, lo, hi=None):
+            v = e.get(name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+                raise SpecError(f"invocation event: {name!r} is {v!r}, expected an integer >= {lo}"
+                                + (f" and <= {hi}" if hi is not None else ""))
+            return v
+
+        job = e.get("job")
+        try:
+            keys.check_job_id(job)
+        except ValueError as err:
+            raise SpecError(f"invocation event: {err}") from None
+        endpoints = e.get("redis")
+        if not isinstance(endpoints, list) or not endpoints or not all(isinstance(s, str) for s in endpoints):
+            raise SpecError("invocation event: 'redis' must be a non-empty array of endpoint strings")
+        user = e.get("user")
+        if user is not None and not isinstance(user, str):
+            raise SpecError("invocation event: 'user' must be a string or null")
+        return cls(job, integer("worker", 0, 4095), integer("generation", 0), integer("lease_ms", 1),
+                   tuple(endpoints), user)
+
+    @classmethod
+    def from_env(cls) -> "FunctionEvent":
+        data = os.environ.get("SMLT_FUNCTION_EVENT")
+        if data is None:
+            raise SpecError("SMLT_FUNCTION_EVENT is not set")
+        return cls.from_json(data)
+
+    def to_json(self) -> str:
+        return json.dumps({"job": self.job, "worker": self.worker, "generation": self.generation,
+                           "lease_ms": self.lease_ms, "redis": list(self.redis), "user": self.user})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step's computation returns: the gradient of every tensor and the batch's metrics."""
+
+    gradients: Mapping[str, np.ndarray]
+    loss: float
+    accuracy: float
+    examples: int
+
+
+@dataclass(frozen=True)
+class Control:
+    """The job's control as read after the home shard published a step: epoch and hold."""
+
+    epoch: int
+    hold: int | None
+
+    def holds(self, step: int) -> bool:
+        return self.hold is not None and step >= self.hold
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A pull's parameters (flat) and the oldest and newest chunk versions seen."""
+
+    params: np.ndarray
+    oldest: int
+    newest: int
+
+
+class Worker:
+    """Worker ``event.worker`` of ``event.job``: the protocol's operations on the open job."""
+
+    def __init__(self, event: FunctionEvent, password: str | None = None):
+        self.event = event
+        self._password = password
+        self.job = self._open()
+        self._lease_thread: threading.Thread | None = None
+        self._lease_stop = threading.Event()
+        self._activity = time.monotonic()
+
+    def _open(self) -> Job:
+        return Job.open(list(self.event.redis), self.event.job, self._password, self.event.user)
+
+    @property
+    def id(self) -> int:
+        return self.event.worker
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this worker's id is below the config's ``workers``."""
+        return self.id < self.job.config.workers
+
+    def close(self) -> None:
+        self.stop_lease()
+        self.job.close()
+
+    def reopen(self) -> None:
+        """Reload map and config (after an epoch change)."""
+        old = self.job
+        self.job = self._open()
+        old.close()
+
+    # Progress ----------------------------------------------------------------------------------
+
+    def load_progress(self) -> int:
+        """The saved ``next_step`` of this worker (0 when none)."""
+        raw = self.job.get_object(f"state-{self.id}")
+        if raw is None:
+            return 0
+        try:
+            state = json.loads(raw)
+            step = state["next_step"]
+        except (ValueError, KeyError, TypeError):
+            raise SpecError(f"worker {self.id}'s progress {raw!r} is not {{\"next_step\": int, ...}}") from None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise SpecError(f"worker {self.id}'s progress has next_step {step!r}")
+        return step
+
+    def save_progress(self, next_step: int) -> None:
+        self.job.set_object(f"state-{self.id}",
+                            json.dumps({"next_step": next_step, "generation": self.event.generation}))
+
+    # Lease -------------------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Record progress of the step loop (a worker without progress stops renewing its lease)."""
+        self._activity = time.monotonic()
+
+    def start_lease(self) -> None:
+        """Set the lease and renew it every ``lease_ms / 3`` on a connection of its own."""
+        key, ms = keys.lease(self.job.job, self.id), self.event.lease_ms
+        conn = self.job.new_connection(0)
+        conn.set(key, str(self.event.generation), px=ms)
+        hang = max(60.0, 20 * ms / 1000)
+        self._lease_stop.clear()
+
+        def renew():
+            try:
+                while not self._lease_stop.wait(ms / 3000):
+                    if time.monotonic() - self._activity > hang:
+                        return  # hung: let the lease expire
+                    try:
+                        conn.set(key, str(self.event.generation), px=ms)
+                    except Exception as e:  # keep trying; a lost lease gets this worker relaunched
+                        print(f"worker {self.id}: lease renewal failed: {e}", file=sys.stderr)
+            finally:
+                conn.close()
+
+        self._lease_thread = threading.Thread(target=renew, name=f"smlt-lease-{self.id}", daemon=True)
+        self._lease_thread.start()
+
+    def stop_lease(self) -> None:
+        """Stop renewing (the lease is never deleted; it expires)."""
+        if self._lease_thread is not None:
+            self._lease_stop.set()
+            self._lease_thread.join()
+            self._lease_thread = None
+
+    def report_start(self, seconds: float, warm: bool = False) -> None:
+        home = self.job.shard(0)
+        key = keys.starts(self.job.job)
+        home.rpush(key, json.dumps({"worker": self.id, "generation": self.event.generation,
+                                    "warm": warm, "seconds": seconds}))
+        home.ltrim(key, -10000, -1)
+
+    # Steps -------------------------------------------------------------------------------------
+
+    def _xread_after(self, shard: int, step: int, wait_s: float) -> bool:
+        """Block until shard ``shard`` published version ``step`` or later; False on timeout."""
+        conn, key = self.job.shard(shard), keys.versions(self.job.job, shard)
+        end = time.monotonic() + wait_s
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if conn.xread({key: f"{step}-0"}, count=1, block=max(1, int(min(left, 5.0) * 1000))):
+                return True
+
+    def control(self, step: int, wait_s: float) -> Control | None:
+        """Step 0: wait for the home shard's version ``step``, then read hold and epoch."""
+        if not self._xread_after(0, step, wait_s):
+            return None
+        hold, epoch = self.job.shard(0).mget(keys.hold(self.job.job), keys.epoch_key(self.job.job))
+        if epoch is None or not epoch.isdigit():
+            raise SMLTError(f"job {self.job.job}: epoch key is {epoch!r}")
+        return Control(int(epoch), int(hold) if hold is not None and hold.isdigit() else None)
+
+    def pull(self, step: int, wait_s: float) -> Pulled | None:
+        """Step 1: every chunk at version ``step`` or newer (None if a shard did not publish in time)."""
+        end = time.monotonic() + wait_s
+        m, layout = self.job.map, self.job.map.layout
+        chunks: list = [None] * layout.num_chunks
+        versions = []
+        for i in range(len(m.shards)):
+            if not self._xread_after(i, step, end - time.monotonic()):
+                return None
+            mine = m.chunks_of(i)
+            pipe = self.job.shard(i).pipeline(transaction=False)
+            for c in mine:
+                pipe.get(keys.params(m.job, c))
+            for c, raw in zip(mine, pipe.execute()):
+                if raw is None:
+                    raise SMLTError(f"job {m.job}: chunk {c}'s params are missing after version {step} was published")
+                b = decode(raw, expected_count=len(layout.chunk_range(c)))
+                if b.header.step < step:
+                    raise SMLTError(f"job {m.job}: chunk {c} is at version {b.header.step} after {step} was published")
+                chunks[c] = b.values
+                versions.append(b.header.step)
+        return Pulled(join_chunks(chunks, layout), min(versions, default=step), max(versions, default=step))
+
+    def push(self, gradient: np.ndarray, step: int) -> None:
+        """Step 3: the two-phase push of a flat gradient."""
+        self._store(gradient, step)
+        for i in range(len(self.job.map.shards)):
+            self._announce(i, step)
+
+    def _store(self, gradient: np.ndarray, step: int) -> None:
+        """Phase one of a push: every gradient chunk stored on its shard."""
+        m = self.job.map
+        chunks = split_chunks(gradient, m.layout)
+        for i in range(len(m.shards)):
+            pipe = self.job.shard(i).pipeline(transaction=False)
+            for c in m.chunks_of(i):
+                pipe.set(keys.grad(m.job, c, step, self.id), encode(chunks[c], m.codec, step, self.id), ex=3600)
+            pipe.execute()
+
+    def _announce(self, shard: int, step: int) -> None:
+        """Phase two of a push on one shard: count it and wake the shard's server."""
+        job = self.job.job
+        pipe = self.job.shard(shard).pipeline(transaction=False)
+        pipe.sadd(keys.pushed(job, shard, step), str(self.id))
+        pipe.expire(keys.pushed(job, shard, step), 3600)
+        pipe.rpush(keys.inbox(job, shard), f"{step}:{self.id}")
+        pipe.ltrim(keys.inbox(job, shard), -1000, -1)
+        pipe.execute()
+
+    def complete_push(self, step: int) -> None:
+        """Finish an earlier invocation's push of ``step`` on the shards still at ``step``.
+
+        Raises :class:`PushLost` if such a shard lacks one of this worker's gradient chunks.
+        """
+        m = self.job.map
+        behind = [i for i in range(len(m.shards)) if self.job.version(i) == step]
+        for i in behind:
+            mine = m.chunks_of(i)
+            if mine and self.job.shard(i).exists(*[keys.grad(m.job, c, step, self.id) for c in mine]) != len(mine):
+                raise PushLost(f"step {step} was half pushed and its gradient is gone from Redis "
+                               f"(shard {m.shards[i]})")
+        for i in behind:
+            self._announce(i, step)
+
+    def report(self, step: int, result: StepResult, **seconds: float) -> None:
+        """Step 4: the step's metrics (``seconds`` may give pull_s, compute_s, push_s, step_s)."""
+        entry = {"worker": self.id, "step": step, "loss": float(result.loss), "accuracy": float(result.accuracy),
+                 "examples": int(result.examples), **{k: float(v) for k, v in seconds.items()}}
+        self.job.shard(0).xadd(keys.metrics(self.job.job), {"m": json.dumps(entry)}, maxlen=10000, approximate=True)
+
+    def report_failure(self, reason: str) -> None:
+        self.job.shard(0).set(keys.failure(self.job.job), json.dumps({"worker": str(self.id), "reason": reason}),
+                              ex=86400)
+
+    # The loop ----------------------------------------------------------------------------------
+
+    def run(self, compute: Callable[[int, dict[str, np.ndarray]], StepResult],
+            timeout_ms: int | None = None, invoked_at_ns: int | None = None) -> int:
+        """Run this worker's steps; returns the exit code (0 done, 75 continue, 65 stop the job).
+
+        ``compute(step, params)`` gets the named parameters of version ``step`` and returns a
+        :class:`StepResult`. Without ``timeout_ms`` there is no deadline; ``invoked_at_ns`` is
+        ``CLOCK_MONOTONIC`` at the platform's start (default: now).
+        """
+        started = time.monotonic_ns()
+        origin = invoked_at_ns if invoked_at_ns is not None else started
+        deadline = None if timeout_ms is None else (origin + timeout_ms * 1_000_000) / 1e9
+        reserve = 0.0 if timeout_ms is None else min(0.4, timeout_ms / 5000)
+        if not self.is_member:
+            return EXIT_DONE
+        step = self.load_progress()
+        self.touch()
+        self.start_lease()
+        try:
+            self.report_start((time.monotonic_ns() - origin) / 1e9)
+            slowest, done = 0.0, 0
+
+            def budget() -> float | None:
+                if deadline is None:
+                    return 600.0
+                left = deadline - time.monotonic() - reserve
+                if left <= 0 or (done > 0 and left < 2 * slowest):
+                    return None
+                return max(left - slowest, 0.01)
+
+            def stopping(next_step: int) -> int:
+                self.save_progress(next_step)
+                return EXIT_CONTINUE
+
+            while step < self.job.config.steps:
+                t0 = time.monotonic()
+                self.touch()
+                wait = budget()
+                if wait is None:
+                    return stopping(step)
+                control = self.control(step, min(wait, 5.0))
+                if control is None:
+                    if deadline is not None and budget() is None:
+                        return stopping(step)
+                    continue
+                if control.epoch != self.job.map.epoch:
+                    self.reopen()
+                    if not self.is_member:
+                        return EXIT_DONE
+                    continue
+                if control.holds(step):
+                    time.sleep(0.001)
+                    continue
+                wait = budget()
+                if wait is None:
+                    return stopping(step)
+                t_pull = time.monotonic()
+                pulled = self.pull(step, wait)
+                if pulled is None:
+                    if deadline is not None:
+                        return stopping(step)
+                    continue
+                if pulled.newest > step:
+                    # An earlier invocation pushed this step: finish that push, then go on at
+                    # step + 1 (saved first, so no invocation starts two steps behind its push).
+                    self.complete_push(step)
+                    step = pulled.newest
+                    self.save_progress(step)
+                    continue
+                t_compute = time.monotonic()
+                result = compute(step, unflatten(pulled.params, self.job.map.layout))
+                self.touch()
+                gradient = flatten(result.gradients, self.job.map.layout)
+                if not math.isfinite(result.loss) or not np.isfinite(gradient).all():
+                    what = "gradient is not finite" if math.isfinite(result.loss) else f"loss is {result.loss}"
+                    self.report_failure(f"training diverged at step {step}: the {what}")
+                    return EXIT_STOP_JOB
+                t_push = time.monotonic()
+                self.push(gradient, step)
+                t_end = time.monotonic()
+                self.report(step, result, pull_s=t_compute - t_pull, compute_s=t_push - t_compute,
+                            push_s=t_end - t_push, step_s=t_end - t0)
+                step += 1
+                done += 1
+                self.save_progress(step)
+                slowest = max(slowest, time.monotonic() - t0)
+            return EXIT_DONE
+        finally:
+            self.stop_lease()
+
+
+def main(compute: Callable[[int, dict[str, np.ndarray]], StepResult]) -> None:
+    """A function's entry point: read the event and limits from the environment, run, and exit
+    with the documented code (1 for an error, to be relaunched)."""
+    try:
+        event = FunctionEvent.from_env()
+        timeout = os.environ.get("SMLT_FUNCTION_TIMEOUT_MS")
+        invoked = os.environ.get("SMLT_FUNCTION_INVOKED_AT_NS")
+        worker = Worker(event, os.environ.get("SMLT_REDIS_PASSWORD"))
+        try:
+            code = worker.run(compute, int(timeout) if timeout else None, int(invoked) if invoked else None)
+        finally:
+            worker.close()
+    except Exception as e:
+        print(f"smlt worker: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)

@@ -1,0 +1,79 @@
+"""The built-in `softmax` workload in numpy (as "Built-in workloads" in docs/wire-format.md
+describes it), so that Python workers can train alongside Swift `smlt worker`s, plus a plain f32
+reference of the whole BSP run to check the result against."""
+
+import numpy as np
+
+from smlt import Job, StepResult, TrainingConfig, register_job
+from smlt.blob import encode
+
+INPUTS, CLASSES, BATCH = 8, 3, 5
+WORKLOAD = {"model": "softmax", "inputs": str(INPUTS), "classes": str(CLASSES), "hidden": "4",
+            "batch_size": str(BATCH), "seed": "1"}
+
+
+def dataset(examples=61, seed=3):
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 16, size=(examples, INPUTS)) / 16).astype(np.float32)
+    y = np.argmax(x @ rng.standard_normal((INPUTS, CLASSES)).astype(np.float32), axis=1).astype(np.float32)
+    return x, y
+
+
+def partitions(workers, x, y):
+    return [(x[w::workers], y[w::workers]) for w in range(workers)]
+
+
+def staged_objects(workers, x, y):
+    objects = {}
+    for w, (px, py) in enumerate(partitions(workers, x, y)):
+        objects[f"data-{workers}-{w}-x"] = encode(px, "lz4", step=0, producer=0)
+        objects[f"data-{workers}-{w}-y"] = encode(py, "lz4", step=0, producer=0)
+    return objects
+
+
+def initial():
+    return {"weight": np.zeros((INPUTS, CLASSES), np.float32), "bias": np.zeros(CLASSES, np.float32)}
+
+
+def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4", lr=0.5, momentum=0.9,
+             weight_decay=0.001) -> Job:
+    config = TrainingConfig(workers=workers, steps=steps, learning_rate=lr, momentum=momentum,
+                            weight_decay=weight_decay, workload=WORKLOAD)
+    return register_job(endpoints, job, initial(), config, chunk_elements=chunk_elements, codec=codec,
+                        objects=staged_objects(workers, x, y))
+
+
+def gradient(params, px, py, step):
+    """The softmax gradient of batch `step` of a partition (mean cross-entropy)."""
+    rows = len(py)
+    n = min(BATCH, rows)
+    idx = (step * n + np.arange(n)) % rows
+    xb, yb = px[idx], py[idx].astype(np.int64)
+    logits = xb @ params["weight"] + params["bias"]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    loss = float(-np.log(p[np.arange(n), yb]).mean())
+    correct = int((np.argmax(logits, axis=1) == yb).sum())
+    g = p.copy()
+    g[np.arange(n), yb] -= 1
+    g = (g / np.float32(n)).astype(np.float32)
+    return StepResult({"weight": (xb.T @ g).astype(np.float32), "bias": g.sum(axis=0).astype(np.float32)},
+                      loss, correct / n, n)
+
+
+def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001):
+    """The parameters after `steps` BSP steps, computed in this process (f32)."""
+    params, velocity = initial(), {k: np.zeros_like(v) for k, v in initial().items()}
+    parts = partitions(workers, x, y)
+    inv = np.float32(1) / np.float32(workers)
+    lr, momentum, weight_decay = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
+    for t in range(steps):
+        grads = [gradient(params, px, py, t).gradients for px, py in parts]
+        for k in params:
+            total = grads[0][k].copy()
+            for g in grads[1:]:
+                total = total + g[k]
+            g = total * inv + weight_decay * params[k]
+            velocity[k] = momentum * velocity[k] + g
+            params[k] = params[k] - lr * velocity[k]
+    return params
