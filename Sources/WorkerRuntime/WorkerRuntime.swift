@@ -209,11 +209,14 @@ public final class WorkerRuntime {
             }
             if versions.newest > step {
                 // An earlier invocation pushed this step and some shard has moved on: finish that
-                // push where it is missing, then continue from the newest version.
+                // push where it is missing and go on with the next step, saved first. Not the
+                // newest version: chunks at t + 2 mean step t + 1 was pushed too, perhaps only in
+                // part, and the next pull finishes it the same way.
                 guard try client.completePush(step: step) else {
                     throw WorkerRuntimeError("step \(step) was half pushed and its gradient is gone from Redis")
                 }
-                step = versions.newest
+                step += 1
+                try client.saveProgress(WorkerProgress(nextStep: step, generation: event.generation))
                 continue
             }
             let computeStart = ContinuousClock.now
