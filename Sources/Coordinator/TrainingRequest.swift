@@ -48,6 +48,10 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     public var schedule: String?
     /// How long a finished job's keys stay in Redis (seconds; 0 deletes them at the end).
     public var retainSeconds = 86_400
+    /// `--function` text: a command line that runs as each worker function instead of
+    /// `smlt worker` (the CLI runs it with `/bin/sh -c "exec …"`); nil for the built-in worker.
+    /// It must compute the gradient of the built-in model the driver registers.
+    public var function: String?
 
     // MARK: Goals (the planner chooses workers, shards and memory when one is given)
 
@@ -174,6 +178,10 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
                 "--budget and --deadline need prices: --price-gb-second, --price-request and --price-shard-hour are all zero"
             )
         }
+        if let function {
+            try check(
+                !function.allSatisfy(\.isWhitespace), "--function must be a command, got an empty one")
+        }
         _ = try datasetSource()
         if let schedule { _ = try Schedule(parsing: schedule) }
         if let faults { _ = try FaultPlan(faults, steps: steps ?? 300, workers: workers, shards: shards, seed: seed) }
@@ -242,7 +250,7 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, momentum, faults, schedule
+        case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, momentum, faults, schedule, function
         case testData = "test_data"
         case batchSize = "batch_size"
         case learningRate = "learning_rate"

@@ -37,6 +37,9 @@ struct TrainCommand: ParsableCommand {
         if training.injectFaults != nil && reference {
             throw ValidationError("--inject-faults does not apply to --reference")
         }
+        if training.function != nil && reference {
+            throw ValidationError("--function does not apply to --reference (it trains in this process)")
+        }
         if resume && job == nil { throw ValidationError("--resume needs --job") }
         if reference && (training.deadline != nil || training.budget != nil) {
             throw ValidationError("--deadline and --budget do not apply to --reference")
@@ -74,7 +77,8 @@ struct TrainCommand: ParsableCommand {
                     request: request, job: jobID,
                     endpoints: try redis.endpointsIfGiven(), options: redis.options, allowed: redis.allowedEndpoints,
                     launch: Coordinator.Launch(
-                        worker: [currentExecutable(), "worker"], server: [currentExecutable(), "serve"]),
+                        worker: Self.workerCommand(function: request.function),
+                        server: [currentExecutable(), "serve"]),
                     resume: resume,
                     events: Coordinator.Events(
                         note: note, metrics: { progress.add($0) }, started: { progress.start($0) },
@@ -95,6 +99,14 @@ struct TrainCommand: ParsableCommand {
             throw ExitCode(1)
         }
         if json { try printJSON(summary) } else { print(summary.text) }
+    }
+
+    /// The command of one worker invocation: `smlt worker`, or the user's `--function` command
+    /// line run by `/bin/sh` with `exec` in front, so the shell replaces itself with the user's
+    /// program and the platform's signals (a time limit's or an injected fault's SIGKILL) reach it.
+    static func workerCommand(function: String?) -> [String] {
+        guard let function else { return [currentExecutable(), "worker"] }
+        return ["/bin/sh", "-c", "exec " + function]
     }
 
 }

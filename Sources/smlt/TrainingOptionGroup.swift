@@ -46,6 +46,12 @@ struct TrainingOptionGroup: ParsableArguments {
     var retain = "24h"
 
     @Option(
+        help: ArgumentHelp(
+            "Run this command as each worker function instead of `smlt worker` (through /bin/sh, after exec); it gets the same environment and must compute the built-in model's gradient, e.g. \"python3 -m smlt.builtin\".",
+            valueName: "command"))
+    var function: String?
+
+    @Option(
         help:
             "Finish within this time at the least cost, e.g. 90s or 10m; the planner chooses workers, shards and memory."
     )
@@ -93,6 +99,7 @@ struct TrainingOptionGroup: ParsableArguments {
         r.checkpointDirectory = checkpointDir
         r.faults = injectFaults
         r.schedule = schedule
+        r.function = function
         r.deadlineSeconds = try deadline.map {
             Double(try TrainingRequest.milliseconds($0, flag: "--deadline", limit: 366 * 86_400_000)) / 1000
         }

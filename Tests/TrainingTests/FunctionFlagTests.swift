@@ -1,0 +1,42 @@
+import Coordinator
+import Foundation
+import LocalProcesses
+import Testing
+
+/// `smlt train --function CMD`: the command is checked before anything starts. (The Python
+/// client's tests run real jobs with it: python/tests/test_builtin.py.)
+@Suite struct FunctionFlagTests {
+    @Test(arguments: ["", " ", "\t\n"])
+    func anEmptyCommandIsRefusedNamingTheFlag(command: String) {
+        var r = TrainingRequest()
+        r.function = command
+        do {
+            try r.validate()
+            Issue.record("--function '\(command)' was accepted")
+        } catch { #expect(error.description.contains("--function"), "\(error)") }
+    }
+
+    @Test func aCommandIsKeptInTheRunState() throws {
+        var r = TrainingRequest()
+        r.function = "python3 -m smlt.builtin"
+        try r.validate()
+        let decoded = try JSONDecoder().decode(TrainingRequest.self, from: try JSONEncoder().encode(r))
+        #expect(decoded.function == "python3 -m smlt.builtin")
+        // Without --function the run state has no such key, as run states stored before the
+        // flag existed; they load without a function.
+        let plain = try JSONEncoder().encode(TrainingRequest())
+        #expect(!String(decoding: plain, as: UTF8.self).contains(#""function""#))
+        #expect(try JSONDecoder().decode(TrainingRequest.self, from: plain).function == nil)
+    }
+
+    /// The smlt binary refuses these while parsing its arguments: no shard or worker starts.
+    @Test(arguments: [
+        (["--function", ""], "--function must be a command"),
+        (["--function", "python3 -m smlt.builtin", "--reference"], "--function does not apply to --reference"),
+    ])
+    func smltTrainRefuses(extra: [String], message: String) throws {
+        let r = try smlt(["train", "--steps", "1"] + extra)
+        #expect(!r.status.succeeded)
+        #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+}
