@@ -313,12 +313,13 @@ class Worker:
     # The loop ----------------------------------------------------------------------------------
 
     def run(self, compute: Callable[[int, dict[str, np.ndarray]], StepResult],
-            timeout_ms: int | None = None, invoked_at_ns: int | None = None) -> int:
+            timeout_ms: int | None = None, invoked_at_ns: int | None = None, warm: bool = False) -> int:
         """Run this worker's steps; returns the exit code (0 done, 75 continue, 65 stop the job).
 
         ``compute(step, params)`` gets the named parameters of version ``step`` and returns a
         :class:`StepResult`. Without ``timeout_ms`` there is no deadline; ``invoked_at_ns`` is
-        ``CLOCK_MONOTONIC`` at the platform's start (default: now).
+        ``CLOCK_MONOTONIC`` at the platform's start (default: now). ``warm`` is reported with the
+        start: the function found what it needs in its local cache.
         """
         started = time.monotonic_ns()
         origin = invoked_at_ns if invoked_at_ns is not None else started
@@ -330,7 +331,7 @@ class Worker:
         self.touch()
         self.start_lease()
         try:
-            self.report_start((time.monotonic_ns() - origin) / 1e9)
+            self.report_start((time.monotonic_ns() - origin) / 1e9, warm)
             slowest, done = 0.0, 0
 
             def budget() -> float | None:
@@ -402,16 +403,33 @@ class Worker:
             self.stop_lease()
 
 
-def main(compute: Callable[[int, dict[str, np.ndarray]], StepResult]) -> None:
+Compute = Callable[[int, dict[str, np.ndarray]], StepResult]
+
+
+def main(compute: Compute | None = None, *,
+         prepare: Callable[[Worker], tuple[Compute, bool]] | None = None) -> None:
     """A function's entry point: read the event and limits from the environment, run, and exit
-    with the documented code (1 for an error, to be relaunched)."""
+    with the documented code (1 for an error, to be relaunched).
+
+    Give either ``compute`` or ``prepare``: ``prepare(worker)`` is called once the job is open and
+    only for a member of it, before the steps (to load data, say); it returns ``(compute, warm)``,
+    ``warm`` telling whether it found what it needed in the function's cache.
+    """
+    if (compute is None) == (prepare is None):
+        raise TypeError("main() takes either compute or prepare")
     try:
         event = FunctionEvent.from_env()
         timeout = os.environ.get("SMLT_FUNCTION_TIMEOUT_MS")
         invoked = os.environ.get("SMLT_FUNCTION_INVOKED_AT_NS")
         worker = Worker(event, os.environ.get("SMLT_REDIS_PASSWORD"))
         try:
-            code = worker.run(compute, int(timeout) if timeout else None, int(invoked) if invoked else None)
+            warm = False
+            if prepare is not None:
+                if not worker.is_member:
+                    sys.exit(EXIT_DONE)
+                compute, warm = prepare(worker)
+            code = worker.run(compute, int(timeout) if timeout else None, int(invoked) if invoked else None,
+                              warm)
         finally:
             worker.close()
     except Exception as e:

@@ -1,0 +1,113 @@
+"""The built-in workloads in Python (smlt.builtin): the gradients against finite differences, the
+batches, and `smlt train --function` running it as the worker function of a real job."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smlt.builtin import Partition, Settings, batch, gradient, tensors
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings(model):
+    return Settings.from_workload({"model": model, "inputs": "5", "classes": "3", "hidden": "4",
+                                   "batch_size": "6", "seed": "1"})
+
+
+def mean_loss(s, params, x, y):
+    return gradient(s, params, x, y).loss
+
+
+@pytest.mark.parametrize("model", ["softmax", "mlp"])
+def test_gradient_matches_finite_differences(model):
+    s = settings(model)
+    rng = np.random.default_rng(7)
+    params = {name: rng.standard_normal(shape) * 0.5 for name, shape in tensors(s)}  # f64 for the differences
+    x, y = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
+    got = gradient(s, params, x, y)
+    assert set(got.gradients) == {name for name, _ in tensors(s)}
+    assert got.examples == 6
+    eps = 1e-6
+    for name, shape in tensors(s):
+        assert got.gradients[name].shape == shape and got.gradients[name].dtype == np.float32
+        numeric = np.zeros(shape)
+        for i in np.ndindex(*shape):
+            plus = {k: v.copy() for k, v in params.items()}
+            minus = {k: v.copy() for k, v in params.items()}
+            plus[name][i] += eps
+            minus[name][i] -= eps
+            numeric[i] = (mean_loss(s, plus, x, y) - mean_loss(s, minus, x, y)) / (2 * eps)
+        np.testing.assert_allclose(got.gradients[name], numeric, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_batches_wrap_around_the_partition():
+    p = Partition(np.arange(7, dtype=np.float32).reshape(7, 1), np.arange(7))
+    assert list(batch(p, 0, 3)[1]) == [0, 1, 2]
+    assert list(batch(p, 2, 3)[1]) == [6, 0, 1]
+    assert list(batch(p, 1, 10)[1]) == [0, 1, 2, 3, 4, 5, 6]  # n = min(batch_size, rows)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(model="resnet"), "model"), (dict(inputs="0"), "inputs"), (dict(batch_size="x"), "batch_size"),
+    (dict(hidden=None), "hidden"),
+])
+def test_settings_are_checked(change, match):
+    w = {"model": "mlp", "inputs": "5", "classes": "3", "hidden": "4", "batch_size": "6", "seed": "1", **change}
+    with pytest.raises(Exception, match=match):
+        Settings.from_workload({k: v for k, v in w.items() if v is not None})
+
+
+def left_behind(*texts):
+    """Processes of this user whose command line or environment contains one of `texts`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("cmdline", "environ"):
+            try:
+                data = Path(f"/proc/{pid}/{part}").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if int(pid) != os.getpid() and any(t in data for t in texts):
+                found.append(f"{pid}: {data[:200]}")
+                break
+    return found
+
+
+def train(procs, smlt_bin, job, *extra):
+    args = [smlt_bin, "train", "--dataset", "digits", "--model", "softmax", "--workers", "3", "--shards", "2",
+            "--steps", "120", "--job", job, "--json", *extra]
+    proc = procs.start(args, "train", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, "SMLT_DATA_DIR": str(REPO / "data")})
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out)
+
+
+def test_smlt_train_runs_python_functions_through_faults_and_time_limits(procs, smlt_bin):
+    """`smlt train --function` runs `python -m smlt.builtin` as every worker invocation: with a
+    2 s time limit (continuations) and injected SIGKILLs (relaunches) it trains digits as well as
+    without them, to the same parameters, and leaves no process behind."""
+    function = f"{sys.executable} -m smlt.builtin"
+    job = f"pyfn-{uuid.uuid4().hex[:8]}"
+    out = train(procs, smlt_bin, job, "--function", function, "--inject-faults", "worker-kill=2",
+                "--function-timeout", "2s")
+    assert out["faults_injected"] >= 1 or out["worker_relaunches"] >= 1, out
+    assert out["continuations"] >= 1, out
+    assert out["steps"] == 120 and out["workers"] == 3
+    assert out["test_accuracy"] >= 0.85, out
+    assert left_behind(job, function) == []
+    # Relaunches and continuations do not change what is computed.
+    calm = train(procs, smlt_bin, f"{job}-calm", "--function", function)
+    assert calm["continuations"] == 0 and calm["worker_relaunches"] == 0
+    assert calm["param_digest"] == out["param_digest"]
+    assert left_behind(job, function) == []
