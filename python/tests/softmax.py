@@ -1,15 +1,17 @@
-"""The built-in `softmax` workload in numpy (as "Built-in workloads" in docs/wire-format.md
-describes it), so that Python workers can train alongside Swift `smlt worker`s, plus a plain f32
-reference of the whole BSP run to check the result against."""
+"""A small job of the built-in `softmax` workload (as "Built-in workloads" in docs/wire-format.md
+describes it; the gradient is smlt.builtin's), so that Python workers can train alongside Swift
+`smlt worker`s, plus a plain f32 reference of the whole BSP run to check the result against."""
 
 import numpy as np
 
-from smlt import Job, StepResult, TrainingConfig, register_job
+from smlt import Job, TrainingConfig, register_job
 from smlt.blob import encode
+from smlt.builtin import Partition, Settings, batch, gradient as builtin_gradient
 
 INPUTS, CLASSES, BATCH = 8, 3, 5
 WORKLOAD = {"model": "softmax", "inputs": str(INPUTS), "classes": str(CLASSES), "hidden": "4",
             "batch_size": str(BATCH), "seed": "1"}
+SETTINGS = Settings.from_workload(WORKLOAD)
 
 
 def dataset(examples=61, seed=3):
@@ -44,21 +46,10 @@ def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4"
 
 
 def gradient(params, px, py, step):
-    """The softmax gradient of batch `step` of a partition (mean cross-entropy)."""
-    rows = len(py)
-    n = min(BATCH, rows)
-    idx = (step * n + np.arange(n)) % rows
-    xb, yb = px[idx], py[idx].astype(np.int64)
-    logits = xb @ params["weight"] + params["bias"]
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    loss = float(-np.log(p[np.arange(n), yb]).mean())
-    correct = int((np.argmax(logits, axis=1) == yb).sum())
-    g = p.copy()
-    g[np.arange(n), yb] -= 1
-    g = (g / np.float32(n)).astype(np.float32)
-    return StepResult({"weight": (xb.T @ g).astype(np.float32), "bias": g.sum(axis=0).astype(np.float32)},
-                      loss, correct / n, n)
+    """The softmax gradient of batch `step` of a partition (mean cross-entropy), as smlt.builtin
+    computes it."""
+    x, y = batch(Partition(px, py.astype(np.int64)), step, BATCH)
+    return builtin_gradient(SETTINGS, params, x, y)
 
 
 def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001):
