@@ -692,12 +692,12 @@ public final class Coordinator {
             guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
             else { return false }
             note("fault: SIGKILL worker \(e.target) at step \(e.step)")
-            invocation.process.send(SIGKILL)
+            invocation.process.sendToGroup(SIGKILL)
         case .workerHang:
             guard let invocation = fleet.invocation(of: e.target) as? LocalInvocation, invocation.process.isRunning
             else { return false }
             note("fault: SIGSTOP worker \(e.target) at step \(e.step)")
-            invocation.process.send(SIGSTOP)
+            invocation.process.sendToGroup(SIGSTOP)
         case .serverKill:
             guard let servers = cluster?.servers, e.target < servers.count, servers[e.target].isRunning else {
                 return false

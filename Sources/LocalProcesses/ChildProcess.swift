@@ -196,6 +196,14 @@ public final class ChildProcess: Sendable {
         if poll() == nil { kill(pid, sig) }
     }
 
+    /// Sends `sig` to the process's group if the process is still running: it leads a group of
+    /// its own (it calls `setpgid(0, 0)` before exec), so processes it started and did not move
+    /// elsewhere get the signal too. Once the process has ended nothing is sent (its group id may
+    /// belong to another process by then).
+    public func sendToGroup(_ sig: Int32) {
+        if poll() == nil { kill(-pid, sig) }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns how it ended.
     @discardableResult
     public func terminate(grace: Duration = .seconds(5)) -> ExitStatus {

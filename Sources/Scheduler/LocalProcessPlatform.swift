@@ -5,7 +5,9 @@ import Synchronization
 import TrainingProtocol
 
 /// Runs each invocation as a local OS process of a function command (such as `smlt worker`),
-/// in its own process group, with an address-space limit (prlimit) and a hard timeout. The
+/// in its own process group, with an address-space limit (prlimit) and a hard timeout (the
+/// timeout's and `kill()`'s SIGKILL go to the whole group, so a function's own child processes
+/// end with it, as a serverless platform ends its sandbox). The
 /// invocation's event, time limit and start time reach it in its environment
 /// (`FunctionEnvironment`), as a serverless runtime hands them to a handler.
 public final class LocalProcessPlatform: FunctionPlatform {
@@ -73,7 +75,7 @@ public final class LocalProcessPlatform: FunctionPlatform {
 /// An invocation running as a local process.
 public final class LocalInvocation: FunctionInvocation {
     let request: FunctionRequest
-    /// The process, for fault injection (SIGKILL, SIGSTOP).
+    /// The process, for fault injection (SIGKILL, SIGSTOP; send them to its group).
     public let process: ChildProcess
     let log: String
     let started = ContinuousClock.now
@@ -93,7 +95,7 @@ public final class LocalInvocation: FunctionInvocation {
         let elapsed = ContinuousClock.now - started
         if process.poll() == nil && elapsed > request.timeout {
             killedForTimeout.store(true, ordering: .relaxed)
-            process.send(SIGKILL)
+            process.sendToGroup(SIGKILL)
         }
         guard let status = process.poll() else { return nil }
         let duration = min(ContinuousClock.now - started, max(elapsed, .zero) + .milliseconds(50))
@@ -108,9 +110,10 @@ public final class LocalInvocation: FunctionInvocation {
         return o
     }
 
-    /// Kills the process at once, as a platform ends a function (SIGKILL also ends a stopped one).
+    /// Kills the process and its group at once, as a platform ends a function (SIGKILL also
+    /// ends a stopped one).
     public func kill() {
-        process.send(SIGKILL)
+        process.sendToGroup(SIGKILL)
         _ = process.wait(timeout: .seconds(5))
     }
 }

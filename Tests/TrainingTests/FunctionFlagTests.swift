@@ -1,6 +1,7 @@
 import Coordinator
 import Foundation
 import LocalProcesses
+import Scheduler
 import Testing
 
 /// `smlt train --function CMD`: the command is checked before anything starts. (The Python
@@ -38,5 +39,31 @@ import Testing
         let r = try smlt(["train", "--steps", "1"] + extra)
         #expect(!r.status.succeeded)
         #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+
+    /// A `--function` command may start processes of its own: the time limit's SIGKILL ends them
+    /// with it (the platform signals the invocation's process group).
+    @Test func aFunctionKilledAtItsTimeLimitTakesItsChildrenWithIt() throws {
+        let n = Int.random(in: 100_000...999_999)
+        let logs = NSTemporaryDirectory() + "smlt-fn-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: logs) }
+        let platform = LocalProcessPlatform(
+            command: ["/bin/sh", "-c", "exec /bin/sh -c 'sleep \(n) & exec sleep \(n + 1)'"], logDirectory: logs)
+        let invocation = try platform.invoke(
+            FunctionRequest(name: "w0", event: "{}", timeout: .milliseconds(500), memoryMiB: 1024))
+        var outcome: InvocationOutcome?
+        var sawChild = false
+        let end = ContinuousClock.now + .seconds(20)
+        while outcome == nil && ContinuousClock.now < end {
+            sawChild = sawChild || processes(containing: "sleep \(n) ").contains { $0.hasPrefix("sleep \(n) ") }
+            outcome = invocation.poll()
+            sleepFor(.milliseconds(20))
+        }
+        #expect(sawChild, "the function's child process never ran")
+        #expect(outcome?.timedOut == true)
+        // A killed orphan may stay a zombie (no command line) until it is reaped.
+        let gone = ContinuousClock.now + .seconds(5)
+        while !processes(containing: "sleep \(n)").isEmpty && ContinuousClock.now < gone { sleepFor(.milliseconds(20)) }
+        #expect(processes(containing: "sleep \(n)").isEmpty)
     }
 }
