@@ -162,6 +162,7 @@ public final class Coordinator {
                     request: request, plan: base, shards: endpoints?.count, started: start)
                 self.session = session
                 request = session.planned(request)
+                if let warning = session.warning { events.note("warning: \(warning)") }
                 events.note(
                     "plan: \(session.initial.configuration), \(session.initial.totalSteps) steps, predicted \(String(format: "%.1f", session.initial.prediction.seconds)) s and $\(String(format: "%.6f", session.initial.prediction.costUSD))"
                 )

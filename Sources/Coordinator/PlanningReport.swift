@@ -79,6 +79,9 @@ public struct PlanPreview: Codable, Sendable {
     public var stepTimeModel: StepTimeModel
     /// Predicted seconds of one step at the plan.
     public var stepSeconds: Double
+    /// Set when the plan is predicted to miss the goal but close enough to start (the priors
+    /// may be that far off; a run re-plans from measurements).
+    public var warning: String?
 
     public var text: String {
         """
@@ -86,7 +89,7 @@ public struct PlanPreview: Codable, Sendable {
         predicted        \(String(format: "%.1f", plan.prediction.seconds)) s of training, $\(String(format: "%.6f", plan.prediction.costUSD)) (\(String(format: "%.2f", stepSeconds * 1000)) ms per step)
         goal             \([deadlineSeconds.map { "deadline \(String(format: "%.1f", $0)) s" }, budgetUSD.map { "budget $\(String(format: "%.6f", $0))" }].compactMap { $0 }.joined(separator: ", "))
         platform         \(platform.name), \(platform.maxWorkers) workers and \(platform.maxShards) shards at most
-        """
+        """ + (warning.map { "\nwarning          \($0)" } ?? "")
     }
 
     enum CodingKeys: String, CodingKey {
@@ -95,6 +98,7 @@ public struct PlanPreview: Codable, Sendable {
         case budgetUSD = "budget_usd"
         case stepTimeModel = "step_time_model"
         case stepSeconds = "step_seconds"
+        case warning
     }
 }
 
@@ -115,6 +119,7 @@ extension Coordinator {
         return PlanPreview(
             deadlineSeconds: request.deadlineSeconds, budgetUSD: request.budgetUSD, plan: session.initial,
             platform: session.offer, stepTimeModel: c.model,
-            stepSeconds: c.model.step(session.initial.configuration, job: c.planner.job, offer: c.planner.offer))
+            stepSeconds: c.model.step(session.initial.configuration, job: c.planner.job, offer: c.planner.offer),
+            warning: session.warning)
     }
 }
