@@ -37,3 +37,11 @@ func blockingPop(_ c: RedisConnection, _ key: String, what: String) throws(Redis
         throw RedisError(.connectionLost, endpoint: c.endpoint.description, "\(what): nothing arrived within 120 s")
     }
 }
+
+/// The smallest 1, 2, 2.5 or 5 × 10^n at or above `v`: the top of a chart's axis.
+func niceCeiling(_ v: Double) -> Double {
+    guard v > 0 else { return 1 }
+    let magnitude = pow(10, floor(log10(v)))
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] where step * magnitude >= v { return step * magnitude }
+    return 10 * magnitude
+}

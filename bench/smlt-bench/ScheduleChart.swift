@@ -72,11 +72,4 @@ struct ScheduleChart {
         }
         return s + "</svg>\n"
     }
-
-    func niceCeiling(_ v: Double) -> Double {
-        guard v > 0 else { return 1 }
-        let magnitude = pow(10, floor(log10(v)))
-        for step in [1.0, 2.0, 2.5, 5.0, 10.0] where step * magnitude >= v { return step * magnitude }
-        return 10 * magnitude
-    }
 }
