@@ -20,28 +20,19 @@ extension Simulator {
     /// worker.
     public func optimalPlan() -> StaticPlan? {
         let goal = scenario.goal
-        let memories = scenario.offer.memoryCandidates(minimum: job.minimumMemoryMiB)
         var best: StaticPlan?
-        for w in optimalWorkerCounts() {
-            let f = factors(workers: w)
-            for k in 1...min(w, scenario.offer.maxShards) {
-                for m in memories {
-                    guard let p = staticPlan(Configuration(workers: w, shards: k, memoryMiB: m), factors: f) else {
-                        continue
-                    }
-                    if let d = goal.deadlineSeconds, p.seconds > d { continue }
-                    if let b = goal.budgetUSD, p.costUSD > b { continue }
-                    guard let current = best else {
-                        best = p
-                        continue
-                    }
-                    let better =
-                        goal.deadlineSeconds != nil
-                        ? (p.costUSD, p.seconds) < (current.costUSD, current.seconds)
-                        : (p.seconds, p.costUSD) < (current.seconds, current.costUSD)
-                    if better { best = p }
-                }
+        forEachStaticPlan { p in
+            if let d = goal.deadlineSeconds, p.seconds > d { return }
+            if let b = goal.budgetUSD, p.costUSD > b { return }
+            guard let current = best else {
+                best = p
+                return
             }
+            let better =
+                goal.deadlineSeconds != nil
+                ? (p.costUSD, p.seconds) < (current.costUSD, current.seconds)
+                : (p.seconds, p.costUSD) < (current.seconds, current.costUSD)
+            if better { best = p }
         }
         return best
     }
@@ -49,19 +40,25 @@ extension Simulator {
     /// The fastest static configuration under the noise-free truth, whatever it costs (how much
     /// room a deadline leaves).
     public func fastestPlan() -> StaticPlan? {
-        let memories = scenario.offer.memoryCandidates(minimum: job.minimumMemoryMiB)
         var best: StaticPlan?
+        forEachStaticPlan { p in
+            if best == nil || p.seconds < best!.seconds { best = p }
+        }
+        return best
+    }
+
+    /// Every static plan the exhaustive search considers, in search order: worker counts
+    /// (`optimalWorkerCounts`), every shard count up to the workers and the offer's limit, every
+    /// memory that holds a worker.
+    private func forEachStaticPlan(_ body: (StaticPlan) -> Void) {
+        let memories = scenario.offer.memoryCandidates(minimum: job.minimumMemoryMiB)
         for w in optimalWorkerCounts() {
             let f = factors(workers: w)
             for k in 1...min(w, scenario.offer.maxShards) {
                 for m in memories {
-                    guard let p = staticPlan(Configuration(workers: w, shards: k, memoryMiB: m), factors: f) else {
-                        continue
-                    }
-                    if best == nil || p.seconds < best!.seconds { best = p }
+                    if let p = staticPlan(Configuration(workers: w, shards: k, memoryMiB: m), factors: f) { body(p) }
                 }
             }
         }
-        return best
     }
 }
