@@ -135,6 +135,17 @@ def _is_number(v) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def json_object(data: str | bytes, what: str) -> dict:
+    """Parse `data` as a JSON object; raises :class:`SpecError` naming `what` otherwise."""
+    try:
+        obj = json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
+        raise SpecError(f"{what} is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise SpecError(f"{what} is not a JSON object")
+    return obj
+
+
 def _int_field(obj: dict, name: str, lo: int, hi: int | None, what: str, default=None) -> int:
     if name not in obj:
         if default is not None:
@@ -238,12 +249,7 @@ class ShardMap:
     def from_json(cls, data: str | bytes) -> "ShardMap":
         """Parse and validate a map; raises :class:`SpecError` naming the bad field."""
         what = "shard map"
-        try:
-            m = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SpecError(f"{what} is not JSON: {e}") from None
-        if not isinstance(m, dict):
-            raise SpecError(f"{what} is not a JSON object")
+        m = json_object(data, what)
         for f in ("job", "epoch", "shards", "assignment", "tensors", "chunk_elements", "codec"):
             if f not in m:
                 raise SpecError(f"{what}: missing field {f!r}")
@@ -300,12 +306,7 @@ class TrainingConfig:
     def from_json(cls, data: str | bytes) -> "TrainingConfig":
         """Parse and validate a config; raises :class:`SpecError` naming the bad field."""
         what = "training config"
-        try:
-            c = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SpecError(f"{what} is not JSON: {e}") from None
-        if not isinstance(c, dict):
-            raise SpecError(f"{what} is not a JSON object")
+        c = json_object(data, what)
         workers = _int_field(c, "workers", 1, 4096, what)
         steps = _int_field(c, "steps", 0, None, what)
         numbers = {}

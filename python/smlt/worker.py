@@ -22,7 +22,7 @@ import numpy as np
 from . import keys
 from .blob import encode, decode
 from .client import Job, SMLTError
-from .layout import SpecError
+from .layout import SpecError, json_object
 from .tensors import flatten, join_chunks, split_chunks, unflatten
 
 __all__ = ["FunctionEvent", "StepResult", "Control", "Pulled", "PushLost", "Worker", "main",
@@ -48,12 +48,7 @@ class FunctionEvent:
 
     @classmethod
     def from_json(cls, data: str | bytes) -> "FunctionEvent":
-        try:
-            e = json.loads(data)
-        except ValueError as err:
-            raise SpecError(f"invocation event is not JSON: {err}") from None
-        if not isinstance(e, dict):
-            raise SpecError("invocation event is not a JSON object")
+        e = json_object(data, "invocation event")
 
         def integer(name, lo, hi=None):
             v = e.get(name)
