@@ -154,12 +154,8 @@ public final class Coordinator {
             if request.isPlanned {
                 // The planner's numbers replace the user's before anything starts; a goal it
                 // cannot meet is refused here.
-                var probe = request
-                probe.memoryMiB = TrainingRequest.maxMemoryMiB
-                probe.workers = 1
-                let base = try TrainingPlan(probe, train: data.train, test: data.test)
                 let session = try PlanningSession(
-                    request: request, plan: base, shards: endpoints?.count, started: start)
+                    request: request, train: data.train, test: data.test, shards: endpoints?.count, started: start)
                 self.session = session
                 request = session.planned(request)
                 if let warning = session.warning { events.note("warning: \(warning)") }

@@ -110,11 +110,8 @@ extension Coordinator {
         guard request.isPlanned else { throw RequestError("smlt plan needs a goal: --deadline, --budget or both") }
         let start = ContinuousClock.now
         let data = try TrainingData.load(request)
-        var probe = request
-        probe.memoryMiB = TrainingRequest.maxMemoryMiB
-        probe.workers = 1
-        let base = try TrainingPlan(probe, train: data.train, test: data.test)
-        let session = try PlanningSession(request: request, plan: base, shards: shards, started: start)
+        let session = try PlanningSession(
+            request: request, train: data.train, test: data.test, shards: shards, started: start)
         let c = session.controller
         return PlanPreview(
             deadlineSeconds: request.deadlineSeconds, budgetUSD: request.budgetUSD, plan: session.initial,

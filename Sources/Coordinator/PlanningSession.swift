@@ -34,13 +34,22 @@ final class PlanningSession {
     private var sampled: Configuration?
     private var firstSteady = 1
 
-    /// The first plan: throws `PlanError` (naming the flag and the least time or cost) when the
-    /// goal cannot be met. `plan` is the request resolved at its own numbers (for the data and
-    /// the model); `elapsed` is what loading the data took.
-    init(request: TrainingRequest, plan: TrainingPlan, shards fixed: Int?, started: ContinuousClock.Instant) throws {
+    /// The first plan for `request` on its loaded data: throws `PlanError` (naming the flag and
+    /// the least time or cost) when the goal cannot be met. `fixed` is the number of shards the
+    /// user gave (kept), `started` when the run began (loading the data counts against the goal).
+    init(
+        request: TrainingRequest, train: Dataset, test: Dataset, shards fixed: Int?,
+        started: ContinuousClock.Instant
+    ) throws {
         self.request = request
         self.started = started
         self.lastAccount = started
+        // The request resolved at one worker and the most memory: the model and the data,
+        // before the planner has chosen the numbers the real plan checks.
+        var probe = request
+        probe.memoryMiB = TrainingRequest.maxMemoryMiB
+        probe.workers = 1
+        let plan = try TrainingPlan(probe, train: train, test: test)
         var offer = LocalProcessPlatformOffer.make(request: request)
         if let fixed {
             // Shards given with --redis: the planner chooses workers and memory only.
@@ -66,7 +75,7 @@ final class PlanningSession {
             finishSeconds: Self.finishSeconds + evaluation)
         var planner = Planner(
             job: job, offer: offer, shardPrice: ShardPrice(perHourUSD: request.shardHourPrice), goal: goal)
-        planner.minimumShards = fixed
+        planner.fixedShards = fixed
         controller = AdaptiveController(planner: planner, prior: prior)
         let elapsed = (ContinuousClock.now - started).seconds
         let first = try controller.start(elapsedSeconds: elapsed)

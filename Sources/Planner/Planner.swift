@@ -16,9 +16,9 @@ public struct Planner: Sendable {
     public var reconfigurationSeconds = 0.3
     /// Seconds per byte a re-shard takes to copy chunks (a prior; runs measure it).
     public var moveSecondsPerByte = 5e-9
-    /// Consider only this many shards or more (shards given by the user are not changed: set
-    /// it and `offer.maxShards` to their number).
-    public var minimumShards: Int?
+    /// Shards the user gave: every candidate keeps their number (the planner then chooses
+    /// workers and memory only).
+    public var fixedShards: Int?
     /// The gradient noise scale B_noise in examples (McCandlish et al.'s critical batch): a step
     /// of global batch B does the work of B / (1 + B / B_noise) small-batch examples. When set,
     /// `Work.examples` counts such effective examples (`AdaptiveController` sets it under a
@@ -66,10 +66,18 @@ public struct Planner: Sendable {
         let memories = offer.memoryCandidates(minimum: job.minimumMemoryMiB)
         var out: [Configuration] = []
         for w in workers {
-            var k = min(minimumShards ?? 1, offer.maxShards)
-            while k <= max(min(w, offer.maxShards), minimumShards ?? 1) {
+            var shards: [Int] = []
+            if let fixedShards {
+                shards = [fixedShards]
+            } else {
+                var k = 1
+                while k <= min(w, offer.maxShards) {
+                    shards.append(k)
+                    k = k < 4 ? k + 1 : k * 2
+                }
+            }
+            for k in shards {
                 for m in memories { out.append(Configuration(workers: w, shards: k, memoryMiB: m)) }
-                k = k < 4 ? k + 1 : k * 2
             }
         }
         return out
