@@ -98,13 +98,15 @@ def test_python_and_swift_workers_train_one_job(cluster, procs, smlt_bin):
 
 def test_time_limit_exits_75_and_the_next_generation_continues(cluster, procs):
     x, y = softmax.dataset()
-    steps = 6
+    # every step sleeps 0.15 s, so one 1 s generation does at most 6 steps: 13 steps need at
+    # least three generations, and so at least two exits with 75, however slow the starts are
+    steps = 13
     job = softmax.register(cluster, "limited", 1, steps, x, y)
     with job:
         codes = []
-        for generation in range(20):
+        for generation in range(30):
             proc = python_function(procs, event(cluster, "limited", 0, generation),
-                                   SMLT_FUNCTION_TIMEOUT_MS="800", SLOW_STEP_S="0.15")
+                                   SMLT_FUNCTION_TIMEOUT_MS="1000", SLOW_STEP_S="0.15")
             code, err = finish(proc)
             codes.append(code)
             assert code in (0, 75), err
