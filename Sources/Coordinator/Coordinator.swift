@@ -100,7 +100,15 @@ public final class Coordinator {
     private var runDirectory: RunDirectory!
     private var state: RunState!
     private var checkpoints = ""
-    private var model: (any Model)!
+    /// The built-in model; nil when the function defines it (`--model function`).
+    private var model: (any Model)?
+    /// Where functions run: the workers and, for a function-defined model, its describe and
+    /// evaluate invocations.
+    private var platform: LocalProcessPlatform!
+    /// The data's shape, given to a function that defines its own model.
+    private var dataShape: WorkerEvent.DatasetShape?
+    /// The describe and evaluate invocations (they cost like the workers' invocations).
+    private var phaseOutcomes: [InvocationOutcome] = []
     /// Workers of the job now.
     private var workers = 0
     /// The schedule's changes still to apply.
@@ -148,14 +156,16 @@ public final class Coordinator {
         }
         defer { cluster?.stop() }
 
+        var data: (train: Dataset, test: Dataset)?
         if !resume {
             // Everything the data can tell is checked before any process starts.
-            let data = try TrainingData.load(request)
+            let loaded = try TrainingData.load(request)
+            data = loaded
             if request.isPlanned {
                 // The planner's numbers replace the user's before anything starts; a goal it
                 // cannot meet is refused here.
                 let session = try PlanningSession(
-                    request: request, train: data.train, test: data.test, shards: endpoints?.count, started: start)
+                    request: request, train: loaded.train, test: loaded.test, shards: endpoints?.count, started: start)
                 self.session = session
                 request = session.planned(request)
                 if let warning = session.warning { events.note("warning: \(warning)") }
@@ -163,14 +173,23 @@ public final class Coordinator {
                     "plan: \(session.initial.configuration), \(session.initial.totalSteps) steps, predicted \(String(format: "%.1f", session.initial.prediction.seconds)) s and $\(String(format: "%.6f", session.initial.prediction.costUSD))"
                 )
             }
-            plan = try TrainingPlan(request, train: data.train, test: data.test)
-            if plan.schedule.changes.contains(where: { $0.shards != nil }) && endpoints != nil {
+            let schedule =
+                try request.schedule.map { (text) throws(RequestError) in try Schedule(parsing: text) } ?? Schedule()
+            if schedule.changes.contains(where: { $0.shards != nil }) && endpoints != nil {
                 throw RequestError(
                     "shards= in --schedule needs the shards smlt train starts (without --redis); re-shard given shards with smlt admin reshard"
                 )
             }
+            if !isFunctionModel { plan = try TrainingPlan(request, train: loaded.train, test: loaded.test) }
         }
         let eps = try setUpShards()
+        platform = makePlatform()
+        if let data, isFunctionModel {
+            // The function defines the model: ask it, on the shards, before the job exists.
+            dataShape = Self.shape(data)
+            let described = try describeModel(eps)
+            plan = try TrainingPlan(request, train: data.train, test: data.test, described: described)
+        }
         if resume { try reopen(eps) } else { try register(eps) }
         if let cluster, let most = plan.schedule.changes.compactMap(\.shards).max(), most > eps.count {
             for _ in eps.count..<most { standby.append(try cluster.addShard()) }
@@ -286,17 +305,26 @@ public final class Coordinator {
         }
         let starts = ((try? control.run(["LRANGE", manager.keys.starts, "0", "-1"]).array) ?? [])
             .compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(StartReport.self, from: Data($0)) } }
-        let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
-        let outcomes = fleet.outcomes
+        let metrics: (loss: Double?, trainAccuracy: Double?, testAccuracy: Double, testLoss: Double?)
+        if let model {
+            let (loss, trainAcc, testAcc) = TrainingSummary.evaluate(params, plan: plan, model: model)
+            metrics = (loss, trainAcc, testAcc, nil)
+        } else {
+            let e = try evaluateModel()
+            metrics = (e.trainLoss, e.trainAccuracy, e.testAccuracy, e.testLoss)
+        }
+        let outcomes = fleet.outcomes + phaseOutcomes
         let gbs = outcomes.reduce(0) { $0 + $1.gbSeconds }
         let counts = fleet.counts
         var summary = TrainingSummary(
             mode: "BSP", job: job, model: plan.settings.model, steps: plan.steps, workers: workers,
-            shards: manager.map.shards.count, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc,
-            testAccuracy: testAcc, wallSeconds: (ContinuousClock.now - start).seconds, functionGBSeconds: gbs,
+            shards: manager.map.shards.count, parameters: params.count, finalLoss: metrics.loss,
+            trainAccuracy: metrics.trainAccuracy, testAccuracy: metrics.testAccuracy,
+            wallSeconds: (ContinuousClock.now - start).seconds, functionGBSeconds: gbs,
             invocations: outcomes.count, restarts: counts.continuations + counts.relaunches + serverRestarts,
             estimatedCostUSD: gbs * request.priceGBSecond + Double(outcomes.count) * request.priceRequest,
-            paramDigest: digest)
+            paramDigest: TrainingSummary.digest(params))
+        summary.testLoss = metrics.testLoss
         summary.continuations = counts.continuations
         summary.workerRelaunches = counts.relaunches
         summary.expiredLeases = counts.expiredLeases
@@ -331,7 +359,7 @@ public final class Coordinator {
 
     /// A new job: registered, its data staged, version 0 published, its run state stored.
     private func register(_ eps: [RedisEndpoint]) throws {
-        model = plan.settings.makeModel()
+        model = plan.builtinModel
         if endpoints != nil,
             let existing = try? ShardManager.open(job: job, endpoints: eps, options: options, allowed: allowed)
         {
@@ -351,7 +379,7 @@ public final class Coordinator {
         state = RunState(request: request, checkpointDirectory: request.checkpointDirectory)
         try state.store(on: manager)
         try stageData(workers: workers)
-        try plan.config(workers: workers).start(on: manager, initial: model.initialParameters(seed: plan.settings.seed))
+        try plan.config(workers: workers).start(on: manager, initial: plan.initialParameters())
     }
 
     /// An existing job, continued from its run state and the progress in Redis.
@@ -364,11 +392,26 @@ public final class Coordinator {
         }
         guard saved.status != "finished" else { throw CoordinatorError("job '\(job)' has already finished") }
         request = saved.request
+        platform = makePlatform()
         state = saved
         records = saved.reconfigurations
         let data = try TrainingData.load(request)
-        plan = try TrainingPlan(request, train: data.train, test: data.test)
-        model = plan.settings.makeModel()
+        if isFunctionModel {
+            // The function describes its model again (from the same seed) for a rollback to
+            // version 0; it must be the model the job was registered with.
+            dataShape = Self.shape(data)
+            let described = try describeModel(eps)
+            let registered = manager.map.tensors.map { ParameterShape(name: $0.name, shape: $0.shape) }
+            guard described.tensors == registered else {
+                throw CoordinatorError(
+                    "job '\(job)' was registered with tensors \(registered.map { "\($0.name)\($0.shape)" }), but the function now describes \(described.tensors.map { "\($0.name)\($0.shape)" })"
+                )
+            }
+            plan = try TrainingPlan(request, train: data.train, test: data.test, described: described)
+        } else {
+            plan = try TrainingPlan(request, train: data.train, test: data.test)
+        }
+        model = plan.builtinModel
         checkpoints = saved.checkpointDirectory ?? runDirectory.path + "/checkpoints"
         let version = try manager.publishedVersions().compactMap { $0 }.min() ?? 0
         let config = try TrainingConfig.load(from: manager)
@@ -398,12 +441,75 @@ public final class Coordinator {
         events.note("resuming job \(job) at version \(version) with \(workers) workers")
     }
 
+    private var isFunctionModel: Bool { request.model == TrainingRequest.functionModel }
+
+    static func shape(_ data: (train: Dataset, test: Dataset)) -> WorkerEvent.DatasetShape {
+        WorkerEvent.DatasetShape(
+            features: data.train.dimension, classes: data.train.classes, trainExamples: data.train.count,
+            testExamples: data.test.count)
+    }
+
+    /// Asks the function for its model: one describe invocation, then what it wrote, checked.
+    private func describeModel(_ eps: [RedisEndpoint]) throws -> DescribedModel {
+        let home = try RedisConnection(eps[0], options: options)
+        let keys = JobKeys(job: job)
+        try DescribedModel.clear(keys, on: home)
+        try invoke(.describe, endpoints: eps.map(\.description))
+        let described = try DescribedModel.read(keys, from: home, maxParameters: 1 << 28)
+        try DescribedModel.clear(keys, on: home)
+        events.note(
+            "the function described its model: \(described.tensors.count) tensors, \(described.parameterCount) parameters")
+        return described
+    }
+
+    /// Asks the function to evaluate the final model on the staged test set.
+    private func evaluateModel() throws -> FunctionEvaluation {
+        let home = try RedisConnection(try RedisEndpoint(parsing: manager.map.shards[0]), options: options)
+        _ = try home.run(["UNLINK", manager.keys.evaluation])
+        try invoke(.evaluate, endpoints: manager.map.shards)
+        let evaluation = try FunctionEvaluation.read(manager.keys, from: home)
+        _ = try home.run(["UNLINK", manager.keys.evaluation])
+        return evaluation
+    }
+
+    /// Runs the function once for `phase` (as worker 0, generation 0) and waits for it to end;
+    /// throws unless it exits 0.
+    private func invoke(_ phase: WorkerEvent.Phase, endpoints: [String]) throws {
+        let event = WorkerEvent(
+            job: job, worker: 0, generation: 0, leaseMilliseconds: request.leaseTimeoutMilliseconds,
+            redis: endpoints + allowed, user: options.username, phase: phase, seed: request.seed, dataset: dataShape)
+        let invocation = try platform.invoke(
+            FunctionRequest(
+                name: phase.rawValue, event: String(decoding: try JSONEncoder().encode(event), as: UTF8.self),
+                timeout: .milliseconds(request.functionTimeoutMilliseconds), memoryMiB: request.memoryMiB))
+        while true {
+            if let outcome = invocation.poll() {
+                phaseOutcomes.append(outcome)
+                guard outcome.status.succeeded else {
+                    let how = outcome.timedOut ? "ran into its time limit" : "ended with \(outcome.status)"
+                    throw CoordinatorError(
+                        "the function's \(phase.rawValue) phase \(how)\(outcome.errorTail.isEmpty ? "" : ":\n" + outcome.errorTail)")
+                }
+                return
+            }
+            sleepFor(.milliseconds(10))
+        }
+    }
+
+    /// The local platform the run's functions start on: the run's `--function` (kept in the run
+    /// state, so a resumed run uses it too) or the built-in worker.
+    private func makePlatform() -> LocalProcessPlatform {
+        var environment = [FunctionEnvironment.cache: runDirectory.path + "/function-cache"]
+        environment[FunctionEnvironment.password] = options.password
+        // Any shell command line: the platform signals the invocation's whole process group, so
+        // a time limit or a fault reaches the program the shell started.
+        let command = request.function.map { ["/bin/sh", "-c", $0] } ?? launch.worker
+        return LocalProcessPlatform(
+            command: command, logDirectory: runDirectory.path + "/functions", environment: environment)
+    }
+
     /// Starts the workers of the job's current membership.
     private func startFleet(_ control: RedisConnection) throws {
-        var platformEnvironment = [FunctionEnvironment.cache: runDirectory.path + "/function-cache"]
-        platformEnvironment[FunctionEnvironment.password] = options.password
-        let platform = LocalProcessPlatform(
-            command: launch.worker, logDirectory: runDirectory.path + "/functions", environment: platformEnvironment)
         let keys = manager.keys
         let (job, user, timeout) = (
             job, options.username, Duration.milliseconds(request.functionTimeoutMilliseconds)
@@ -416,7 +522,8 @@ public final class Coordinator {
             request: { [unowned self] w, generation in
                 let event = WorkerEvent(
                     job: job, worker: w, generation: generation, leaseMilliseconds: lease,
-                    redis: self.manager.map.shards + self.standby.map(\.description) + self.allowed, user: user)
+                    redis: self.manager.map.shards + self.standby.map(\.description) + self.allowed, user: user,
+                    seed: self.isFunctionModel ? self.request.seed : nil, dataset: self.dataShape)
                 return FunctionRequest(
                     name: "worker-\(w)" + (generation > 0 ? ".\(generation)" : ""),
                     event: String(decoding: (try? JSONEncoder().encode(event)) ?? Data(), as: UTF8.self),
@@ -620,7 +727,9 @@ public final class Coordinator {
                 job: job, worker: 0, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) },
                 options: options, allowed: allowed)
         }
-        guard let reader, let params = try? reader.pull(step: version, timeout: .seconds(2)) else { return nil }
+        guard let model, let reader, let params = try? reader.pull(step: version, timeout: .seconds(2)) else {
+            return nil
+        }
         if evaluationSet == nil {
             evaluationSet =
                 plan.test.count > 500 ? plan.test.partition(0, of: (plan.test.count + 499) / 500) : plan.test
@@ -663,8 +772,8 @@ public final class Coordinator {
             (try? Checkpoint.read(from: checkpoints))
             ?? Checkpoint(
                 job: job, step: 0, tensors: manager.map.tensors,
-                params: model.initialParameters(seed: plan.settings.seed),
-                optimizer: plan.momentum == 0 ? nil : [Float](repeating: 0, count: model.parameterCount),
+                params: plan.initialParameters(),
+                optimizer: plan.momentum == 0 ? nil : [Float](repeating: 0, count: plan.parameterCount),
                 config: plan.config(at: 0))
         var restored = checkpoint
         restored.config = plan.config(at: checkpoint.step)
@@ -727,6 +836,14 @@ public final class Coordinator {
             try objects.set(
                 StagedData.labels(worker: w, of: n),
                 TensorBlob.encode(part.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
+        }
+        // A function-defined model is evaluated by the function, on the test set staged here.
+        if isFunctionModel {
+            try objects.set(
+                StagedData.testFeatures, TensorBlob.encode(plan.test.features, codec: .lz4, step: 0, producer: 0))
+            try objects.set(
+                StagedData.testLabels,
+                TensorBlob.encode(plan.test.labels.map { Float($0) }, codec: .lz4, step: 0, producer: 0))
         }
     }
 

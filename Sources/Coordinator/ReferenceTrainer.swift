@@ -43,13 +43,13 @@ public struct ReferenceTrainer {
                 }
             }
         }
-        let (loss, trainAcc, testAcc, digest) = TrainingSummary.evaluate(params, plan: plan, model: model)
+        let (loss, trainAcc, testAcc) = TrainingSummary.evaluate(params, plan: plan, model: model)
         let wall = ContinuousClock.now - start
         return TrainingSummary(
             mode: "reference, one process", job: nil, model: plan.settings.model, steps: plan.steps,
             workers: plan.workers(at: plan.steps - 1),
             shards: 0, parameters: params.count, finalLoss: loss, trainAccuracy: trainAcc, testAccuracy: testAcc,
             wallSeconds: wall.seconds, functionGBSeconds: 0, invocations: 0, restarts: 0, estimatedCostUSD: 0,
-            paramDigest: digest)
+            paramDigest: TrainingSummary.digest(params))
     }
 }

@@ -8,6 +8,10 @@ import Workloads
 /// the in-process reference) run from it.
 public struct TrainingPlan: Sendable {
     public let settings: WorkloadSettings
+    /// The model's tensors, in the order of the flat parameter vector.
+    public let tensors: [ParameterShape]
+    /// The model the function defined (`--model function`); nil for a built-in model.
+    public let described: DescribedModel?
     /// Workers of step 0 (the schedule changes it later).
     public let workers: Int
     /// Shards of step 0 when the driver starts its own.
@@ -24,8 +28,11 @@ public struct TrainingPlan: Sendable {
     public internal(set) var schedule: Schedule
 
     /// Resolves `request` against its loaded data; checks what only the data can tell (enough
-    /// examples for every worker, a schedule inside the run).
-    public init(_ request: TrainingRequest, train: Dataset, test: Dataset) throws(RequestError) {
+    /// examples for every worker, a schedule inside the run). A function-defined model
+    /// (`--model function`) needs what the function's describe phase returned.
+    public init(_ request: TrainingRequest, train: Dataset, test: Dataset, described: DescribedModel? = nil)
+        throws(RequestError)
+    {
         guard train.count > 0 else { throw RequestError("the training data '\(request.dataset)' has no examples") }
         let schedule =
             try request.schedule.map { (text) throws(RequestError) in try Schedule(parsing: text) } ?? Schedule()
@@ -53,7 +60,16 @@ public struct TrainingPlan: Sendable {
         let settings = WorkloadSettings(
             model: request.model, hidden: request.hidden, inputs: train.dimension, classes: train.classes,
             batchSize: request.batchSize, seed: request.seed)
-        let parameters = settings.makeModel().parameterCount
+        let tensors: [ParameterShape]
+        if request.model == TrainingRequest.functionModel {
+            guard let described else {
+                throw RequestError("--model function: the function's describe phase has not run")
+            }
+            tensors = described.tensors
+        } else {
+            tensors = settings.makeModel().parameters
+        }
+        let parameters = tensors.reduce(0) { $0 + $1.count }
         guard parameters <= 1 << 28 else {
             throw RequestError("the \(request.model) model would have \(parameters) parameters, more than \(1 << 28)")
         }
@@ -64,6 +80,8 @@ public struct TrainingPlan: Sendable {
             )
         }
         self.settings = settings
+        self.tensors = tensors
+        self.described = request.model == TrainingRequest.functionModel ? described : nil
         self.workers = request.workers
         self.shards = request.shards
         self.steps = steps
@@ -88,6 +106,16 @@ public struct TrainingPlan: Sendable {
             / 1_048_576
     }
 
+    /// The built-in model; nil when the function defines the model.
+    public var builtinModel: (any Model)? { described == nil ? settings.makeModel() : nil }
+
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
+
+    /// Version 0: the built-in model's seeded initialisation, or what the function described.
+    public func initialParameters() -> [Float] {
+        described?.initial ?? settings.makeModel().initialParameters(seed: settings.seed)
+    }
+
     /// The number of workers that run `step`.
     public func workers(at step: Int) -> Int { schedule.workers(at: step, initial: workers) }
 
@@ -107,7 +135,7 @@ public struct TrainingPlan: Sendable {
     /// The job spec whose tensors hold this model.
     public func spec(job: String, codec: BlobCodec, chunkElements: Int) -> JobSpec {
         JobSpec(
-            job: job, tensors: settings.makeModel().parameters.map { TensorSpec(name: $0.name, shape: $0.shape) },
+            job: job, tensors: tensors.map { TensorSpec(name: $0.name, shape: $0.shape) },
             chunkElements: chunkElements, codec: codec)
     }
 }

@@ -49,8 +49,9 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     /// How long a finished job's keys stay in Redis (seconds; 0 deletes them at the end).
     public var retainSeconds = 86_400
     /// `--function` text: a command line that runs as each worker function instead of
-    /// `smlt worker` (the CLI runs it with `/bin/sh -c "exec …"`); nil for the built-in worker.
-    /// It must compute the gradient of the built-in model the driver registers.
+    /// `smlt worker` (run as `/bin/sh -c "…"`); nil for the built-in worker. It computes
+    /// the gradient of the built-in model the driver registers, or, with `--model function`,
+    /// defines the model too.
     public var function: String?
 
     // MARK: Goals (the planner chooses workers, shards and memory when one is given)
@@ -102,8 +103,16 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
             "--workers must be from 1 to \(Self.maxLocalWorkers) on one machine, got \(workers)")
         try check((1...Self.maxShards).contains(shards), "--shards must be from 1 to \(Self.maxShards), got \(shards)")
         try check(
-            WorkloadSettings.models.contains(model),
-            "unknown model '\(model)' (choose one of: \(WorkloadSettings.models.joined(separator: ", ")))")
+            Self.models.contains(model), "unknown model '\(model)' (choose one of: \(Self.models.joined(separator: ", ")))")
+        if model == Self.functionModel {
+            try check(
+                function != nil,
+                "--model function needs --function: the command that defines the model and computes its gradients")
+            try check(
+                !isPlanned,
+                "--deadline and --budget need a built-in model (the planner times its gradient before anything starts); with --model function give --workers and --steps or --epochs"
+            )
+        }
         try check(BlobCodec(name: codec) != nil, "unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
         try check(
             (1...WorkloadSettings.maxBatch).contains(batchSize),
@@ -191,7 +200,13 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     /// lower: at 0.5 with momentum 0.9 it diverges on the synthetic data (loss NaN at step ~270
     /// with 64 features and 128 hidden units); at 0.05 it reaches 0.97-1.0 test accuracy on the
     /// bundled data sets.
-    public var effectiveLearningRate: Float { learningRate ?? (model == "mlp" ? 0.05 : 0.5) }
+    public var effectiveLearningRate: Float { learningRate ?? (model == "softmax" ? 0.5 : 0.05) }
+
+    /// `--model` values: the built-in models, and `function` for a model the function defines.
+    public static let models = WorkloadSettings.models + [functionModel]
+    /// The model of a job whose `--function` defines it (docs/wire-format.md, "Function-defined
+    /// models").
+    public static let functionModel = "function"
 
     /// Where the data comes from.
     public enum DatasetSource: Sendable, Equatable {

@@ -13,9 +13,13 @@ public struct TrainingSummary: Codable, Sendable {
     public var workers: Int
     public var shards: Int
     public var parameters: Int
-    public var finalLoss: Double
-    public var trainAccuracy: Double
+    /// Mean loss on the training set (nil when a function-defined model's evaluation did not
+    /// report it).
+    public var finalLoss: Double?
+    public var trainAccuracy: Double?
     public var testAccuracy: Double
+    /// Mean loss on the test set, as a function-defined model's evaluation reports it.
+    public var testLoss: Double?
     public var wallSeconds: Double
     public var functionGBSeconds: Double
     public var invocations: Int
@@ -70,6 +74,7 @@ public struct TrainingSummary: Codable, Sendable {
         case checkpointsSaved = "checkpoints_saved"
         case finalLoss = "final_loss"
         case trainAccuracy = "train_accuracy"
+        case testLoss = "test_loss"
         case testAccuracy = "test_accuracy"
         case wallSeconds = "wall_seconds"
         case functionGBSeconds = "function_gb_seconds"
@@ -83,8 +88,8 @@ public struct TrainingSummary: Codable, Sendable {
         SMLT training summary (\(mode))
           model            \(model), \(parameters) parameters
           steps            \(steps) with \(workers) workers on \(shards) shard\(shards == 1 ? "" : "s")
-          final loss       \(String(format: "%.4f", finalLoss))
-          train accuracy   \(String(format: "%.4f", trainAccuracy))
+          final loss       \(Self.format(finalLoss))\(testLoss.map { " (test loss \(String(format: "%.4f", $0)))" } ?? "")
+          train accuracy   \(Self.format(trainAccuracy))
           test accuracy    \(String(format: "%.4f", testAccuracy))
           wall time        \(String(format: "%.2f", wallSeconds)) s
           function time    \(String(format: "%.3f", functionGBSeconds)) GB-s in \(invocations) invocations
@@ -97,12 +102,15 @@ public struct TrainingSummary: Codable, Sendable {
         """ + planningText
     }
 
-    /// Fills in accuracy, loss and the digest from the final parameters.
-    static func evaluate(_ params: [Float], plan: TrainingPlan, model: any Model) -> (Double, Double, Double, String) {
+    /// Loss on the training set and the two accuracies of a built-in model's final parameters.
+    static func evaluate(_ params: [Float], plan: TrainingPlan, model: any Model) -> (Double, Double, Double) {
         let train = model.evaluate(params: params, on: plan.train)
         let test = model.evaluate(params: params, on: plan.test)
-        return (train.loss, train.accuracy, test.accuracy, digest(params))
+        return (train.loss, train.accuracy, test.accuracy)
     }
+
+    /// A metric with four decimals, or "not reported".
+    static func format(_ value: Double?) -> String { value.map { String(format: "%.4f", $0) } ?? "not reported" }
 
     /// FNV-1a 64 over the little-endian bytes of the parameters.
     public static func digest(_ params: [Float]) -> String {

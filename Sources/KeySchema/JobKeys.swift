@@ -61,6 +61,15 @@ public struct JobKeys: Sendable, Equatable {
     /// The driver's run state (JSON): what `smlt train --resume` continues from.
     public var run: String { "smlt:{\(job)}:run" }
 
+    // MARK: Function-defined models
+
+    /// The model a function described (JSON: tensor names and shapes), on the home shard.
+    public var describe: String { "smlt:{\(job)}:describe" }
+    /// The initial values of the described model's tensor `i` (a tensor blob).
+    public func describeTensor(_ i: Int) -> String { "smlt:{\(job)}:describe:\(i)" }
+    /// The final model's metrics, as the function's evaluate phase wrote them (JSON).
+    public var evaluation: String { "smlt:{\(job)}:evaluation" }
+
     // MARK: Named objects
 
     /// A named object (staged data, worker state), on the shard its name hashes to.

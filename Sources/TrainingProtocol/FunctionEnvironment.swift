@@ -27,18 +27,64 @@ public struct WorkerEvent: Codable, Sendable, Equatable {
     public var redis: [String]
     /// A Redis ACL user name, if any.
     public var user: String?
+    /// What the invocation is for; nil means `.train`. Only jobs whose function defines the
+    /// model (`--model function`) have the other phases.
+    public var phase: Phase?
+    /// The run's seed, for a function that initialises its own model (function-defined models).
+    public var seed: UInt64?
+    /// The shape of the job's data (function-defined models).
+    public var dataset: DatasetShape?
 
-    public init(job: String, worker: Int, generation: Int, leaseMilliseconds: Int, redis: [String], user: String?) {
+    public init(
+        job: String, worker: Int, generation: Int, leaseMilliseconds: Int, redis: [String], user: String?,
+        phase: Phase? = nil, seed: UInt64? = nil, dataset: DatasetShape? = nil
+    ) {
         self.job = job
         self.worker = worker
         self.generation = generation
         self.leaseMilliseconds = leaseMilliseconds
         self.redis = redis
         self.user = user
+        self.phase = phase
+        self.seed = seed
+        self.dataset = dataset
+    }
+
+    /// The three things a function is invoked for when it defines the job's model.
+    public enum Phase: String, Codable, Sendable {
+        /// Before the job exists: write the model's tensors and initial values.
+        case describe
+        /// A worker of the job (the step protocol).
+        case train
+        /// After the last step: evaluate the final model on the staged test set.
+        case evaluate
+    }
+
+    /// The size of a job's training data, as a function that defines its own model needs it.
+    public struct DatasetShape: Codable, Sendable, Equatable {
+        /// Features per example.
+        public var features: Int
+        /// Classes (labels are 0..<classes).
+        public var classes: Int
+        public var trainExamples: Int
+        public var testExamples: Int
+
+        public init(features: Int, classes: Int, trainExamples: Int, testExamples: Int) {
+            self.features = features
+            self.classes = classes
+            self.trainExamples = trainExamples
+            self.testExamples = testExamples
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case features, classes
+            case trainExamples = "train_examples"
+            case testExamples = "test_examples"
+        }
     }
 
     enum CodingKeys: String, CodingKey {
-        case job, worker, generation, redis, user
+        case job, worker, generation, redis, user, phase, seed, dataset
         case leaseMilliseconds = "lease_ms"
     }
 }
@@ -49,4 +95,8 @@ public enum StagedData {
     public static func features(worker w: Int, of workers: Int) -> String { "data-\(workers)-\(w)-x" }
     /// Worker `w`'s labels (class indices as f32) when the job has `workers` workers.
     public static func labels(worker w: Int, of workers: Int) -> String { "data-\(workers)-\(w)-y" }
+    /// The test set's features, staged for jobs whose function defines the model.
+    public static let testFeatures = "test-x"
+    /// The test set's labels.
+    public static let testLabels = "test-y"
 }

@@ -5,6 +5,11 @@ public struct ParameterShape: Sendable, Equatable {
     public let name: String
     public let shape: [Int]
     public var count: Int { shape.reduce(1, *) }
+
+    public init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape
+    }
 }
 
 /// A differentiable classifier over a flat parameter vector. Two implementations:

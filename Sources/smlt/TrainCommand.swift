@@ -77,7 +77,7 @@ struct TrainCommand: ParsableCommand {
                     request: request, job: jobID,
                     endpoints: try redis.endpointsIfGiven(), options: redis.options, allowed: redis.allowedEndpoints,
                     launch: Coordinator.Launch(
-                        worker: Self.workerCommand(function: request.function),
+                        worker: [currentExecutable(), "worker"],
                         server: [currentExecutable(), "serve"]),
                     resume: resume,
                     events: Coordinator.Events(
@@ -99,14 +99,6 @@ struct TrainCommand: ParsableCommand {
             throw ExitCode(1)
         }
         if json { try printJSON(summary) } else { print(summary.text) }
-    }
-
-    /// The command of one worker invocation: `smlt worker`, or the user's `--function` command
-    /// line run by `/bin/sh` with `exec` in front, so the shell replaces itself with the user's
-    /// program and the platform's signals (a time limit's or an injected fault's SIGKILL) reach it.
-    static func workerCommand(function: String?) -> [String] {
-        guard let function else { return [currentExecutable(), "worker"] }
-        return ["/bin/sh", "-c", "exec " + function]
     }
 
 }

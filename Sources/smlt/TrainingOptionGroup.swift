@@ -7,14 +7,14 @@ struct TrainingOptionGroup: ParsableArguments {
     @Option(help: "digits, synthetic, libsvm:PATH or csv:PATH.") var dataset = "digits"
     @Option(help: "A held-out test file for libsvm:/csv: data (default: the last 20% of the data).") var testData:
         String?
-    @Option(help: "softmax or mlp.") var model = "softmax"
+    @Option(help: "softmax, mlp, or function (the --function command defines the model).") var model = "softmax"
     @Option(help: "Hidden units of the mlp model.") var hidden = 64
     @Option(help: "Number of function workers.") var workers = 4
     @Option(help: "Number of shards to start (without --redis).") var shards = 2
     @Option(help: "Training steps (default: 300, or as many as --epochs needs).") var steps: Int?
     @Option(help: "Passes over the training data (instead of --steps).") var epochs: Double?
     @Option(help: "Examples per worker per step.") var batchSize = 16
-    @Option(name: .customLong("lr"), help: "Learning rate (default: 0.5 for softmax, 0.05 for mlp).")
+    @Option(name: .customLong("lr"), help: "Learning rate (default: 0.5 for softmax, 0.05 for mlp and function).")
     var learningRate: Float?
     @Option(help: "Momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay.") var weightDecay: Float = 0
@@ -47,7 +47,7 @@ struct TrainingOptionGroup: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Run this command as each worker function instead of `smlt worker` (through /bin/sh, after exec); it gets the same environment and must compute the built-in model's gradient, e.g. \"python3 -m smlt.builtin\".",
+            "Run this command as each worker function instead of `smlt worker` (a /bin/sh command line); it gets the same environment and computes the built-in model's gradient (e.g. \"python3 -m smlt.builtin\"), or with --model function defines the model too (e.g. \"python3 python/examples/digits_cnn.py\").",
             valueName: "command"))
     var function: String?
 
