@@ -458,7 +458,8 @@ public final class Coordinator {
         let described = try DescribedModel.read(keys, from: home, maxParameters: 1 << 28)
         try DescribedModel.clear(keys, on: home)
         events.note(
-            "the function described its model: \(described.tensors.count) tensors, \(described.parameterCount) parameters")
+            "the function described its model: \(described.tensors.count) tensors, \(described.parameterCount) parameters"
+        )
         return described
     }
 
@@ -488,7 +489,8 @@ public final class Coordinator {
                 guard outcome.status.succeeded else {
                     let how = outcome.timedOut ? "ran into its time limit" : "ended with \(outcome.status)"
                     throw CoordinatorError(
-                        "the function's \(phase.rawValue) phase \(how)\(outcome.errorTail.isEmpty ? "" : ":\n" + outcome.errorTail)")
+                        "the function's \(phase.rawValue) phase \(how)\(outcome.errorTail.isEmpty ? "" : ":\n" + outcome.errorTail)"
+                    )
                 }
                 return
             }

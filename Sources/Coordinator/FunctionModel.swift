@@ -79,7 +79,8 @@ public struct DescribedModel: Sendable, Equatable {
                 throw fail("wrote tensor \(i) ('\(t.name)') as an unreadable blob: \(error)")
             }
             guard values.count == t.count else {
-                throw fail("wrote \(values.count) values for tensor '\(t.name)' of shape \(t.shape) (\(t.count) values)")
+                throw fail(
+                    "wrote \(values.count) values for tensor '\(t.name)' of shape \(t.shape) (\(t.count) values)")
             }
             guard let bad = values.firstIndex(where: { !$0.isFinite }) else {
                 initial.append(contentsOf: values)
@@ -121,13 +122,15 @@ public struct FunctionEvaluation: Sendable, Equatable {
         let r: Report
         do { r = try JSONDecoder().decode(Report.self, from: Data(bytes)) } catch {
             throw fail(
-                "wrote \(keys.evaluation), but it is not {\"test_loss\": number, \"test_accuracy\": number, ...}: \(error)")
+                "wrote \(keys.evaluation), but it is not {\"test_loss\": number, \"test_accuracy\": number, ...}: \(error)"
+            )
         }
         for (name, value) in [("test_accuracy", r.test_accuracy), ("train_accuracy", r.train_accuracy ?? 0)]
         where !(0...1).contains(value) {
             throw fail("reported \(name) \(value), outside 0 to 1")
         }
         return FunctionEvaluation(
-            testLoss: r.test_loss, testAccuracy: r.test_accuracy, trainLoss: r.train_loss, trainAccuracy: r.train_accuracy)
+            testLoss: r.test_loss, testAccuracy: r.test_accuracy, trainLoss: r.train_loss,
+            trainAccuracy: r.train_accuracy)
     }
 }

@@ -103,7 +103,8 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
             "--workers must be from 1 to \(Self.maxLocalWorkers) on one machine, got \(workers)")
         try check((1...Self.maxShards).contains(shards), "--shards must be from 1 to \(Self.maxShards), got \(shards)")
         try check(
-            Self.models.contains(model), "unknown model '\(model)' (choose one of: \(Self.models.joined(separator: ", ")))")
+            Self.models.contains(model),
+            "unknown model '\(model)' (choose one of: \(Self.models.joined(separator: ", ")))")
         if model == Self.functionModel {
             try check(
                 function != nil,

@@ -33,12 +33,22 @@ import Workloads
             let keys = JobKeys(job: "described")
             let w: [Float] = (0..<6).map { Float($0) * 0.5 }
             let b: [Float] = [1, -1]
-            try c.run(RedisCommand("SET", keys.describeTensor(0)).appending(bytes: TensorBlob.encode(w, codec: .lz4, step: 0, producer: 0)))
-            try c.run(RedisCommand("SET", keys.describeTensor(1)).appending(bytes: TensorBlob.encode(b, codec: .raw, step: 0, producer: 0)))
             try c.run(
-                ["SET", keys.describe, #"{"tensors": [{"name": "conv.weight", "shape": [3, 2]}, {"name": "conv.bias", "shape": [2]}]}"#])
+                RedisCommand("SET", keys.describeTensor(0)).appending(
+                    bytes: TensorBlob.encode(w, codec: .lz4, step: 0, producer: 0)))
+            try c.run(
+                RedisCommand("SET", keys.describeTensor(1)).appending(
+                    bytes: TensorBlob.encode(b, codec: .raw, step: 0, producer: 0)))
+            try c.run(
+                [
+                    "SET", keys.describe,
+                    #"{"tensors": [{"name": "conv.weight", "shape": [3, 2]}, {"name": "conv.bias", "shape": [2]}]}"#,
+                ])
             let d = try DescribedModel.read(keys, from: c, maxParameters: 1 << 28)
-            #expect(d.tensors == [ParameterShape(name: "conv.weight", shape: [3, 2]), ParameterShape(name: "conv.bias", shape: [2])])
+            #expect(
+                d.tensors == [
+                    ParameterShape(name: "conv.weight", shape: [3, 2]), ParameterShape(name: "conv.bias", shape: [2]),
+                ])
             #expect(d.initial == w + b)
             try DescribedModel.clear(keys, on: c)
             #expect(try c.run(["EXISTS", keys.describe, keys.describeTensor(0), keys.describeTensor(1)]).integer == 0)
@@ -46,21 +56,25 @@ import Workloads
     }
 
     /// Each damaged description is refused with a message naming what is wrong.
-    @Test(arguments: [
-        ("", nil, "without writing"),
-        ("not json", [Float(1)], "not {\"tensors\""),
-        (#"{"tensors": []}"#, nil, "0 tensors"),
-        (#"{"tensors": [{"name": "a", "shape": [2]}, {"name": "a", "shape": [1]}]}"#, [1, 2], "two tensors 'a'"),
-        (#"{"tensors": [{"name": "", "shape": [1]}]}"#, [1], "invalid name"),
-        (#"{"tensors": [{"name": "a\u0001", "shape": [1]}]}"#, [1], "invalid name"),
-        (#"{"tensors": [{"name": "a", "shape": [0]}]}"#, [], "the shape [0]"),
-        (#"{"tensors": [{"name": "a", "shape": [2.5]}]}"#, [1, 2], "not {\"tensors\""),
-        (#"{"tensors": [{"name": "a", "shape": [1,1,1,1,1,1,1,1,1]}]}"#, [1], "the shape"),
-        (#"{"tensors": [{"name": "a", "shape": [65536, 65536]}]}"#, [1], "more than 268435456 parameters"),
-        (#"{"tensors": [{"name": "a", "shape": [3]}]}"#, [1, 2], "2 values for tensor 'a'"),
-        (#"{"tensors": [{"name": "a", "shape": [2]}]}"#, [1, .nan], "not finite"),
-        (#"{"tensors": [{"name": "a", "shape": [1]}, {"name": "b", "shape": [1]}]}"#, [1], "did not write tensor 1"),
-    ] as [(String, [Float]?, String)])
+    @Test(
+        arguments: [
+            ("", nil, "without writing"),
+            ("not json", [Float(1)], "not {\"tensors\""),
+            (#"{"tensors": []}"#, nil, "0 tensors"),
+            (#"{"tensors": [{"name": "a", "shape": [2]}, {"name": "a", "shape": [1]}]}"#, [1, 2], "two tensors 'a'"),
+            (#"{"tensors": [{"name": "", "shape": [1]}]}"#, [1], "invalid name"),
+            (#"{"tensors": [{"name": "a\u0001", "shape": [1]}]}"#, [1], "invalid name"),
+            (#"{"tensors": [{"name": "a", "shape": [0]}]}"#, [], "the shape [0]"),
+            (#"{"tensors": [{"name": "a", "shape": [2.5]}]}"#, [1, 2], "not {\"tensors\""),
+            (#"{"tensors": [{"name": "a", "shape": [1,1,1,1,1,1,1,1,1]}]}"#, [1], "the shape"),
+            (#"{"tensors": [{"name": "a", "shape": [65536, 65536]}]}"#, [1], "more than 268435456 parameters"),
+            (#"{"tensors": [{"name": "a", "shape": [3]}]}"#, [1, 2], "2 values for tensor 'a'"),
+            (#"{"tensors": [{"name": "a", "shape": [2]}]}"#, [1, .nan], "not finite"),
+            (
+                #"{"tensors": [{"name": "a", "shape": [1]}, {"name": "b", "shape": [1]}]}"#, [1],
+                "did not write tensor 1"
+            ),
+        ] as [(String, [Float]?, String)])
     func aDamagedDescriptionIsRefused(manifest: String, values: [Float]?, message: String) throws {
         try withRedisServers(1) { servers in
             let c = try RedisConnection(servers[0].endpoint)
