@@ -4,6 +4,7 @@ invoked for each phase the way `smlt train --model function` invokes them (tests
 a numpy softmax regression, through a simulated driver and Swift `smlt serve`)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import function_driver as driver
-from smlt import FunctionEvent, Job, SpecError, TrainingConfig, keys, register_job
+from smlt import FunctionEvent, SpecError, TrainingConfig, keys, register_job
 from smlt.blob import decode
 from smlt.builtin import Settings, gradient
 from smlt.client import connect
@@ -179,3 +180,12 @@ def test_a_numpy_function_model_trains_digits_through_all_phases(cluster, procs)
     mine = gradient(Settings("softmax", 64, 10, 1, 0), params, tx, ty)
     assert evaluation == {"test_loss": mine.loss, "test_accuracy": mine.accuracy}
     assert evaluation["test_accuracy"] >= 0.85, evaluation
+
+
+def test_smlt_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+            "import smlt, smlt.worker, smlt.phases, smlt.builtin\n"
+            "try:\n    import smlt.torch\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "smlt.torch needs PyTorch: pip install 'smlt[torch]'" in out.stdout
