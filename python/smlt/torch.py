@@ -170,7 +170,7 @@ def main(model: Model | Callable[[], Model], loss_fn: LossFn, *, batch_size: int
     def prepare(worker: Worker):
         event, job = worker.event, worker.job
         workload = job.config.workload
-        seed = event.seed if event.seed is not None else int(workload.get("seed", "0"))
+        seed = event.seed if event.seed is not None else _workload_int(workload, "seed", 0)
         m = module(seed)
         check_layout(m, job.map.layout)
         size = batch_size if batch_size is not None else _workload_int(workload, "batch_size")
@@ -198,8 +198,8 @@ def main(model: Model | Callable[[], Model], loss_fn: LossFn, *, batch_size: int
     run_function(prepare=prepare, describe=describe_phase, evaluate=evaluate_phase)
 
 
-def _workload_int(workload: Mapping[str, str], name: str) -> int:
+def _workload_int(workload: Mapping[str, str], name: str, lo: int = 1) -> int:
     v = workload.get(name)
-    if v is None or not v.isdigit() or int(v) < 1:
-        raise SMLTError(f"the job's workload has {name} {v!r}; expected a positive integer")
+    if not isinstance(v, str) or not v.isdigit() or int(v) < lo:
+        raise SMLTError(f"the job's workload has {name} {v!r}; expected an integer >= {lo}")
     return int(v)
