@@ -1,11 +1,14 @@
 """SMLT's Redis wire format in Python (docs/wire-format.md): tensor blobs, keys, shard maps and
-training configs, named tensors, job registration and the BSP worker protocol."""
+training configs, named tensors, job registration, the BSP worker protocol and the describe and
+evaluate phases of function-defined models. ``smlt.torch`` (imported on its own; it needs
+PyTorch) trains a ``torch.nn.Module`` through SMLT."""
 
 from .blob import (Blob, BlobError, BlobHeader, BlobTooLarge, BadHeader, BadLength, ChecksumMismatch, Codec,
                    CorruptPayload, CountMismatch, TruncatedBlob, UnsupportedDtype, decode, encode)
 from .client import Job, JobExists, JobNotFound, SMLTError, UntrustedEndpoint, register_job
 from .layout import Layout, ShardMap, SpecError, TensorSpec, TrainingConfig
 from .tensors import flatten, join_chunks, split_chunks, unflatten
-from .worker import FunctionEvent, PushLost, StepResult, Worker
+from .phases import DescribeError, EvaluationError, PhaseError
+from .worker import DatasetInfo, FunctionEvent, PushLost, StepResult, Worker
 
 __version__ = "0.1.0"

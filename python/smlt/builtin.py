@@ -9,6 +9,7 @@ e.g. ``smlt train --function "python3 -m smlt.builtin"``; :func:`gradient` is th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from .blob import decode
 from .layout import SpecError
 from .worker import StepResult, Worker, main as run_function
 
-__all__ = ["Settings", "Partition", "tensors", "batch", "gradient", "load_partition", "prepare", "main"]
+__all__ = ["Settings", "Partition", "tensors", "batch", "gradient", "load_partition", "partition_source", "prepare",
+           "main"]
 
 MODELS = ("softmax", "mlp")
 _MAX = 1 << 20
@@ -67,10 +69,11 @@ class Partition:
     y: np.ndarray
 
 
-def load_partition(worker: Worker, s: Settings, cache: str | None = None) -> tuple[Partition, bool]:
-    """Worker ``worker.id``'s partition for the job's current number of workers, and whether it
-    came from ``cache`` (a warm start). Raises :class:`SpecError` for a partition the built-in
-    worker refuses (missing, not decoding, empty, wrong size, labels outside ``0..<classes``)."""
+def load_partition(worker: Worker, inputs: int, classes: int, cache: str | None = None) -> tuple[Partition, bool]:
+    """Worker ``worker.id``'s partition for the job's current number of workers (``inputs``
+    features per example), and whether it came from ``cache`` (a warm start). Raises
+    :class:`SpecError` for a partition the built-in worker refuses (missing, not decoding, empty,
+    wrong size, labels outside ``0..<classes``)."""
     job, n, w = worker.job.job, worker.job.config.workers, worker.id
     names = [f"data-{n}-{w}-x", f"data-{n}-{w}-y"]
     files = [Path(cache) / f"{job}-{name}.blob" for name in names] if cache else None
@@ -93,11 +96,27 @@ def load_partition(worker: Worker, s: Settings, cache: str | None = None) -> tup
     x, y = (decode(b).values for b in blobs)
     if len(y) == 0:
         raise SpecError(f"the data partition of worker {w} of {n} is empty")
-    if len(x) != len(y) * s.inputs:
-        raise SpecError(f"staged partition has {len(x)} features for {len(y)} labels of dimension {s.inputs}")
-    if not (np.isfinite(y).all() and (y == np.floor(y)).all() and (y >= 0).all() and (y < s.classes).all()):
-        raise SpecError(f"staged partition has labels outside 0..<{s.classes}")
-    return Partition(x.reshape(len(y), s.inputs), y.astype(np.int64)), warm
+    if len(x) != len(y) * inputs:
+        raise SpecError(f"staged partition has {len(x)} features for {len(y)} labels of dimension {inputs}")
+    if not (np.isfinite(y).all() and (y == np.floor(y)).all() and (y >= 0).all() and (y < classes).all()):
+        raise SpecError(f"staged partition has labels outside 0..<{classes}")
+    return Partition(x.reshape(len(y), inputs), y.astype(np.int64)), warm
+
+
+def partition_source(worker: Worker, inputs: int, classes: int,
+                     cache: str | None = None) -> tuple[Callable[[], Partition], bool]:
+    """A getter of worker ``worker.id``'s current partition, which loads the new one after a
+    change of the job's number of workers, and whether the first load was warm."""
+    part, warm = load_partition(worker, inputs, classes, cache)
+    current = [worker.job.config.workers, part]
+
+    def get() -> Partition:
+        n = worker.job.config.workers
+        if n != current[0]:
+            current[:] = [n, load_partition(worker, inputs, classes, cache)[0]]
+        return current[1]
+
+    return get, warm
 
 
 def batch(p: Partition, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,18 +169,14 @@ def prepare(worker: Worker):
         return s
 
     s = settings()
-    part, warm = load_partition(worker, s, cache)
-    current = [worker.job.map.epoch, worker.job.config.workers, s, part]
+    partition, warm = partition_source(worker, s.inputs, s.classes, cache)
+    current = [worker.job.map.epoch, s]
 
     def compute(step: int, params: dict[str, np.ndarray]) -> StepResult:
-        if worker.job.map.epoch != current[0]:  # reconfigured: new settings check, maybe new partition
-            s = settings()
-            n = worker.job.config.workers
-            part = current[3] if n == current[1] else load_partition(worker, s, cache)[0]
-            current[:] = [worker.job.map.epoch, n, s, part]
-        s, part = current[2], current[3]
-        x, y = batch(part, step, s.batch_size)
-        return gradient(s, params, x, y)
+        if worker.job.map.epoch != current[0]:  # reconfigured: check the settings again
+            current[:] = [worker.job.map.epoch, settings()]
+        x, y = batch(partition(), step, current[1].batch_size)
+        return gradient(current[1], params, x, y)
 
     return compute, warm
 

@@ -7,7 +7,8 @@ import re
 __all__ = [
     "JOBS", "SERVE_WAKEUP", "check_job_id", "map_key", "epoch_key", "train_key", "params",
     "opt", "grad", "ckpt_params", "ckpt_opt", "pushed", "inbox", "rejected", "versions",
-    "hold", "metrics", "lease", "starts", "failure", "run", "obj",
+    "hold", "metrics", "lease", "starts", "failure", "run", "obj", "describe", "describe_tensor",
+    "evaluation",
 ]
 
 #: Set of the job ids registered on a shard.
@@ -99,3 +100,20 @@ def run(job: str) -> str:
 
 def obj(job: str, name: str) -> str:
     return f"smlt:{{{job}}}:obj:{name}"
+
+
+# Function-defined models (the describe and evaluate phases), on the home shard.
+
+def describe(job: str) -> str:
+    """The manifest a describe invocation writes last: ``{"tensors": [{"name", "shape"}, ...]}``."""
+    return f"smlt:{{{job}}}:describe"
+
+
+def describe_tensor(job: str, index: int) -> str:
+    """The initial value (a tensor blob) of the described model's tensor ``index``."""
+    return f"smlt:{{{job}}}:describe:{index}"
+
+
+def evaluation(job: str) -> str:
+    """The final model's metrics (JSON) an evaluate invocation writes."""
+    return f"smlt:{{{job}}}:evaluation"

@@ -21,12 +21,13 @@ import numpy as np
 
 from . import keys
 from .blob import encode, decode
-from .client import Job, SMLTError
+from .client import Job, SMLTError, connect
 from .layout import SpecError, json_object
+from .phases import PhaseError, load_test_set, write_description, write_evaluation
 from .tensors import flatten, join_chunks, split_chunks, unflatten
 
-__all__ = ["FunctionEvent", "StepResult", "Control", "Pulled", "PushLost", "Worker", "main",
-           "EXIT_DONE", "EXIT_CONTINUE", "EXIT_STOP_JOB"]
+__all__ = ["FunctionEvent", "DatasetInfo", "PHASES", "StepResult", "Control", "Pulled", "PushLost", "Worker",
+           "main", "run_describe", "run_evaluate", "EXIT_DONE", "EXIT_CONTINUE", "EXIT_STOP_JOB"]
 
 EXIT_DONE, EXIT_CONTINUE, EXIT_STOP_JOB = 0, 75, 65
 
@@ -35,9 +36,36 @@ class PushLost(SMLTError):
     """A half-finished push of an earlier invocation whose gradient chunks are gone."""
 
 
+PHASES = ("describe", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The event's ``dataset`` (function-defined models): the data set's sizes."""
+
+    features: int
+    classes: int
+    train_examples: int
+    test_examples: int
+
+    def to_json(self) -> dict:
+        return {"features": self.features, "classes": self.classes, "train_examples": self.train_examples,
+                "test_examples": self.test_examples}
+
+
+def _integer(obj: dict, name: str, lo: int, hi: int | None, what: str) -> int:
+    v = obj.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        raise SpecError(f"{what}: {name!r} is {v!r}, expected an integer >= {lo}"
+                        + (f" and <= {hi}" if hi is not None else ""))
+    return v
+
+
 @dataclass(frozen=True)
 class FunctionEvent:
-    """The invocation event (``SMLT_FUNCTION_EVENT``)."""
+    """The invocation event (``SMLT_FUNCTION_EVENT``). ``phase``, ``seed`` and ``dataset`` come
+    with function-defined models (``smlt train --model function``); an event without a phase is
+    a ``train`` invocation."""
 
     job: str
     worker: int
@@ -45,31 +73,38 @@ class FunctionEvent:
     lease_ms: int
     redis: tuple[str, ...]
     user: str | None = None
+    phase: str = "train"
+    seed: int | None = None
+    dataset: DatasetInfo | None = None
 
     @classmethod
     def from_json(cls, data: str | bytes) -> "FunctionEvent":
-        e = json_object(data, "invocation event")
-
-        def integer(name, lo, hi=None):
-            v = e.get(name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-                raise SpecError(f"invocation event: {name!r} is {v!r}, expected an integer >= {lo}"
-                                + (f" and <= {hi}" if hi is not None else ""))
-            return v
-
+        what = "invocation event"
+        e = json_object(data, what)
         job = e.get("job")
         try:
             keys.check_job_id(job)
         except ValueError as err:
-            raise SpecError(f"invocation event: {err}") from None
+            raise SpecError(f"{what}: {err}") from None
         endpoints = e.get("redis")
         if not isinstance(endpoints, list) or not endpoints or not all(isinstance(s, str) for s in endpoints):
-            raise SpecError("invocation event: 'redis' must be a non-empty array of endpoint strings")
+            raise SpecError(f"{what}: 'redis' must be a non-empty array of endpoint strings")
         user = e.get("user")
         if user is not None and not isinstance(user, str):
-            raise SpecError("invocation event: 'user' must be a string or null")
-        return cls(job, integer("worker", 0, 4095), integer("generation", 0), integer("lease_ms", 1),
-                   tuple(endpoints), user)
+            raise SpecError(f"{what}: 'user' must be a string or null")
+        phase = e.get("phase", "train")
+        if phase not in PHASES:
+            raise SpecError(f"{what}: 'phase' is {phase!r}, expected one of {', '.join(PHASES)}")
+        seed = _integer(e, "seed", 0, (1 << 64) - 1, what) if e.get("seed") is not None else None
+        dataset = None
+        if e.get("dataset") is not None:
+            d, dw = e["dataset"], f"{what}: dataset"
+            if not isinstance(d, dict):
+                raise SpecError(f"{dw} must be an object")
+            dataset = DatasetInfo(_integer(d, "features", 1, None, dw), _integer(d, "classes", 1, None, dw),
+                                  _integer(d, "train_examples", 0, None, dw), _integer(d, "test_examples", 0, None, dw))
+        return cls(job, _integer(e, "worker", 0, 4095, what), _integer(e, "generation", 0, None, what),
+                   _integer(e, "lease_ms", 1, None, what), tuple(endpoints), user, phase, seed, dataset)
 
     @classmethod
     def from_env(cls) -> "FunctionEvent":
@@ -79,8 +114,15 @@ class FunctionEvent:
         return cls.from_json(data)
 
     def to_json(self) -> str:
-        return json.dumps({"job": self.job, "worker": self.worker, "generation": self.generation,
-                           "lease_ms": self.lease_ms, "redis": list(self.redis), "user": self.user})
+        e = {"job": self.job, "worker": self.worker, "generation": self.generation, "lease_ms": self.lease_ms,
+             "redis": list(self.redis), "user": self.user}
+        if self.phase != "train":
+            e["phase"] = self.phase
+        if self.seed is not None:
+            e["seed"] = self.seed
+        if self.dataset is not None:
+            e["dataset"] = self.dataset.to_json()
+        return json.dumps(e)
 
 
 @dataclass(frozen=True)
@@ -399,24 +441,64 @@ class Worker:
 
 
 Compute = Callable[[int, dict[str, np.ndarray]], StepResult]
+#: ``describe(event)``: the model's initial tensors, name to array, in model order.
+Describe = Callable[[FunctionEvent], Mapping[str, np.ndarray]]
+#: ``evaluate(params, x, y)``: metrics of the final parameters on the test set (``x`` float32
+#: ``[M, features]``, ``y`` int64 ``[M]``): ``test_loss``, ``test_accuracy`` and optionally
+#: ``train_loss``, ``train_accuracy``.
+Evaluate = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], Mapping[str, float]]
+
+
+def run_describe(event: FunctionEvent, describe: Describe, password: str | None = None) -> int:
+    """The describe phase: write ``describe(event)``'s tensors to the home shard; returns 0."""
+    conn = connect(event.redis[0], password, event.user)
+    try:
+        write_description(conn, event.job, describe(event))
+    finally:
+        conn.close()
+    return EXIT_DONE
+
+
+def run_evaluate(event: FunctionEvent, evaluate: Evaluate, password: str | None = None) -> int:
+    """The evaluate phase: read the newest parameters and the staged test set, write
+    ``evaluate(params, x, y)`` as the job's evaluation; returns 0."""
+    if event.dataset is None:
+        raise SpecError("invocation event: an evaluate phase needs 'dataset'")
+    with Job.open(list(event.redis), event.job, password, event.user) as job:
+        _, params = job.read_parameters()
+        d = event.dataset
+        x, y = load_test_set(job, d.features, d.classes, d.test_examples)
+        write_evaluation(job, evaluate(params, x, y))
+    return EXIT_DONE
 
 
 def main(compute: Compute | None = None, *,
-         prepare: Callable[[Worker], tuple[Compute, bool]] | None = None) -> None:
-    """A function's entry point: read the event and limits from the environment, run, and exit
-    with the documented code (1 for an error, to be relaunched).
+         prepare: Callable[[Worker], tuple[Compute, bool]] | None = None,
+         describe: Describe | None = None, evaluate: Evaluate | None = None) -> None:
+    """A function's entry point: read the event and limits from the environment, run the event's
+    phase, and exit with the documented code (1 for an error, to be relaunched).
 
-    Give either ``compute`` or ``prepare``: ``prepare(worker)`` is called once the job is open and
-    only for a member of it, before the steps (to load data, say); it returns ``(compute, warm)``,
-    ``warm`` telling whether it found what it needed in the function's cache.
+    Give either ``compute`` or ``prepare`` for the train phase: ``prepare(worker)`` is called once
+    the job is open and only for a member of it, before the steps (to load data, say); it returns
+    ``(compute, warm)``, ``warm`` telling whether it found what it needed in the function's cache.
+    A function-defined model also gives ``describe`` and ``evaluate`` (see :data:`Describe` and
+    :data:`Evaluate`); a phase without its callable exits 1 with a :class:`PhaseError`.
     """
     if (compute is None) == (prepare is None):
         raise TypeError("main() takes either compute or prepare")
     try:
         event = FunctionEvent.from_env()
+        password = os.environ.get("SMLT_REDIS_PASSWORD")
+        if event.phase != "train":
+            given = describe if event.phase == "describe" else evaluate
+            if given is None:
+                raise PhaseError(f"invoked for the {event.phase} phase, but this function has none "
+                                 f"(main() got no {event.phase}=)")
+            run = run_describe if event.phase == "describe" else run_evaluate
+            sys.exit(run(event, given, password))
         timeout = os.environ.get("SMLT_FUNCTION_TIMEOUT_MS")
         invoked = os.environ.get("SMLT_FUNCTION_INVOKED_AT_NS")
-        worker = Worker(event, os.environ.get("SMLT_REDIS_PASSWORD"))
+        worker = Worker(event, password)
         try:
             warm = False
             if prepare is not None:
