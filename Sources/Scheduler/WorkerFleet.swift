@@ -39,6 +39,7 @@ public final class WorkerFleet {
     let leaseKey: (Int) -> String
     let leases: RedisConnection
     let leaseTimeout: Duration
+    let startTimeout: Duration
     let maxFailures: Int
     let continueCode: Int32
     let stopCode: Int32?
@@ -50,14 +51,18 @@ public final class WorkerFleet {
     /// - Parameters:
     ///   - request: the invocation of `worker` as generation `generation`.
     ///   - leaseTimeout: how long a running worker may go without a lease before it is killed and
-    ///     relaunched (its lease TTL plus the time it needs to start).
+    ///     relaunched (its lease TTL plus a margin).
+    ///   - startTimeout: how long a new invocation may take to take its lease (its start: a
+    ///     runtime such as PyTorch takes seconds to import on a loaded machine); at least three
+    ///     lease timeouts.
     ///   - maxFailures: failed invocations allowed per worker before the run is given up.
     ///   - continueCode: the exit code meaning "stopped before the limit, progress saved".
     ///   - stopCode: the exit code meaning "the job cannot go on": the run stops with the
     ///     worker's message instead of relaunching it.
     public init(
         workers: Int, platform: any FunctionPlatform, leases: RedisConnection, leaseKey: @escaping (Int) -> String,
-        leaseTimeout: Duration, maxFailures: Int = 5, continueCode: Int32, stopCode: Int32? = nil,
+        leaseTimeout: Duration, startTimeout: Duration = .seconds(60), maxFailures: Int = 5, continueCode: Int32,
+        stopCode: Int32? = nil,
         request: @escaping (_ worker: Int, _ generation: Int) -> FunctionRequest,
         log: @escaping (String) -> Void
     ) {
@@ -66,6 +71,7 @@ public final class WorkerFleet {
         self.leaseKey = leaseKey
         self.leases = leases
         self.leaseTimeout = leaseTimeout
+        self.startTimeout = max(startTimeout, leaseTimeout * 3)
         self.maxFailures = maxFailures
         self.continueCode = continueCode
         self.stopCode = stopCode
@@ -167,8 +173,12 @@ public final class WorkerFleet {
             // No lease: the worker has not started yet, or it stopped renewing (frozen, hung).
             // Workers never delete their lease, so once seen, a missing lease means expired.
             let age = ContinuousClock.now - slots[w].started
-            guard slots[w].leaseSeen || age > leaseTimeout * 3, let invocation = slots[w].invocation else { continue }
-            log("\(invocation.name)'s lease expired; killing and relaunching it")
+            guard slots[w].leaseSeen || age > startTimeout, let invocation = slots[w].invocation else { continue }
+            log(
+                slots[w].leaseSeen
+                    ? "\(invocation.name)'s lease expired; killing and relaunching it"
+                    : "\(invocation.name) did not take its lease within \(startTimeout) of its start; killing and relaunching it"
+            )
             invocation.kill()
             counts.expiredLeases += 1
             // The next tick reaps it and relaunches it as a failure.

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -495,7 +496,7 @@ def main(compute: Compute | None = None, *,
                 raise PhaseError(f"invoked for the {event.phase} phase, but this function has none "
                                  f"(main() got no {event.phase}=)")
             run = run_describe if event.phase == "describe" else run_evaluate
-            sys.exit(run(event, given, password))
+            _exit(run(event, given, password))
         timeout = os.environ.get("SMLT_FUNCTION_TIMEOUT_MS")
         invoked = os.environ.get("SMLT_FUNCTION_INVOKED_AT_NS")
         worker = Worker(event, password)
@@ -503,7 +504,7 @@ def main(compute: Compute | None = None, *,
             warm = False
             if prepare is not None:
                 if not worker.is_member:
-                    sys.exit(EXIT_DONE)
+                    _exit(EXIT_DONE)
                 compute, warm = prepare(worker)
             code = worker.run(compute, int(timeout) if timeout else None, int(invoked) if invoked else None,
                               warm)
@@ -511,5 +512,15 @@ def main(compute: Compute | None = None, *,
             worker.close()
     except Exception as e:
         print(f"smlt worker: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code)
+        _exit(1)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Ends the invocation at once with ``code``. The work is in Redis and the lease is no longer
+    renewed, so the interpreter's teardown (seconds with PyTorch loaded, on a busy machine) must
+    not keep the process alive: a scheduler would find it running without a lease and kill it as
+    frozen."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
