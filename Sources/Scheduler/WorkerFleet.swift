@@ -164,14 +164,18 @@ public final class WorkerFleet {
         }
         guard !live.isEmpty else { return }
         // While the lease shard is unreachable (restarting), leases are not judged.
-        guard let present = try? leases.pipeline(live.map { RedisCommand("EXISTS", leaseKey($0)) }) else { return }
+        guard let present = try? leases.pipeline(live.map { RedisCommand("GET", leaseKey($0)) }) else { return }
         for (w, reply) in zip(live, present) {
-            if reply.integer == 1 {
+            // A lease holds its invocation's generation: the one a killed predecessor left is
+            // not this invocation's (it lives on for a lease timeout while a slow runtime
+            // starts).
+            if reply.integer == Int64(slots[w].generation) {
                 slots[w].leaseSeen = true
                 continue
             }
-            // No lease: the worker has not started yet, or it stopped renewing (frozen, hung).
-            // Workers never delete their lease, so once seen, a missing lease means expired.
+            // No lease of its own: the worker has not started yet, or it stopped renewing
+            // (frozen, hung). Workers never delete their lease, so once seen, a missing lease
+            // means expired.
             let age = ContinuousClock.now - slots[w].started
             guard slots[w].leaseSeen || age > startTimeout, let invocation = slots[w].invocation else { continue }
             log(
