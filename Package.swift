@@ -88,6 +88,10 @@ let package = Package(
             ],
             path: "bench/smlt-bench",
             swiftSettings: strict),
+        // The worker of README.md's "Writing a worker in Swift": softmax regression on the SDK alone.
+        .executableTarget(
+            name: "softmax-worker", dependencies: ["FunctionClient"], path: "Examples/softmax-worker",
+            swiftSettings: strict),
 
         // Starts and stops real redis-server processes for the tests.
         .target(
