@@ -111,7 +111,7 @@ let package = Package(
             name: "TrainingTests",
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
-                "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "BuiltinWorker", "Workloads",
+                "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "Workloads",
                 "Scheduler", "Planner",
             ],
             swiftSettings: strict),
