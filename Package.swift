@@ -39,7 +39,10 @@ let package = Package(
         .target(name: "KeySchema", swiftSettings: strict),
         .target(name: "ShardManager", dependencies: ["KeySchema", "RedisClient", "TensorBlob"], swiftSettings: strict),
         .target(name: "TrainingProtocol", dependencies: ["KeySchema", "ShardManager"], swiftSettings: strict),
-        .target(name: "FunctionClient", dependencies: ["TrainingProtocol"], swiftSettings: strict),
+        // The SDK a worker function imports: one module, nothing of the layers below in its API.
+        .target(
+            name: "FunctionClient", dependencies: ["TrainingProtocol", "ShardManager", "RedisClient", "TensorBlob"],
+            swiftSettings: strict),
         .target(
             name: "ParamServer", dependencies: ["KeySchema", "TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
         .target(name: "Workloads", swiftSettings: strict),
@@ -47,8 +50,9 @@ let package = Package(
         .target(name: "Planner", swiftSettings: strict),
         // A simulated serverless platform and the baselines the planner is evaluated against.
         .target(name: "PlannerSimulation", dependencies: ["Planner"], swiftSettings: strict),
+        // The built-in models as a worker function on the SDK: what `smlt worker` runs.
         .target(
-            name: "WorkerRuntime", dependencies: ["FunctionClient", "TrainingProtocol", "Workloads"],
+            name: "BuiltinWorker", dependencies: ["FunctionClient", "TrainingProtocol", "Workloads"],
             swiftSettings: strict),
         .target(
             name: "Checkpoints", dependencies: ["ShardManager", "TrainingProtocol", "TensorBlob", "RedisClient"],
@@ -61,8 +65,8 @@ let package = Package(
         .target(
             name: "Coordinator",
             dependencies: [
-                "Scheduler", "Checkpoints", "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager",
-                "KeySchema", "Workloads", "LocalProcesses", "RedisClient", "TensorBlob", "Planner",
+                "Scheduler", "Checkpoints", "ParamServer", "TrainingProtocol", "ShardManager", "KeySchema", "Workloads",
+                "LocalProcesses", "RedisClient", "TensorBlob", "Planner",
             ],
             swiftSettings: strict),
 
@@ -70,18 +74,23 @@ let package = Package(
             name: "smlt",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Workloads",
-                "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "WorkerRuntime", "KeySchema", "Planner",
+                "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "BuiltinWorker", "FunctionClient",
+                "KeySchema", "Planner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "smlt-bench",
             dependencies: [
-                "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
+                "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Scheduler",
                 "LocalProcesses", "Workloads", "Planner", "PlannerSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/smlt-bench",
+            swiftSettings: strict),
+        // The worker of README.md's "Writing a worker in Swift": softmax regression on the SDK alone.
+        .executableTarget(
+            name: "softmax-worker", dependencies: ["FunctionClient"], path: "Examples/softmax-worker",
             swiftSettings: strict),
 
         // Starts and stops real redis-server processes for the tests.
@@ -102,7 +111,7 @@ let package = Package(
             name: "TrainingTests",
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
-                "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "WorkerRuntime", "Workloads",
+                "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "Workloads",
                 "Scheduler", "Planner",
             ],
             swiftSettings: strict),

@@ -1,6 +1,5 @@
 import Checkpoints
 import Foundation
-import FunctionClient
 import KeySchema
 import LocalProcesses
 import Planner
@@ -135,7 +134,7 @@ public final class Coordinator {
     private var lastStartsRead = ContinuousClock.now
     /// Functions the last reconfiguration started.
     private var launchedAtChange = 0
-    private var reader: FunctionClient?
+    private var reader: WorkerSession?
     private var evaluationSet: Dataset?
 
     /// Runs the job to its last step and returns the summary.
@@ -290,7 +289,7 @@ public final class Coordinator {
             }
         }
         // The last gradients are in; wait for the servers to publish the final version.
-        let reader = try FunctionClient(
+        let reader = try WorkerSession(
             job: job, worker: 0, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) },
             options: options, allowed: allowed)
         let params = try reader.pull(step: plan.steps, timeout: .seconds(60))
@@ -725,7 +724,7 @@ public final class Coordinator {
     /// The held-out loss of the model at `version` (or a newer one), on up to 500 test examples.
     private func heldOutLoss(at version: Int) -> Double? {
         if reader?.shards.map.epoch != manager.map.epoch {
-            reader = try? FunctionClient(
+            reader = try? WorkerSession(
                 job: job, worker: 0, endpoints: manager.map.shards.map { try RedisEndpoint(parsing: $0) },
                 options: options, allowed: allowed)
         }

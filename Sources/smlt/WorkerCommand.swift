@@ -1,8 +1,9 @@
 import ArgumentParser
+import BuiltinWorker
 import Foundation
+import FunctionClient
 import RedisClient
 import TrainingProtocol
-import WorkerRuntime
 
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,15 +40,18 @@ struct WorkerCommand: ParsableCommand {
             redis: try redis.endpoints().map(\.description), user: redis.options.username)
     }
 
+    /// Runs the built-in workloads on the FunctionClient SDK, as any Swift worker function does:
+    /// flags given by hand become the invocation's environment.
     func run() throws {
-        let event = try event()
-        var options = redis.options
-        if let user = event.user { options.username = user }
-        let runtime = WorkerRuntime(event: event, options: options)
-        let training = BuiltinTraining(cacheDirectory: ProcessInfo.processInfo.environment[FunctionEnvironment.cache])
-        let outcome: WorkerRuntime.Outcome
+        var event = try event()
+        if event.user == nil { event.user = redis.options.username }
+        var environment = ProcessInfo.processInfo.environment
+        environment[FunctionEnvironment.event] = String(decoding: try JSONEncoder().encode(event), as: UTF8.self)
+        environment[FunctionEnvironment.password] = redis.options.password
+        let outcome: FunctionWorker.Outcome
         do {
-            outcome = try runtime.run(prepare: training.prepare, step: training.step)
+            outcome = try FunctionWorker.run(
+                environment: environment, prepare: BuiltinWorker.prepare, step: BuiltinWorker.step)
         } catch {
             printError("worker \(event.worker) of job \(event.job): \(error)")
             throw ExitCode(1)

@@ -1,5 +1,4 @@
 import Foundation
-import FunctionClient
 import KeySchema
 import LocalProcesses
 import ParamServer
@@ -94,8 +93,8 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             let server = RunningServer(servers.map(\.endpoint))
             defer { server.stop() }
             let eps = servers.map(\.endpoint)
-            let w0 = try FunctionClient(job: "idem", worker: 0, endpoints: eps)
-            let w1 = try FunctionClient(job: "idem", worker: 1, endpoints: eps)
+            let w0 = try WorkerSession(job: "idem", worker: 0, endpoints: eps)
+            let w1 = try WorkerSession(job: "idem", worker: 1, endpoints: eps)
             let n = m.layout.totalElements
             let g0 = gradient(1, n)
             let g1 = gradient(2, n)
@@ -117,8 +116,8 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             let server = RunningServer(servers.map(\.endpoint))
             defer { server.stop() }
             let eps = servers.map(\.endpoint)
-            let w0 = try FunctionClient(job: "early", worker: 0, endpoints: eps)
-            let w1 = try FunctionClient(job: "early", worker: 1, endpoints: eps)
+            let w0 = try WorkerSession(job: "early", worker: 0, endpoints: eps)
+            let w1 = try WorkerSession(job: "early", worker: 1, endpoints: eps)
             let n = w0.parameterCount
             let (a0, a1, b0, b1) = (gradient(1, n), gradient(2, n), gradient(3, n), gradient(4, n))
             try w0.push(gradient: a0, step: 0)
@@ -145,7 +144,7 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             var results: [[UInt32]] = []
             for (job, order) in [("order-a", [0, 1, 2]), ("order-b", [2, 0, 1])] {
                 _ = try makeJob(job, servers, workers: 3)
-                let clients = try (0..<3).map { try FunctionClient(job: job, worker: $0, endpoints: eps) }
+                let clients = try (0..<3).map { try WorkerSession(job: job, worker: $0, endpoints: eps) }
                 let n = clients[0].parameterCount
                 for step in 0..<3 {
                     for w in order { try clients[w].push(gradient: gradient(UInt64(10 * step + w), n), step: step) }
@@ -163,8 +162,8 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             let server = RunningServer(servers.map(\.endpoint))
             defer { server.stop() }
             let eps = servers.map(\.endpoint)
-            let w0 = try FunctionClient(job: "bad", worker: 0, endpoints: eps)
-            let w1 = try FunctionClient(job: "bad", worker: 1, endpoints: eps)
+            let w0 = try WorkerSession(job: "bad", worker: 0, endpoints: eps)
+            let w1 = try WorkerSession(job: "bad", worker: 1, endpoints: eps)
             let n = m.layout.totalElements
             let (g0, g1) = (gradient(7, n), gradient(8, n))
             try w0.push(gradient: g0, step: 0)

@@ -1,6 +1,5 @@
 import Checkpoints
 import Foundation
-import FunctionClient
 import LocalProcesses
 import RedisClient
 import ShardManager
@@ -46,7 +45,7 @@ import TrainingProtocol
             let server = RunningServer(eps)
             defer { server.stop() }
             let n = m.layout.totalElements
-            let w = try (0..<2).map { try FunctionClient(job: "ckpt", worker: $0, endpoints: eps) }
+            let w = try (0..<2).map { try WorkerSession(job: "ckpt", worker: $0, endpoints: eps) }
             let config = w[0].config
             for step in 0..<2 {
                 for i in 0..<2 { try w[i].push(gradient: gradient(UInt64(50 + 2 * step + i), n), step: step) }

@@ -1,6 +1,5 @@
 import Coordinator
 import Foundation
-import FunctionClient
 import KeySchema
 import LocalProcesses
 import RedisClient
@@ -73,7 +72,7 @@ extension EndToEnd {
         @Test func metricsAndStartReportsStayBounded() throws {
             try withRedisServers(1) { servers in
                 _ = try makeJob("bounded", servers, workers: 1)
-                let client = try FunctionClient(job: "bounded", worker: 0, endpoints: servers.map(\.endpoint))
+                let client = try WorkerSession(job: "bounded", worker: 0, endpoints: servers.map(\.endpoint))
                 for i in 0..<(StepMetrics.retained + 2_000) {
                     try client.report(StepMetrics(worker: 0, step: i, loss: 1, accuracy: 0.5, examples: 16))
                 }
@@ -149,14 +148,14 @@ extension EndToEnd {
                 let c = try RedisConnection(servers[0].endpoint, options: options)
                 try c.run(RedisCommand("SET", m.keys.map).appending(bytes: Array(try JSONEncoder().encode(map))))
                 #expect {
-                    _ = try FunctionClient(
+                    _ = try WorkerSession(
                         job: "creds", worker: 0, endpoints: servers.map(\.endpoint), options: options)
                 } throws: { error in
                     (error as? ShardError)?.code == .untrustedEndpoint && "\(error)".contains(trap)
                 }
                 #expect(accept(listener, nil, nil) < 0, "the listener was contacted")
                 // Allowed explicitly, the map is accepted.
-                let allowed = try FunctionClient(
+                let allowed = try WorkerSession(
                     job: "creds", worker: 0, endpoints: servers.map(\.endpoint), options: options, allowed: [trap])
                 #expect(allowed.shards.map.shards.contains(trap))
             }

@@ -1,6 +1,5 @@
-import KeySchema
 import Foundation
-import FunctionClient
+import KeySchema
 import LocalProcesses
 import ParamServer
 import RedisClient
@@ -38,7 +37,7 @@ import TrainingProtocol
             let server = RunningServer(servers.map(\.endpoint))
             defer { server.stop() }
             let eps = servers.map(\.endpoint)
-            let clients = try (0..<3).map { try FunctionClient(job: job, worker: $0, endpoints: eps) }
+            let clients = try (0..<3).map { try WorkerSession(job: job, worker: $0, endpoints: eps) }
             let n = m.layout.totalElements
             let good = (0..<3).map { gradient(UInt64(20 + $0), n) }
             // One value in chunk 2 (elements 32..<48) is not finite; the blob's checksum is valid.
@@ -86,8 +85,8 @@ import TrainingProtocol
             var g = gradient(5, m.layout.totalElements)
             g[0] = .nan
             let eps = servers.map(\.endpoint)
-            try FunctionClient(job: job, worker: 0, endpoints: eps).push(gradient: gradient(6, g.count), step: 0)
-            try FunctionClient(job: job, worker: 1, endpoints: eps).push(gradient: g, step: 0)
+            try WorkerSession(job: job, worker: 0, endpoints: eps).push(gradient: gradient(6, g.count), step: 0)
+            try WorkerSession(job: job, worker: 1, endpoints: eps).push(gradient: g, step: 0)
             #expect(try eventually { try rejections(c, job).last?.worker == 1 })
             #expect(try c.run(["LLEN", keys.rejected]) == .integer(100))
         }

@@ -1,5 +1,4 @@
 import Foundation
-import FunctionClient
 import KeySchema
 import LocalProcesses
 import RedisClient
@@ -22,7 +21,7 @@ import TrainingProtocol
             let n = m.layout.totalElements
             let g0 = gradient(1, n)
             let g1 = gradient(2, n)
-            try FunctionClient(job: "half", worker: 0, endpoints: eps).push(gradient: g0, step: 0)
+            try WorkerSession(job: "half", worker: 0, endpoints: eps).push(gradient: g0, step: 0)
             // Worker 1 stores its whole gradient, then dies after marking only shard 0 as pushed.
             try m.write(g1, as: .gradient(step: 0, worker: 1), step: 0, producer: 1, expireSeconds: 3600)
             let keys = JobKeys(job: "half")
@@ -32,7 +31,7 @@ import TrainingProtocol
                 ])
             }
             // Shard 0 moves to version 1; shard 1 waits for worker 1.
-            let relaunched = try FunctionClient(job: "half", worker: 1, endpoints: eps)
+            let relaunched = try WorkerSession(job: "half", worker: 1, endpoints: eps)
             var params = [Float](repeating: 0, count: n)
             var versions = (oldest: 0, newest: 0)
             for _ in 0..<100 where versions.newest == 0 {
@@ -71,7 +70,7 @@ import TrainingProtocol
                     ["SADD", keys.pushed(shard: full, step: 0), "0"], ["RPUSH", keys.inbox(shard: full), "0:0"],
                 ])
             }
-            let relaunched = try FunctionClient(job: "tiny", worker: 0, endpoints: eps)
+            let relaunched = try WorkerSession(job: "tiny", worker: 0, endpoints: eps)
             var params = [Float](repeating: 0, count: 4)
             var versions = (oldest: 0, newest: 0)
             for _ in 0..<100 where versions.newest == 0 {
@@ -94,7 +93,7 @@ import TrainingProtocol
             try m.onShard(0) { c throws(RedisError) in
                 _ = try c.run(["XADD", keys.versions(shard: 0), "1-1", "version", "1"])
             }
-            let w1 = try FunctionClient(job: "gone", worker: 1, endpoints: eps)
+            let w1 = try WorkerSession(job: "gone", worker: 1, endpoints: eps)
             #expect(try w1.completePush(step: 0) == false)
         }
     }
@@ -111,7 +110,7 @@ import TrainingProtocol
                 b.stop()
             }
             let n = m.layout.totalElements
-            let w = try (0..<2).map { try FunctionClient(job: "twice", worker: $0, endpoints: eps) }
+            let w = try (0..<2).map { try WorkerSession(job: "twice", worker: $0, endpoints: eps) }
             var expected = ExpectedModel(count: n, config: w[0].config)
             for step in 0..<6 {
                 let grads = (0..<2).map { gradient(UInt64(10 * step + $0), n) }
@@ -128,7 +127,7 @@ import TrainingProtocol
             let eps = servers.map(\.endpoint)
             let m = try makeJob("stale", servers, workers: 1, steps: 4)
             let n = m.layout.totalElements
-            let w = try FunctionClient(job: "stale", worker: 0, endpoints: eps)
+            let w = try WorkerSession(job: "stale", worker: 0, endpoints: eps)
             let c1 = try RedisConnection(eps[0])
             let c2 = try RedisConnection(eps[0])
             let config = w.config
@@ -159,7 +158,7 @@ import TrainingProtocol
             let eps = servers.map(\.endpoint)
             let m = try makeJob("restart", servers, workers: 2, steps: 4)
             let n = m.layout.totalElements
-            let w = try (0..<2).map { try FunctionClient(job: "restart", worker: $0, endpoints: eps) }
+            let w = try (0..<2).map { try WorkerSession(job: "restart", worker: $0, endpoints: eps) }
             var expected = ExpectedModel(count: n, config: w[0].config)
             for step in 0..<4 {
                 // A fresh server for every step: all it knows comes from Redis (params, momentum,

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import FunctionClient
 import ParamServer
 import RedisClient
 import ShardManager
@@ -9,7 +8,7 @@ import TrainingProtocol
 
 /// The aggregation methods `smlt-bench aggregate` compares.
 enum AggregationMethod: String, CaseIterable, Codable, ExpressibleByArgument, Sendable {
-    /// SMLT: workers push through the FunctionClient, the ParamServer aggregates, workers pull.
+    /// SMLT: workers push through a WorkerSession, the ParamServer aggregates, workers pull.
     case smlt
     /// Plain SET/GET of the same bytes: the ceiling for storage-mediated aggregation.
     case redisLimit = "redis-limit"
@@ -83,7 +82,7 @@ struct AggregateWorker: ParsableCommand {
     func runSMLT(_ endpoints: [RedisEndpoint], _ keys: BenchKeys, _ known: KnownGradient, _ times: inout WorkerTimes)
         throws
     {
-        let client = try FunctionClient(job: job, worker: worker, endpoints: endpoints)
+        let client = try WorkerSession(job: job, worker: worker, endpoints: endpoints)
         let control = ShardConnections(endpoints)
         let gradients = known.gradients(worker: worker)
         var model = [Float](repeating: 0, count: params)

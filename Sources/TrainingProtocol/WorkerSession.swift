@@ -4,17 +4,17 @@ import RedisClient
 import ShardManager
 import Synchronization
 import TensorBlob
-import TrainingProtocol
 
-/// The SDK a stateless function uses to take part in a training job.
+/// A job opened as one of its workers: the worker side of the BSP protocol, one operation per
+/// method (docs/wire-format.md, "The worker" and "Functions").
 ///
 /// It keeps nothing a function could not lose: everything it knows comes from Redis on creation.
 /// Chunks on different shards move in parallel.
 ///
-/// These are the protocol's building blocks. A function that should survive time limits, crashes
-/// and reconfigurations runs its steps through `WorkerRuntime` (module WorkerRuntime), which
-/// adds the lease, saved progress, the deadline and the reconfiguration hold around them.
-public final class FunctionClient: Sendable {
+/// These are building blocks. A function that should survive time limits, crashes and
+/// reconfigurations runs its steps through the FunctionClient SDK (`FunctionWorker.run`), which
+/// holds the lease, saves progress, keeps the deadline and follows reconfigurations around them.
+public final class WorkerSession: Sendable {
     public let worker: Int
     public let config: TrainingConfig
     /// The job's shard map and layout.
@@ -180,7 +180,7 @@ public final class FunctionClient: Sendable {
     }
 }
 
-extension FunctionClient {
+extension WorkerSession {
     /// The progress this worker saved in an earlier invocation, if any.
     public func loadProgress() throws(ShardError) -> WorkerProgress? {
         guard let bytes = try object(WorkerProgress.objectName(worker: worker)) else { return nil }
@@ -238,7 +238,7 @@ extension FunctionClient {
     }
 }
 
-extension FunctionClient {
+extension WorkerSession {
     /// Records on the home shard why the job cannot go on (a diverged step, unusable data), for
     /// the driver and operators to read; kept a day.
     public func reportFailure(_ reason: String) throws(ShardError) {
