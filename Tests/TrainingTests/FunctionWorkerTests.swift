@@ -189,6 +189,21 @@ import TrainingProtocol
         #expect(error?.message.contains(FunctionEnvironment.event) == true, "\(String(describing: error))")
     }
 
+    /// The describe and evaluate phases of a function-defined model are refused by name (the
+    /// SDK has no hooks for them).
+    @Test(arguments: ["describe", "evaluate"])
+    func anotherPhaseIsRefused(phase: String) {
+        let event = #"{"job": "j", "worker": 0, "generation": 0, "lease_ms": 3000, "redis": ["127.0.0.1:1"], "phase": "\#(phase)"}"#
+        let error = #expect(throws: FunctionClientError.self) {
+            try FunctionWorker.run(environment: [FunctionEnvironment.event: event], log: { _ in }) { _ in
+            } step: { _, _, _ in
+                FunctionWorker.StepResult(gradients: [:], loss: 0, accuracy: 0, examples: 0)
+            }
+        }
+        #expect(error?.code == .invalidInvocation)
+        #expect(error?.message.contains("\(phase) phase") == true, "\(String(describing: error))")
+    }
+
     @Test func tensorsByName() throws {
         #expect(throws: FunctionClientError.self) { try Tensor(shape: [2, 3], values: [1, 2, 3]) }
         #expect(throws: FunctionClientError.self) { try Tensor(shape: [-1], values: []) }
