@@ -72,14 +72,16 @@ class Processes:
             pidfile.write_text(str(proc.pid))
         return proc
 
-    def redis(self) -> str:
-        """A redis-server on a free loopback port; returns its endpoint once it answers PING."""
+    def redis(self, password: str | None = None) -> str:
+        """A redis-server on a free loopback port (with ``requirepass`` when given); returns its
+        endpoint once it answers PING."""
         for _ in range(5):
             port = _free_port()
+            auth = ["--requirepass", password] if password else []
             proc = self.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                               "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *auth],
                               "redis", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            conn = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+            conn = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, password=password)
             for _ in range(200):
                 if proc.poll() is not None:
                     break

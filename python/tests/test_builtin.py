@@ -147,3 +147,38 @@ def test_a_function_without_a_describe_phase_stops_the_run(procs, smlt_bin):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "describe phase" in err, err
+
+
+def test_python_workers_log_in_as_an_acl_user(procs, smlt_bin):
+    """Shards whose default user has a password only the operator knows, and an ACL user for the
+    job: `smlt serve` and `smlt train --user trainer` (password in SMLT_REDIS_PASSWORD) run Python
+    workers, which log in as that user from the event's `user` and the environment's password."""
+    import redis as redis_py
+    admin = f"admin-{uuid.uuid4().hex}"
+    secret = f"trainer-{uuid.uuid4().hex}"
+    endpoints = [procs.redis(password=admin), procs.redis(password=admin)]
+    for e in endpoints:
+        host, port = e.rsplit(":", 1)
+        conn = redis_py.Redis(host=host, port=int(port), password=admin)
+        conn.execute_command("ACL", "SETUSER", "trainer", "on", f">{secret}", "~smlt:*", "+@all")
+        conn.close()
+    env = {**os.environ, "SMLT_DATA_DIR": str(REPO / "data"), "SMLT_REDIS_PASSWORD": secret}
+    procs.start([smlt_bin, "serve", "--redis", ",".join(endpoints), "--user", "trainer"], "serve",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    job = f"pyacl-{uuid.uuid4().hex[:8]}"
+    function = f"{sys.executable} -m smlt.builtin"
+    args = [smlt_bin, "train", "--redis", ",".join(endpoints), "--user", "trainer", "--dataset", "digits",
+            "--workers", "3", "--steps", "60", "--job", job, "--json", "--function", function]
+    proc = procs.start(args, "train", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["steps"] == 60 and summary["test_accuracy"] >= 0.8, summary
+    # The workers' starts are in Redis, written as the ACL user (the default user's password is
+    # the operator's alone).
+    host, port = endpoints[0].rsplit(":", 1)
+    conn = redis_py.Redis(host=host, port=int(port), username="trainer", password=secret)
+    assert conn.llen(f"smlt:{{{job}}}:starts") >= 3
+    with pytest.raises(redis_py.AuthenticationError):
+        redis_py.Redis(host=host, port=int(port), password=secret).ping()
+    assert left_behind(job, function) == []
