@@ -2,6 +2,7 @@ import Foundation
 import FunctionClient
 import KeySchema
 import LocalProcesses
+import Logging
 import ParamServer
 import RedisClient
 import ShardManager
@@ -16,7 +17,7 @@ final class RunningServer: Sendable {
     let done = DispatchSemaphore(value: 0)
 
     init(_ endpoints: [RedisEndpoint]) {
-        server = ParamServer(endpoints: endpoints, log: { _ in })
+        server = ParamServer(endpoints: endpoints, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let s = server
         let d = done
         Thread {

@@ -1,10 +1,14 @@
 import ArgumentParser
 import Foundation
 import LocalProcesses
+import Logging
+import Observability
 import ParamServer
+import Prometheus
 import RedisClient
 import Scheduler
 import ShardManager
+import Synchronization
 import TensorBlob
 import TrainingProtocol
 
@@ -53,6 +57,12 @@ struct AggregateBench: ParsableCommand {
 
     @OptionGroup var setup: AggregateSetup
     @Flag(help: "Also run the redis-limit and scatter-reduce baselines.") var compare = false
+    @Flag(
+        help: ArgumentHelp(
+            "Also run SMLT with the server's Prometheus metrics on, scraped over HTTP every second (smlt-metrics), right after SMLT with them off."
+        ))
+    var metrics = false
+    @Option(help: "Run the methods this many times, in turn (to see the noise between runs).") var rounds = 1
     @Option(help: ArgumentHelp("Run only this method (for profiling one of them).", visibility: .hidden))
     var only: AggregationMethod?
     @Flag(help: "Print JSON: one object per method.") var json = false
@@ -60,9 +70,11 @@ struct AggregateBench: ParsableCommand {
 
     func run() throws {
         ChildRegistry.installSignalHandlers()
-        let methods: [AggregationMethod] =
+        var methods: [AggregationMethod] =
             only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
-        let results = try AggregateRunner(setup: setup, verbose: verbose).run(methods)
+        if metrics && only == nil { methods.insert(.smltMetrics, at: 1) }
+        let results = try AggregateRunner(setup: setup, verbose: verbose).run(
+            Array(repeatElement(methods, count: max(1, rounds)).joined()))
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -91,6 +103,8 @@ struct AggregateResult: Codable, Sendable {
     var checkedElements: Int
     /// gradient_gbps divided by redis-limit's, when both ran.
     var vsRedisLimit: Double?
+    /// For smlt-metrics: its median step time over that of the smlt run just before it.
+    var vsMetricsOff: Double?
 
     enum CodingKeys: String, CodingKey {
         case method, workers, params, shards, codec, steps
@@ -102,6 +116,7 @@ struct AggregateResult: Codable, Sendable {
         case compressionRatio = "compression_ratio"
         case checkedElements = "checked_elements"
         case vsRedisLimit = "vs_redis_limit"
+        case vsMetricsOff = "vs_metrics_off"
     }
 
     static func table(_ rows: [AggregateResult]) -> String {
@@ -116,7 +131,15 @@ struct AggregateResult: Codable, Sendable {
                 + String(
                     format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f", r.stepSecondsMedian * 1e3,
                     r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6)
-                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "") + "\n"
+                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "")
+                + (r.vsMetricsOff.map { String(format: "   step time %.3fx of metrics off", $0) } ?? "") + "\n"
+        }
+        let ratios = rows.compactMap(\.vsMetricsOff).sorted()
+        if !ratios.isEmpty {
+            out += String(
+                format: "metrics on / off, median step time: %.3f (median of %d pairs; each pair %@)\n",
+                ratios[ratios.count / 2], ratios.count,
+                ratios.map { String(format: "%.3f", $0) }.joined(separator: ", "))
         }
         return out
     }
@@ -147,6 +170,11 @@ struct AggregateRunner {
         if let limit = results.first(where: { $0.method == .redisLimit }) {
             for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
         }
+        for i in results.indices where results[i].method == .smltMetrics {
+            if let off = results[..<i].last(where: { $0.method == .smlt }) {
+                results[i].vsMetricsOff = results[i].stepSecondsMedian / off.stepSecondsMedian
+            }
+        }
         return results
     }
 
@@ -165,12 +193,16 @@ struct AggregateRunner {
         var server: ParamServer?
         let serverDone = DispatchGroup()
         var manager: ShardManager?
+        var endpoint: MetricsEndpoint?
+        let scraping = ScrapeLoop()
         defer {
             server?.stop()
             serverDone.wait()
+            scraping.stop()
+            endpoint?.stop()
             try? manager?.deleteJob()
         }
-        if method == .smlt {
+        if method == .smlt || method == .smltMetrics {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
@@ -180,10 +212,20 @@ struct AggregateRunner {
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
             )
             .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
-            let verbose = self.verbose
-            let s = ParamServer(endpoints: endpoints) { line in
-                if verbose { FileHandle.standardError.write(Data("[serve] \(line)\n".utf8)) }
+            var logger = Logger(label: "smlt.serve") { _ in TextLogHandler(prefix: "[serve]") }
+            logger.logLevel = verbose ? .info : .critical
+            var metrics = ServerMetrics.off
+            if method == .smltMetrics {
+                // As `smlt serve --metrics-port` runs it, and scraped every second as Prometheus would.
+                let registry = PrometheusCollectorRegistry()
+                var factory = PrometheusMetricsFactory(registry: registry)
+                factory.durationHistogramBuckets[ServerMetrics.Name.stepSeconds] = ServerMetrics.stepSecondsBuckets
+                metrics = ServerMetrics(factory: factory)
+                let e = try MetricsEndpoint(registry: registry, host: "127.0.0.1", port: 0)
+                endpoint = e
+                try scraping.start(port: Int(e.address.split(separator: ":").last!)!)
             }
+            let s = ParamServer(endpoints: endpoints, logger: logger, metrics: metrics)
             server = s
             serverDone.enter()
             Thread {
@@ -199,7 +241,8 @@ struct AggregateRunner {
                 try ChildProcess(
                     currentExecutable(),
                     arguments: [
-                        "aggregate-worker", "--method", method.rawValue, "--worker", "\(w)", "--workers", "\(n)",
+                        "aggregate-worker", "--method", (method == .smltMetrics ? .smlt : method).rawValue, "--worker",
+                        "\(w)", "--workers", "\(n)",
                         "--params", "\(setup.params)", "--steps", "\(setup.steps)", "--warmup", "\(setup.warmup)",
                         "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
                         "\(setup.momentum)",
@@ -314,4 +357,38 @@ extension BlobCodec: ExpressibleByArgument {
     public init?(argument: String) { self.init(name: argument) }
     public var defaultValueDescription: String { description }
     public static var allValueStrings: [String] { allCases.map(\.description) }
+}
+
+/// Scrapes `/metrics` over HTTP once a second on a thread of its own, as Prometheus would, and
+/// checks that the page names the step counter.
+final class ScrapeLoop: Sendable {
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let running = Atomic<Bool>(false)
+    /// Scrapes that failed or lacked the counter (reported when the loop stops).
+    let failures = Atomic<Int>(0)
+    let scrapes = Atomic<Int>(0)
+
+    func start(port: Int) throws {
+        running.store(true, ordering: .relaxed)
+        try DedicatedThread.start(name: "bench-scrape") { [self] in
+            while !stopping.load(ordering: .relaxed) {
+                let page = try? MetricsScrape.get(port: port)
+                scrapes.add(1, ordering: .relaxed)
+                if page?.status != 200 || page?.body.contains(ServerMetrics.Name.redisErrors) != true {
+                    failures.add(1, ordering: .relaxed)
+                }
+                for _ in 0..<10 where !stopping.load(ordering: .relaxed) { usleep(100_000) }
+            }
+            done.signal()
+        }
+    }
+
+    func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
+        stopping.store(true, ordering: .relaxed)
+        done.wait()
+        let (f, n) = (failures.load(ordering: .relaxed), scrapes.load(ordering: .relaxed))
+        if f > 0 { FileHandle.standardError.write(Data("warning: \(f) of \(n) metrics scrapes failed\n".utf8)) }
+    }
 }
