@@ -104,6 +104,7 @@ let package = Package(
                 "RedisClient", "TensorBlob", "ShardManager", "FunctionClient", "ParamServer", "Scheduler",
                 "LocalProcesses", "Workloads", "Planner", "PlannerSimulation", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

@@ -47,3 +47,30 @@ final class JobMetrics {
         for c in rejected.values { c.destroy() }
     }
 }
+
+/// The job series of one shard's loop, by job: they outlive an aggregator (a reconfiguration
+/// replaces it, a Redis error drops them all), so counters do not start again at 0; they go
+/// only when `retire` is called (the job was dropped, or finished a while ago).
+final class JobSeries {
+    let endpoint: String
+    private let metrics: ServerMetrics
+    private var byJob: [String: JobMetrics] = [:]
+
+    init(endpoint: String, metrics: ServerMetrics) {
+        self.endpoint = endpoint
+        self.metrics = metrics
+    }
+
+    /// The job's series, created on first use.
+    func of(_ job: String) -> JobMetrics {
+        if let m = byJob[job] { return m }
+        let m = metrics.job(job, shard: endpoint)
+        byJob[job] = m
+        return m
+    }
+
+    func exists(_ job: String) -> Bool { byJob[job] != nil }
+
+    /// Removes the job's series from the backend.
+    func retire(_ job: String) { byJob.removeValue(forKey: job)?.destroy() }
+}

@@ -59,3 +59,32 @@ final class ShardMetrics {
         serverRestarts = Counter(label: ServerMetrics.Name.serverRestarts, dimensions: labels, factory: factory)
     }
 }
+
+extension ServerMetrics {
+    /// Makes, `steps` times, the metric updates an aggregator makes for one step of a job with
+    /// `workers` workers (per push: the bytes read and the workers pushed; per commit: the step
+    /// counter, the step time, the bytes written, the version, the workers pushed), through the
+    /// same per-job lookup, and returns how long they took; the series are removed afterwards.
+    /// For `smlt-bench aggregate --metrics`, which reports it next to the step time.
+    public func timeStepUpdates(workers: Int, steps: Int) -> Duration {
+        let series = JobSeries(endpoint: "127.0.0.1:0", metrics: self)
+        let job = "metrics-cost-\(UInt32.random(in: 0...UInt32.max))"
+        let clock = ContinuousClock()
+        let elapsed = clock.measure {
+            for step in 0..<steps {
+                for w in 0..<workers {
+                    series.of(job).gradientBytes.increment(by: 1 << 20)
+                    series.of(job).workersPushed.record(w + 1)
+                }
+                let m = series.of(job)
+                m.stepsCommitted.increment()
+                m.modelBytes.increment(by: 1 << 20)
+                m.version.record(step + 1)
+                m.workersPushed.record(0)
+                m.stepSeconds.recordNanoseconds(Int64(1_000_000 + step))
+            }
+        }
+        series.retire(job)
+        return elapsed
+    }
+}

@@ -50,8 +50,7 @@ final class ShardAggregator {
     /// The shard's endpoint, which starts every log message.
     let endpoint: String
     private let logger: Logger
-    private let serverMetrics: ServerMetrics
-    private var jobMetrics: JobMetrics?
+    private let series: JobSeries
     /// When this server first saw a push of the step being gathered.
     private var firstPush: (step: Int, at: ContinuousClock.Instant)?
     /// When this server committed the previous version, and the smoothed interval between commits.
@@ -66,9 +65,10 @@ final class ShardAggregator {
     /// - Parameters:
     ///   - endpoint: the shard's endpoint, for the log and the metrics' `shard` label.
     ///   - logger: the server's logger; this adds the job and the shard as metadata.
+    ///   - series: where the job's metric series are kept (none by default).
     init(
         map: ShardMap, config: TrainingConfig, shard: Int, endpoint: String, logger: Logger,
-        metrics: ServerMetrics = .off
+        series: JobSeries? = nil
     ) {
         self.map = map
         self.config = config
@@ -82,7 +82,7 @@ final class ShardAggregator {
         logger[metadataKey: "job"] = "\(map.job)"
         logger[metadataKey: "shard"] = "\(endpoint)"
         self.logger = logger
-        serverMetrics = metrics
+        self.series = series ?? JobSeries(endpoint: endpoint, metrics: .off)
     }
 
     /// Logs `message` as `ENDPOINT: job J: message` with `event` and `metadata`.
@@ -94,23 +94,13 @@ final class ShardAggregator {
         logger.log(level: level, "\(endpoint): job \(job): \(message)", metadata: m)
     }
 
-    /// The job's series, created on first use (again after `retireMetrics`).
+    /// The job's series, created on first use (again after they were retired).
     private var metrics: JobMetrics {
-        if let jobMetrics { return jobMetrics }
-        let m = serverMetrics.job(job, shard: endpoint)
-        jobMetrics = m
-        if let version { m.version.record(version) }
+        let new = !series.exists(job)
+        let m = series.of(job)
+        if new, let version { m.version.record(version) }
         return m
     }
-
-    /// Removes the job's series (the job was dropped, or finished a while ago).
-    func retireMetrics() {
-        jobMetrics?.destroy()
-        jobMetrics = nil
-    }
-
-    /// Whether the job's series exist.
-    var hasMetrics: Bool { jobMetrics != nil }
 
     var job: String { map.job }
 
@@ -149,7 +139,7 @@ final class ShardAggregator {
         // A job first seen finished gets no series of its own; one that trains again does.
         if finished {
             if finishedAt == nil { finishedAt = .now }
-            jobMetrics?.version.record(v)
+            if series.exists(job) { series.of(job).version.record(v) }
         } else {
             finishedAt = nil
             metrics.version.record(v)

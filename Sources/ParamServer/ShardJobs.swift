@@ -29,7 +29,7 @@ final class ShardJobs {
 
     let endpoint: String
     private let logger: Logger
-    private let metrics: ServerMetrics
+    private let series: JobSeries
     private var entries: [String: Entry] = [:]
     /// Jobs to read in full at the next refresh (a driver woke the server for them).
     private var woken: Set<String> = []
@@ -51,7 +51,7 @@ final class ShardJobs {
         var logger = logger
         logger[metadataKey: "shard"] = "\(endpoint)"
         self.logger = logger
-        self.metrics = metrics
+        series = JobSeries(endpoint: endpoint, metrics: metrics)
     }
 
     /// The aggregators of the jobs still training, in job order.
@@ -67,17 +67,14 @@ final class ShardJobs {
 
     /// Forgets every job (after a connection error, when caches may be stale); the next refresh
     /// reads them all again. What was logged is kept, so nothing is logged twice.
-    func reset() {
-        for e in entries.values { e.aggregator?.retireMetrics() }
-        entries = [:]
-    }
+    func reset() { entries = [:] }
 
     /// Reads the job set and whatever changed; see the type's description.
     func refresh(_ c: RedisConnection) throws(RedisError) {
         let now = ContinuousClock.now
         let ids = Set((try c.run(["SMEMBERS", JobKeys.jobs]).array ?? []).compactMap(\.text))
         for job in entries.keys.sorted() where !ids.contains(job) {
-            entries[job]?.aggregator?.retireMetrics()
+            series.retire(job)
             entries[job] = nil
             note(
                 job, .warning, "job_dropped", "stopped serving it: it is no longer registered (not in \(JobKeys.jobs))",
@@ -86,8 +83,10 @@ final class ShardJobs {
         }
         // A finished job's series stay for a few scrapes, then go.
         for e in entries.values {
-            if let a = e.aggregator, a.hasMetrics, let at = a.finishedAt, now - at > ServerMetrics.finishedRetention {
-                a.retireMetrics()
+            if let a = e.aggregator, series.exists(a.job), let at = a.finishedAt,
+                now - at > ServerMetrics.finishedRetention
+            {
+                series.retire(a.job)
             }
         }
         var toRead = Set(ids.filter { entries[$0] == nil }).union(woken.intersection(ids))
@@ -251,8 +250,8 @@ final class ShardJobs {
         case .failure(let skip):
             entry.mapCRC = nil
             entry.configCRC = nil
-            if let a = entry.aggregator {
-                a.retireMetrics()
+            if entry.aggregator != nil {
+                series.retire(job)
                 entry.aggregator = nil
                 note(job, .warning, "job_dropped", "stopped serving it: \(skip.reason)", reason: skip.reason)
             } else {
@@ -266,13 +265,10 @@ final class ShardJobs {
                 return
             }
             let next = ShardAggregator(
-                map: map, config: config, shard: shard, endpoint: endpoint, logger: logger, metrics: metrics)
+                map: map, config: config, shard: shard, endpoint: endpoint, logger: logger, series: series)
             // A reconfigured job keeps the parameters this server already holds for the chunks
             // it still owns, so the step after a re-shard does not read them from Redis again.
-            if let old = entry.aggregator {
-                next.inherit(from: old)
-                old.retireMetrics()
-            }
+            if let old = entry.aggregator { next.inherit(from: old) }
             entry.aggregator = next
             note(
                 job, .info, "job_serving", "serving job \(job) (\(map.chunks(onShard: shard).count) chunks)",
