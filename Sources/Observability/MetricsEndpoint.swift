@@ -35,7 +35,7 @@ public final class MetricsEndpoint: Sendable {
                 server = HTTPServer(address: try .inet(ip4: host, port: p), logger: .disabled, handler: routes)
             }
         } catch {
-            throw MetricsEndpointError("'\(host)' is not an IPv4 or IPv6 address: \(error)")
+            throw MetricsEndpointError("'\(host)' is not an IPv4 or IPv6 address")
         }
         // The first of: listening (with the port bound), `run` failing (a port in use), or 5 s.
         let outcome = FirstOutcome<Result<Int?, MetricsEndpointError>>()
