@@ -15,7 +15,13 @@ let package = Package(
         .library(name: "FunctionClient", targets: ["FunctionClient"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Observability: the metrics and logging APIs (ParamServer uses only these), the Prometheus
+        // backend, and a small HTTP server for /metrics (docs/design.md, "Observability").
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
     ],
     targets: [
         // C surface only: system libraries and a few hot loops.
@@ -44,7 +50,22 @@ let package = Package(
             name: "FunctionClient", dependencies: ["TrainingProtocol", "ShardManager", "RedisClient", "TensorBlob"],
             swiftSettings: strict),
         .target(
-            name: "ParamServer", dependencies: ["KeySchema", "TrainingProtocol", "CTensorKernels"], swiftSettings: strict),
+            name: "ParamServer",
+            dependencies: [
+                "KeySchema", "TrainingProtocol", "CTensorKernels",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict),
+        // Prometheus text at /metrics over HTTP, and the text and JSON-lines log formats.
+        .target(
+            name: "Observability",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
+            ],
+            swiftSettings: strict),
         .target(name: "Workloads", swiftSettings: strict),
         // Chooses workers × shards × memory for a deadline or a budget; pure, no I/O.
         .target(name: "Planner", swiftSettings: strict),
@@ -75,16 +96,21 @@ let package = Package(
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Workloads",
                 "Scheduler", "LocalProcesses", "Checkpoints", "Coordinator", "BuiltinWorker", "FunctionClient",
-                "KeySchema", "Planner",
+                "KeySchema", "Planner", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "smlt-bench",
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Scheduler",
-                "LocalProcesses", "Workloads", "Planner", "PlannerSimulation",
+                "LocalProcesses", "Workloads", "Planner", "PlannerSimulation", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "bench/smlt-bench",
             swiftSettings: strict),
@@ -112,7 +138,9 @@ let package = Package(
             dependencies: [
                 "ParamServer", "FunctionClient", "TrainingProtocol", "ShardManager", "RedisClient", "LocalProcesses",
                 "TensorBlob", "TestSupport", "Checkpoints", "KeySchema", "Coordinator", "Workloads",
-                "Scheduler", "Planner",
+                "Scheduler", "Planner", "Observability",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
     ]

@@ -27,10 +27,13 @@ public final class Coordinator {
         public var worker: [String]
         /// Runs a parameter server for the shard in `SMLT_REDIS` (such as `smlt serve`).
         public var server: [String]
+        /// With shards the run starts: the server of shard i gets `SMLT_METRICS_PORT` = this + i.
+        public var metricsPort: Int?
 
-        public init(worker: [String], server: [String]) {
+        public init(worker: [String], server: [String], metricsPort: Int? = nil) {
             self.worker = worker
             self.server = server
+            self.metricsPort = metricsPort
         }
     }
 
@@ -352,7 +355,7 @@ public final class Coordinator {
         if options.password == nil { options.password = Self.randomSecret() }
         cluster = try LocalCluster(
             shards: request.shards, serverCommand: launch.server, password: options.password,
-            logDirectory: runDirectory.path)
+            logDirectory: runDirectory.path, metricsPort: launch.metricsPort)
         return cluster!.endpoints
     }
 

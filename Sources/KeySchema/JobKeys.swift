@@ -14,6 +14,9 @@ public struct JobKeys: Sendable, Equatable {
     public static let jobs = "smlt:jobs"
     /// A list servers block on (with the job inboxes) so that a new or changed job wakes them.
     public static let wakeup = "smlt:serve:wakeup"
+    /// How many times a parameter server started serving this shard (an integer, never reset by
+    /// SMLT); each server loop increments it once when it first reaches the shard.
+    public static let serverStarts = "smlt:serve:starts"
 
     // MARK: Registration, on every shard
 
@@ -45,6 +48,9 @@ public struct JobKeys: Sendable, Equatable {
     public func versions(shard: Int) -> String { "smlt:{\(job)}:versions:\(shard)" }
     /// The newest pushes a server refused (JSON), on each shard that refused them.
     public var rejected: String { "smlt:{\(job)}:rejected" }
+    /// A hash of the shard's last commit of the job (version, time, step seconds, bytes), written
+    /// by the server in the commit's transaction; read by `smlt admin top`.
+    public func serverStats(shard: Int) -> String { "smlt:{\(job)}:stats:\(shard)" }
 
     // MARK: Control, on the home shard
 

@@ -1,5 +1,7 @@
+import CoreMetrics
 import Foundation
 import KeySchema
+import Logging
 import RedisClient
 import ShardManager
 import Synchronization
@@ -16,24 +18,39 @@ import TrainingProtocol
 /// When Redis fails (unreachable, a permission the ACL user lacks), the thread retries with an
 /// exponential backoff capped at `maxBackoff`, and logs each distinct error once and the
 /// recovery once.
+///
+/// It logs through swift-log: every line names the shard in its message and carries `event`,
+/// `shard` and, where they apply, `job`, `step`, `worker`, `chunk` and `reason` as metadata. It
+/// never logs a password (only endpoints, user names and Redis's own error text). Metrics go
+/// to `metrics` (see `ServerMetrics`).
 public final class ParamServer: Sendable {
     public let endpoints: [RedisEndpoint]
     public let options: RedisOptions
     private let stopping = Atomic<Bool>(false)
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
+    private let metrics: ServerMetrics
 
     /// The first pause after an error; it doubles after each further failure.
     static let firstBackoff: Duration = .milliseconds(200)
     /// The longest pause between two attempts.
     static let maxBackoff: Duration = .seconds(5)
 
+    /// - Parameters:
+    ///   - logger: where the server logs (swift-log's default handler unless given).
+    ///   - metrics: where it reports its metrics (none unless given).
     public init(
         endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(),
-        log: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("[serve] \($0)\n".utf8)) }
+        logger: Logger = Logger(label: "smlt.serve"), metrics: ServerMetrics = .off
     ) {
         self.endpoints = endpoints
         self.options = options
-        self.log = log
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Logs `message` with `event` and the shard's endpoint as metadata.
+    private func log(_ level: Logger.Level, _ event: String, _ endpoint: String, _ message: String) {
+        logger.log(level: level, "\(message)", metadata: ["event": "\(event)", "shard": "\(endpoint)"])
     }
 
     /// Asks every shard loop to return after its current wait.
@@ -52,7 +69,7 @@ public final class ParamServer: Sendable {
                 }
             } catch {
                 group.leave()
-                log("\(endpoint): \(error); stopping the server")
+                log(.critical, "server_stop", endpoint.description, "\(endpoint): \(error); stopping the server")
                 stop()
                 break
             }
@@ -62,7 +79,10 @@ public final class ParamServer: Sendable {
 
     private func serve(_ endpoint: RedisEndpoint) {
         let name = endpoint.description
-        let jobs = ShardJobs(endpoint: name, log: log)
+        let jobs = ShardJobs(endpoint: name, logger: logger, metrics: metrics)
+        let shardMetrics = metrics.shard(name)
+        /// Whether this loop has recorded its start on the shard (or given up trying).
+        var startRecorded = false
         var connection: RedisConnection?
         var lastRefresh = ContinuousClock.now - .seconds(10)
         /// The error last logged, while failing; nil while working.
@@ -72,13 +92,24 @@ public final class ParamServer: Sendable {
             do throws(RedisError) {
                 if connection == nil { connection = try RedisConnection(endpoint, options: options) }
                 let c = connection!
+                if !startRecorded {
+                    startRecorded = true
+                    recordStart(c, name, shardMetrics)
+                }
                 if ContinuousClock.now - lastRefresh > .seconds(1) {
                     try jobs.refresh(c)
                     lastRefresh = ContinuousClock.now
                 }
                 for a in jobs.active {
                     let n = try a.advance(c)
-                    if n > 0 && a.finished { log("\(name): job \(a.job) finished at version \(a.version ?? 0)") }
+                    if n > 0 && a.finished {
+                        logger.info(
+                            "\(name): job \(a.job) finished at version \(a.version ?? 0)",
+                            metadata: [
+                                "event": "job_finished", "shard": "\(name)", "job": "\(a.job)",
+                                "version": "\(a.version ?? 0)",
+                            ])
+                    }
                     // A reconfigured job is reloaded at once (its pushes follow the new map).
                     if a.stale { lastRefresh = ContinuousClock.now - .seconds(10) }
                 }
@@ -93,15 +124,18 @@ public final class ParamServer: Sendable {
                 }
                 // A whole round worked: only now is the shard usable again.
                 if failing != nil {
-                    log("\(name): reachable again; serving \(jobs.servedCount) jobs")
+                    log(.notice, "redis_recovered", name, "\(name): reachable again; serving \(jobs.servedCount) jobs")
                     failing = nil
                 }
                 backoff = Self.firstBackoff
             } catch {
+                shardMetrics.redisErrors.increment()
                 let message = "\(error)"
                 if message != failing {
                     let hint = error.code == .permissionDenied ? " (an operator must change the ACL)" : ""
-                    log("\(name): \(message)\(hint); retrying, at most every \(Self.maxBackoff)")
+                    logger.error(
+                        "\(name): \(message)\(hint); retrying, at most every \(Self.maxBackoff)",
+                        metadata: ["event": "redis_error", "shard": "\(name)", "reason": "\(error.code)"])
                     failing = message
                 }
                 connection = nil
@@ -110,6 +144,27 @@ public final class ParamServer: Sendable {
                 pause(backoff)
                 backoff = min(backoff * 2, Self.maxBackoff)
             }
+        }
+    }
+
+    /// Counts this server's start on the shard (`smlt:serve:starts`, kept in Redis so that it
+    /// outlives the process): every start after the first is a restart. A failure (an ACL without
+    /// INCR on that key) is logged and does not stop serving.
+    private func recordStart(_ c: RedisConnection, _ name: String, _ shardMetrics: ShardMetrics) {
+        do throws(RedisError) {
+            let reply = try c.run(["INCR", JobKeys.serverStarts])
+            if case .error(let m) = reply { throw c.serverError(m, command: "INCR") }
+            guard let starts = reply.integer, starts >= 1 else {
+                throw c.serverError("unexpected reply \(reply)", command: "INCR")
+            }
+            shardMetrics.serverRestarts.increment(by: Int(starts) - 1)
+            logger.info(
+                "\(name): server start \(starts) recorded on this shard (\(starts - 1) restarts)",
+                metadata: ["event": "server_start", "shard": "\(name)", "starts": "\(starts)"])
+        } catch {
+            logger.warning(
+                "\(name): cannot count this start in \(JobKeys.serverStarts): \(error); smlt_server_restarts_total stays 0",
+                metadata: ["event": "server_start", "shard": "\(name)", "reason": "\(error.code)"])
         }
     }
 

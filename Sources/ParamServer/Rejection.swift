@@ -1,4 +1,5 @@
 import Foundation
+import ShardManager
 import TrainingProtocol
 
 /// A worker's push that a parameter server refused (a missing or damaged gradient blob, or one
@@ -26,5 +27,38 @@ public struct Rejection: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? Array(encoder.encode(self))) ?? []
+    }
+}
+
+/// Why a push was refused, in a few words: the `reason` label of `smlt_push_rejected_total` and
+/// the `reason` field of the log line (the details are in its message and in `Rejection`).
+public enum RejectionReason: String, Sendable, CaseIterable {
+    /// A gradient chunk's key does not exist.
+    case missing
+    /// A blob is damaged (header, sizes, checksum, payload) or is for another step or worker.
+    case corrupt
+    /// A value is a NaN or an infinity.
+    case nonFinite = "non_finite"
+    /// Redis answered the read with an error or an unexpected reply.
+    case redisReply = "redis_reply"
+}
+
+/// Why one chunk of a push was refused: the reason's category and the details.
+struct PushFault {
+    var reason: RejectionReason
+    var detail: String
+
+    init(reason: RejectionReason, detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+
+    init(_ failure: BlobReadFailure) {
+        switch failure {
+        case .missing: reason = .missing
+        case .invalid: reason = .corrupt
+        case .serverError, .unexpected: reason = .redisReply
+        }
+        detail = failure.description
     }
 }

@@ -1,6 +1,8 @@
 import CTensorKernels
+import CoreMetrics
 import Foundation
 import KeySchema
+import Logging
 import RedisClient
 import ShardManager
 import TensorBlob
@@ -17,6 +19,9 @@ import TrainingProtocol
 /// optimizer state are cached in memory; Redis stays the source of truth when a server restarts,
 /// and nothing read for an unfinished step is lost with the process: the gradients stay in Redis
 /// until the step commits.
+///
+/// Metrics are updated per push and per commit (`JobMetrics`), never per element; the commit also
+/// writes the shard's step statistics (`ShardStepStats`) for `smlt admin top`.
 final class ShardAggregator {
     let map: ShardMap
     let config: TrainingConfig
@@ -38,13 +43,33 @@ final class ShardAggregator {
     private var waiting: [Int: [Int: UnsafeMutableBufferPointer<Float>]] = [:]
     private var sums: [Int: UnsafeMutableBufferPointer<Float>] = [:]
     /// A worker whose waiting gradient `fold` found non-finite, with why (by chunk index).
-    private var spoiled: (worker: Int, failures: [Int: String])?
+    private var spoiled: (worker: Int, failures: [Int: PushFault])?
     /// Released gradient buffers by element count, to avoid fresh pages every step.
     private let pool = FloatBufferPool()
     private let scratch = DecodeScratch()
-    private let log: (String) -> Void
+    /// The shard's endpoint, which starts every log message.
+    let endpoint: String
+    private let logger: Logger
+    private let series: JobSeries
+    /// When this server first saw a push of the step being gathered.
+    private var firstPush: (step: Int, at: ContinuousClock.Instant)?
+    /// When this server committed the previous version, and the smoothed interval between commits.
+    private var lastCommit: (version: Int, at: ContinuousClock.Instant)?
+    private var commitInterval: Double?
+    /// Gradient blob bytes read by the current `read` call, and for the step being gathered.
+    private var bytesRead = 0
+    private var stepGradientBytes = 0
+    /// When the job finished in this server (for dropping its series later).
+    private(set) var finishedAt: ContinuousClock.Instant?
 
-    init(map: ShardMap, config: TrainingConfig, shard: Int, log: @escaping (String) -> Void) {
+    /// - Parameters:
+    ///   - endpoint: the shard's endpoint, for the log and the metrics' `shard` label.
+    ///   - logger: the server's logger; this adds the job and the shard as metadata.
+    ///   - series: where the job's metric series are kept (none by default).
+    init(
+        map: ShardMap, config: TrainingConfig, shard: Int, endpoint: String, logger: Logger,
+        series: JobSeries? = nil
+    ) {
         self.map = map
         self.config = config
         self.shard = shard
@@ -52,7 +77,29 @@ final class ShardAggregator {
         counts = chunks.map { map.layout.range(ofChunk: $0).count }
         keys = JobKeys(job: map.job)
         training = keys
-        self.log = log
+        self.endpoint = endpoint
+        var logger = logger
+        logger[metadataKey: "job"] = "\(map.job)"
+        logger[metadataKey: "shard"] = "\(endpoint)"
+        self.logger = logger
+        self.series = series ?? JobSeries(endpoint: endpoint, metrics: .off)
+    }
+
+    /// Logs `message` as `ENDPOINT: job J: message` with `event` and `metadata`.
+    private func log(
+        _ level: Logger.Level, _ event: String, _ message: String, _ metadata: Logger.Metadata = [:]
+    ) {
+        var m = metadata
+        m["event"] = "\(event)"
+        logger.log(level: level, "\(endpoint): job \(job): \(message)", metadata: m)
+    }
+
+    /// The job's series, created on first use (again after they were retired).
+    private var metrics: JobMetrics {
+        let new = !series.exists(job)
+        let m = series.of(job)
+        if new, let version { m.version.record(version) }
+        return m
     }
 
     var job: String { map.job }
@@ -89,6 +136,14 @@ final class ShardAggregator {
     func adopt(latest v: Int?) {
         guard let v, v != version else { return }
         version = v
+        // A job first seen finished gets no series of its own; one that trains again does.
+        if finished {
+            if finishedAt == nil { finishedAt = .now }
+            if series.exists(job) { series.of(job).version.record(v) }
+        } else {
+            finishedAt = nil
+            metrics.version.record(v)
+        }
         params.removeAll()
         velocity.removeAll()
         gathering = -1
@@ -104,7 +159,9 @@ final class ShardAggregator {
         var done = 0
         while let v = version, v < config.steps {
             if gathering != v { startGathering(v) }
-            for w in try arrived(c, step: v).subtracting(consumed).sorted() {
+            let new = try arrived(c, step: v).subtracting(consumed).sorted()
+            if !new.isEmpty && firstPush?.step != v { firstPush = (v, .now) }
+            for w in new {
                 try consume(c, worker: w, step: v)
                 fold()
                 // A waiting gradient that turned out non-finite while it was added: the sums
@@ -114,6 +171,7 @@ final class ShardAggregator {
                     try reject(c, worker: bad, step: v, failures)
                 }
             }
+            if !new.isEmpty { metrics.workersPushed.record(consumed.count) }
             if folded < config.workers {
                 // While the pushes come in, read the chunks this server does not hold yet (after
                 // a start, a reload or a re-shard), so the commit does not wait for them.
@@ -165,6 +223,7 @@ final class ShardAggregator {
         sums = [:]
         consumed = []
         folded = 0
+        if step != gathering { stepGradientBytes = 0 }
         gathering = step
     }
 
@@ -180,7 +239,7 @@ final class ShardAggregator {
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
         let buffers = counts.map { buffer($0) }
-        var failures: [Int: String] = [:]
+        var failures: [Int: PushFault] = [:]
         do {
             failures = try read(
                 c, worker: w, step: v, into: { buffers[$0] },
@@ -190,7 +249,7 @@ final class ShardAggregator {
                         failures[i] = nonFinite(UnsafeBufferPointer(b))
                     }
                 }
-            ).mapValues(\.description).merging(failures) { read, _ in read }
+            ).mapValues(PushFault.init).merging(failures) { read, _ in read }
         } catch {
             for b in buffers { release(b) }
             throw error
@@ -213,7 +272,7 @@ final class ShardAggregator {
         let counts = self.counts
         let chunks = self.chunks
         var added = false
-        var failures: [Int: String] = [:]
+        var failures: [Int: PushFault] = [:]
         failures = try read(
             c, worker: w, step: v, into: { UnsafeMutableBufferPointer(rebasing: whole[0..<counts[$0]]) },
             decoded: { i in
@@ -221,7 +280,7 @@ final class ShardAggregator {
                 added = true
                 if !GradientSum.addCheckingFinite(g, into: sums[chunks[i]]!) { failures[i] = nonFinite(g) }
             }
-        ).mapValues(\.description).merging(failures) { read, _ in read }
+        ).mapValues(PushFault.init).merging(failures) { read, _ in read }
         if !failures.isEmpty {
             if added { startGathering(v) }
             return try reject(c, worker: w, step: v, failures)
@@ -231,9 +290,11 @@ final class ShardAggregator {
     }
 
     /// Why a gradient chunk holding a NaN or an infinity is refused (found again only then).
-    private func nonFinite(_ g: UnsafeBufferPointer<Float>) -> String {
+    private func nonFinite(_ g: UnsafeBufferPointer<Float>) -> PushFault {
         let i = ctk_first_nonfinite_f32(g.baseAddress!, g.count)
-        return "element \(i) is \(i < g.count ? "\(g[i])" : "not finite"); gradients must be finite"
+        return PushFault(
+            reason: .nonFinite,
+            detail: "element \(i) is \(i < g.count ? "\(g[i])" : "not finite"); gradients must be finite")
     }
 
     /// GETs worker `w`'s gradient chunks of step `v`, refusing blobs whose header names another
@@ -242,24 +303,38 @@ final class ShardAggregator {
         _ c: RedisConnection, worker w: Int, step v: Int, into destination: (Int) -> UnsafeMutableBufferPointer<Float>,
         decoded: (Int) -> Void = { _ in }
     ) throws(RedisError) -> [Int: BlobReadFailure] {
-        try c.getBlobs(
+        bytesRead = 0
+        defer {
+            metrics.gradientBytes.increment(by: bytesRead)
+            stepGradientBytes += bytesRead
+        }
+        return try c.getBlobs(
             chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }, scratch: scratch, into: destination,
             check: { _, h throws(TensorBlobError) in
                 guard h.step == UInt64(v), h.producer == UInt32(w) else {
                     throw TensorBlobError(.badHeader, "blob is for step \(h.step), worker \(h.producer)")
                 }
             },
-            decoded: { i, _ in decoded(i) })
+            decoded: { i, h in
+                bytesRead += BlobHeader.size + Int(h.payloadLength)
+                decoded(i)
+            })
     }
 
     /// Takes worker `w` out of step `v`'s pushed set (it may push again), logs why (naming the
     /// first bad chunk) and appends the rejection to the job's capped `rejected` list.
     private func reject(
-        _ c: RedisConnection, worker w: Int, step v: Int, _ failures: [Int: String]
+        _ c: RedisConnection, worker w: Int, step v: Int, _ failures: [Int: PushFault]
     ) throws(RedisError) {
         let (i, failure) = failures.min { $0.key < $1.key }!
-        log("job \(job): step \(v): rejected worker \(w)'s push: chunk \(chunks[i]): \(failure)")
-        let record = Rejection(step: v, worker: w, chunk: chunks[i], reason: failure)
+        metrics.rejected(failure.reason)
+        log(
+            .warning, "push_rejected", "step \(v): rejected worker \(w)'s push: chunk \(chunks[i]): \(failure.detail)",
+            [
+                "step": "\(v)", "worker": "\(w)", "chunk": "\(chunks[i])", "reason": "\(failure.reason.rawValue)",
+                "detail": "\(failure.detail)",
+            ])
+        let record = Rejection(step: v, worker: w, chunk: chunks[i], reason: failure.detail)
         let replies = try c.pipeline([
             ["SREM", training.pushed(shard: shard, step: v), "\(w)"],
             RedisCommand("RPUSH", training.rejected).appending(bytes: record.json),
@@ -273,7 +348,7 @@ final class ShardAggregator {
     /// sums: the step's gathering starts over and the worker is left in `spoiled` to be rejected.
     func fold() {
         while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
-            var failures: [Int: String] = [:]
+            var failures: [Int: PushFault] = [:]
             for (chunk, g) in buffers {
                 if folded == 0 {
                     sums[chunk] = g  // checked when it was decoded
@@ -300,15 +375,18 @@ final class ShardAggregator {
         let n = map.layout.range(ofChunk: chunk).count
         let replies = try c.pipeline([["GET", keys.params(chunk: chunk)], ["GET", keys.optimizer(chunk: chunk)]])
         guard let pb = replies[0].bytes else {
-            log("job \(job): chunk \(chunk) has no parameters on this shard; waiting")
+            log(
+                .warning, "chunk_waiting", "chunk \(chunk) has no parameters on this shard; waiting",
+                ["chunk": "\(chunk)"])
             return nil
         }
         do {
             let (ph, p) = try TensorBlob.decode(pb)
             guard p.count == n, ph.step == UInt64(step) else {
                 log(
-                    "job \(job): chunk \(chunk) holds version \(ph.step) with \(p.count) elements, expected \(step) and \(n)"
-                )
+                    .warning, "chunk_waiting",
+                    "chunk \(chunk) holds version \(ph.step) with \(p.count) elements, expected \(step) and \(n)",
+                    ["chunk": "\(chunk)"])
                 return nil
             }
             // Plain SGD keeps no velocity; with momentum, version 0 starts from zero velocity.
@@ -317,15 +395,16 @@ final class ShardAggregator {
                 let (oh, stored) = try TensorBlob.decode(vb)
                 guard stored.count == n, oh.step == UInt64(step) else {
                     log(
-                        "job \(job): optimizer state of chunk \(chunk) holds version \(oh.step) with \(stored.count) elements, expected \(step) and \(n)"
-                    )
+                        .warning, "chunk_waiting",
+                        "optimizer state of chunk \(chunk) holds version \(oh.step) with \(stored.count) elements, expected \(step) and \(n)",
+                        ["chunk": "\(chunk)"])
                     return nil
                 }
                 v = stored
             }
             return (p, v)
         } catch {
-            log("job \(job): chunk \(chunk): \(error)")
+            log(.error, "chunk_invalid", "chunk \(chunk): \(error)", ["chunk": "\(chunk)"])
             return nil
         }
     }
@@ -381,6 +460,9 @@ final class ShardAggregator {
             BorrowedCommand(
                 training.publishVersionCommand(shard: shard, version: v + 1)
             ))
+        let now = ContinuousClock.now
+        let stats = stepStats(version: v + 1, at: now, modelBytes: blobs.reduce(0) { $0 + $1.blobLength })
+        for command in stats.commands(keys.serverStats(shard: shard)) { transaction.append(BorrowedCommand(command)) }
         transaction.append(BorrowedCommand(["EXEC"]))
         // Optimistic lock on the version stream: if another server process (a stale one, or a
         // second one started by mistake) publishes first, EXEC does nothing and this one reloads.
@@ -393,13 +475,18 @@ final class ShardAggregator {
         let latest = JobKeys.version(inLatest: check[1])
         if let epoch = check[2].text, epoch != "\(map.epoch)" {
             try c.run(["UNWATCH"])
-            log("job \(job): step \(v): the job was reconfigured (epoch \(epoch)); reloading")
+            log(
+                .notice, "job_reload", "step \(v): the job was reconfigured (epoch \(epoch)); reloading",
+                ["step": "\(v)", "reason": "reconfigured", "epoch": "\(epoch)"])
             stale = true
             return false
         }
         guard latest == v else {
             try c.run(["UNWATCH"])
-            log("job \(job): step \(v): the shard is at version \(latest.map(String.init) ?? "none"); reloading")
+            let at = latest.map(String.init) ?? "none"
+            log(
+                .notice, "job_reload", "step \(v): the shard is at version \(at); reloading",
+                ["step": "\(v)", "reason": "version_moved", "shard_version": "\(at)"])
             forget()
             return false
         }
@@ -407,16 +494,21 @@ final class ShardAggregator {
             try c.pipeline(borrowing: transaction)
         }
         if replies.last == .null {
-            log("job \(job): step \(v): another server published this version first; reloading")
+            log(
+                .notice, "job_reload", "step \(v): another server published this version first; reloading",
+                ["step": "\(v)", "reason": "published_elsewhere"])
             forget()
             return false
         }
         guard case .array(let results)? = replies.last, results.count == transaction.count - 2 else {
-            log("job \(job): step \(v): transaction failed: \(replies.last.map { "\($0)" } ?? "no reply")")
+            let reply = replies.last.map { "\($0)" } ?? "no reply"
+            log(
+                .error, "commit_failed", "step \(v): transaction failed: \(reply)",
+                ["step": "\(v)", "reason": "\(reply)"])
             return false
         }
         if let failed = results.first(where: { if case .error = $0 { true } else { false } }) {
-            log("job \(job): step \(v): \(failed)")
+            log(.error, "commit_failed", "step \(v): \(failed)", ["step": "\(v)", "reason": "\(failed)"])
             return false
         }
         for (chunk, p, vel) in updated {
@@ -424,8 +516,32 @@ final class ShardAggregator {
             velocity[chunk] = vel
         }
         version = v + 1
+        let m = metrics
+        m.stepsCommitted.increment()
+        m.modelBytes.increment(by: stats.modelBytes)
+        m.version.record(v + 1)
+        m.workersPushed.record(0)
+        if let s = stats.stepSeconds { m.stepSeconds.recordNanoseconds(Int64(s * 1e9)) }
+        lastCommit = (v + 1, now)
+        commitInterval = stats.intervalSeconds
+        if finished { finishedAt = now }
         startGathering(v + 1)
         return true
+    }
+
+    /// The statistics of the commit of `version` at `at` (written in its transaction).
+    private func stepStats(version: Int, at: ContinuousClock.Instant, modelBytes: Int) -> ShardStepStats {
+        var stats = ShardStepStats(
+            version: version, unixMilliseconds: Int((Date().timeIntervalSince1970 * 1000).rounded()),
+            workers: config.workers, gradientBytes: 0, modelBytes: modelBytes)
+        if let first = firstPush, first.step == version - 1 { stats.stepSeconds = (at - first.at).seconds }
+        // The interval between commits, smoothed, when this server also committed the previous one.
+        if let last = lastCommit, last.version == version - 1 {
+            let interval = (at - last.at).seconds
+            stats.intervalSeconds = commitInterval.map { 0.8 * $0 + 0.2 * interval } ?? interval
+        }
+        stats.gradientBytes = stepGradientBytes
+        return stats
     }
 }
 
@@ -446,4 +562,9 @@ final class FloatBufferPool {
     func give(_ b: UnsafeMutableBufferPointer<Float>) { free[b.count, default: []].append(b) }
 
     deinit { for b in owned { b.deallocate() } }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    fileprivate var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -1,6 +1,7 @@
 import CTensorKernels
 import Foundation
 import KeySchema
+import Logging
 import RedisClient
 import ShardManager
 import TrainingProtocol
@@ -14,7 +15,8 @@ import TrainingProtocol
 /// (which catches a config replaced without a new epoch; these re-reads are spread out). A
 /// finished job is not read at all in between. Maps and configs larger than a limit are refused
 /// by their length, before they are read. Every job dropped or skipped is logged once per
-/// distinct reason.
+/// distinct reason. A job's metric series go with its aggregator, and a finished job's after
+/// `ServerMetrics.finishedRetention`.
 final class ShardJobs {
     /// The largest shard map read; a larger one is refused (a map of 20 MB cost a server 120 MB).
     static let mapLimit = 4 << 20
@@ -26,7 +28,8 @@ final class ShardJobs {
     static let readBatch = 32
 
     let endpoint: String
-    private let log: (String) -> Void
+    private let logger: Logger
+    private let series: JobSeries
     private var entries: [String: Entry] = [:]
     /// Jobs to read in full at the next refresh (a driver woke the server for them).
     private var woken: Set<String> = []
@@ -43,9 +46,12 @@ final class ShardJobs {
         var readAt: ContinuousClock.Instant
     }
 
-    init(endpoint: String, log: @escaping (String) -> Void) {
+    init(endpoint: String, logger: Logger, metrics: ServerMetrics = .off) {
         self.endpoint = endpoint
-        self.log = log
+        var logger = logger
+        logger[metadataKey: "shard"] = "\(endpoint)"
+        self.logger = logger
+        series = JobSeries(endpoint: endpoint, metrics: metrics)
     }
 
     /// The aggregators of the jobs still training, in job order.
@@ -68,9 +74,20 @@ final class ShardJobs {
         let now = ContinuousClock.now
         let ids = Set((try c.run(["SMEMBERS", JobKeys.jobs]).array ?? []).compactMap(\.text))
         for job in entries.keys.sorted() where !ids.contains(job) {
+            series.retire(job)
             entries[job] = nil
-            note(job, "stopped serving it: it is no longer registered (not in \(JobKeys.jobs))")
+            note(
+                job, .warning, "job_dropped", "stopped serving it: it is no longer registered (not in \(JobKeys.jobs))",
+                reason: "not registered")
             logged[job] = nil
+        }
+        // A finished job's series stay for a few scrapes, then go.
+        for e in entries.values {
+            if let a = e.aggregator, series.exists(a.job), let at = a.finishedAt,
+                now - at > ServerMetrics.finishedRetention
+            {
+                series.retire(a.job)
+            }
         }
         var toRead = Set(ids.filter { entries[$0] == nil }).union(woken.intersection(ids))
         woken = []
@@ -234,10 +251,11 @@ final class ShardJobs {
             entry.mapCRC = nil
             entry.configCRC = nil
             if entry.aggregator != nil {
+                series.retire(job)
                 entry.aggregator = nil
-                note(job, "stopped serving it: \(skip.reason)")
+                note(job, .warning, "job_dropped", "stopped serving it: \(skip.reason)", reason: skip.reason)
             } else {
-                note(job, "not serving it: \(skip.reason)")
+                note(job, .warning, "job_skipped", "not serving it: \(skip.reason)", reason: skip.reason)
             }
         case .success(let (map, shard, config)):
             entry.mapCRC = f.mapCRC
@@ -247,20 +265,29 @@ final class ShardJobs {
                 return
             }
             let next = ShardAggregator(
-                map: map, config: config, shard: shard, log: { [log, endpoint] in log("\(endpoint): \($0)") })
+                map: map, config: config, shard: shard, endpoint: endpoint, logger: logger, series: series)
             // A reconfigured job keeps the parameters this server already holds for the chunks
             // it still owns, so the step after a re-shard does not read them from Redis again.
             if let old = entry.aggregator { next.inherit(from: old) }
             entry.aggregator = next
-            note(job, "serving job \(job) (\(map.chunks(onShard: shard).count) chunks)", prefix: false)
+            note(
+                job, .info, "job_serving", "serving job \(job) (\(map.chunks(onShard: shard).count) chunks)",
+                prefix: false)
         }
     }
 
     /// Logs `message` about `job` unless it is what was logged last for that job.
-    private func note(_ job: String, _ message: String, prefix: Bool = true) {
+    private func note(
+        _ job: String, _ level: Logger.Level, _ event: String, _ message: String, reason: String? = nil,
+        prefix: Bool = true
+    ) {
         guard logged[job] != message else { return }
         logged[job] = message
-        log(prefix ? "\(endpoint): job \(job): \(message)" : "\(endpoint): \(message)")
+        var metadata: Logger.Metadata = ["event": "\(event)", "job": "\(job)"]
+        if let reason { metadata["reason"] = "\(reason)" }
+        logger.log(
+            level: level, "\(prefix ? "\(endpoint): job \(job): \(message)" : "\(endpoint): \(message)")",
+            metadata: metadata)
     }
 }
 

@@ -24,6 +24,8 @@ public final class LocalCluster: Sendable {
     let logDirectory: String
     /// The shards' `requirepass`, also given to their servers.
     public let password: String?
+    /// The first server's metrics port: shard `i` (in the order started) gets this + i.
+    public let metricsPort: Int?
 
     /// The parameter-server processes, one per shard (a restarted one replaces the dead one).
     public var servers: [ChildProcess] { shards.withLock { $0.map(\.server) } }
@@ -35,11 +37,16 @@ public final class LocalCluster: Sendable {
     ///   - serverCommand: the executable and arguments that run a parameter server.
     ///   - password: set as every shard's `requirepass` when given.
     ///   - logDirectory: where each server's log goes (`serve-N.log`).
-    public init(shards count: Int, serverCommand: [String], password: String?, logDirectory: String) throws {
+    ///   - metricsPort: when given, shard `i`'s server (`i` counts every shard started, also after
+    ///     removals) gets `SMLT_METRICS_PORT` = `metricsPort + i`, and a restarted one the same.
+    public init(
+        shards count: Int, serverCommand: [String], password: String?, logDirectory: String, metricsPort: Int? = nil
+    ) throws {
         precondition(!serverCommand.isEmpty, "a server command is needed")
         self.serverCommand = serverCommand
         self.logDirectory = logDirectory
         self.password = password
+        self.metricsPort = metricsPort
         shards = Mutex([])
         do {
             for _ in 0..<count { _ = try addShard() }
@@ -78,6 +85,7 @@ public final class LocalCluster: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["SMLT_REDIS"] = r.endpoint.description
         environment[FunctionEnvironment.password] = password
+        environment["SMLT_METRICS_PORT"] = metricsPort.map { "\($0 + id)" }
         return try ChildProcess(
             serverCommand[0], arguments: Array(serverCommand.dropFirst()), environment: environment, stdout: .discard,
             stderr: .file("\(logDirectory)/serve-\(id).log"))

@@ -7,7 +7,9 @@ import TensorBlob
 struct AdminCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin", abstract: "Inspect and operate shards.",
-        subcommands: [Shards.self, Jobs.self, Chunks.self, Checkpoint.self, Restore.self, Reshard.self, Delete.self])
+        subcommands: [
+            Shards.self, Jobs.self, Chunks.self, Top.self, Checkpoint.self, Restore.self, Reshard.self, Delete.self,
+        ])
 
     struct Shards: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -31,6 +31,11 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Train in this process with the same membership (no Redis), for comparison.") var reference = false
     @Flag(help: "Print the admin shard and chunk tables before stopping.") var showShards = false
     @Flag(help: "Print one JSON object at the end instead of the summary.") var json = false
+    @Option(
+        help: ArgumentHelp(
+            "Without --redis: serve each parameter server's Prometheus metrics on loopback, shard i's at PORT+i.",
+            valueName: "port"))
+    var metricsPort: Int?
 
     func validate() throws {
         do { _ = try training.request() } catch let e as RequestError { throw ValidationError(e.description) }
@@ -57,6 +62,15 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--resume needs --redis: shards smlt train started itself end with it")
         }
         if let job { try JobSpec.validateJobName(job) }
+        if let metricsPort {
+            guard (1...65535).contains(metricsPort) else {
+                throw ValidationError("--metrics-port must be from 1 to 65535, got \(metricsPort)")
+            }
+            if try redis.endpointsIfGiven() != nil {
+                throw ValidationError(
+                    "--metrics-port applies to the servers smlt train starts (no --redis); give it to smlt serve")
+            }
+        }
     }
 
     func run() throws {
@@ -73,12 +87,15 @@ struct TrainCommand: ParsableCommand {
                     if !json { FileHandle.standardError.write(Data("\r\(line)\u{1B}[K\n".utf8)) }
                 }
                 let jobID = job ?? "train-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+                if let metricsPort {
+                    note("parameter servers' metrics: shard i's at http://127.0.0.1:\(metricsPort)+i/metrics")
+                }
                 let c = Coordinator(
                     request: request, job: jobID,
                     endpoints: try redis.endpointsIfGiven(), options: redis.options, allowed: redis.allowedEndpoints,
                     launch: Coordinator.Launch(
                         worker: [currentExecutable(), "worker"],
-                        server: [currentExecutable(), "serve"]),
+                        server: [currentExecutable(), "serve"], metricsPort: metricsPort),
                     resume: resume,
                     events: Coordinator.Events(
                         note: note, metrics: { progress.add($0) }, started: { progress.start($0) },

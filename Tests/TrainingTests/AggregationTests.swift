@@ -1,6 +1,7 @@
 import Foundation
 import KeySchema
 import LocalProcesses
+import Logging
 import ParamServer
 import RedisClient
 import ShardManager
@@ -15,7 +16,7 @@ final class RunningServer: Sendable {
     let done = DispatchSemaphore(value: 0)
 
     init(_ endpoints: [RedisEndpoint]) {
-        server = ParamServer(endpoints: endpoints, log: { _ in })
+        server = ParamServer(endpoints: endpoints, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let s = server
         let d = done
         Thread {

@@ -1,6 +1,7 @@
 import Foundation
 import KeySchema
 import LocalProcesses
+import Logging
 import RedisClient
 import ShardManager
 import TensorBlob
@@ -131,8 +132,12 @@ import TrainingProtocol
             let c1 = try RedisConnection(eps[0])
             let c2 = try RedisConnection(eps[0])
             let config = w.config
-            let fast = ShardAggregator(map: m.map, config: config, shard: 0, log: { _ in })
-            let stale = ShardAggregator(map: m.map, config: config, shard: 0, log: { _ in })
+            let fast = ShardAggregator(
+                map: m.map, config: config, shard: 0, endpoint: eps[0].description,
+                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+            let stale = ShardAggregator(
+                map: m.map, config: config, shard: 0, endpoint: eps[0].description,
+                logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
             // The stale server runs step 0, so it caches the parameters of version 1.
             try w.push(gradient: gradient(7, n), step: 0)
             #expect(try stale.advance(c2) == 1)

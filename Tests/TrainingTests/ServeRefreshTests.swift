@@ -1,6 +1,7 @@
-import KeySchema
 import Foundation
+import KeySchema
 import LocalProcesses
+import Logging
 import ParamServer
 import RedisClient
 import ShardManager
@@ -22,7 +23,8 @@ final class LoggedServer: Sendable {
     init(_ endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()) {
         let lines = self.lines
         server = ParamServer(
-            endpoints: endpoints, options: options, log: { line in lines.lines.withLock { $0.append(line) } })
+            endpoints: endpoints, options: options,
+            logger: Logger(label: "test") { _ in LineCapture { line in lines.lines.withLock { $0.append(line) } } })
         let (s, d) = (server, done)
         Thread {
             s.run()
@@ -48,6 +50,22 @@ final class LoggedServer: Sendable {
         server.stop()
         done.wait()
     }
+}
+
+/// A log handler that hands each message to a closure.
+struct LineCapture: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    let line: @Sendable (String) -> Void
+
+    init(_ line: @escaping @Sendable (String) -> Void) { self.line = line }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) { line("\(event.message)") }
 }
 
 /// Commands a redis-server has processed so far.

@@ -1,10 +1,15 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import LocalProcesses
+import Logging
+import Observability
 import ParamServer
+import Prometheus
 import RedisClient
 import Scheduler
 import ShardManager
+import Synchronization
 import TensorBlob
 import TrainingProtocol
 
@@ -53,6 +58,12 @@ struct AggregateBench: ParsableCommand {
 
     @OptionGroup var setup: AggregateSetup
     @Flag(help: "Also run the redis-limit and scatter-reduce baselines.") var compare = false
+    @Flag(
+        help: ArgumentHelp(
+            "Also run SMLT with the server's Prometheus metrics on, scraped over HTTP every second (smlt-metrics), right after SMLT with them off."
+        ))
+    var metrics = false
+    @Option(help: "Run the methods this many times, in turn (to see the noise between runs).") var rounds = 1
     @Option(help: ArgumentHelp("Run only this method (for profiling one of them).", visibility: .hidden))
     var only: AggregationMethod?
     @Flag(help: "Print JSON: one object per method.") var json = false
@@ -60,9 +71,26 @@ struct AggregateBench: ParsableCommand {
 
     func run() throws {
         ChildRegistry.installSignalHandlers()
-        let methods: [AggregationMethod] =
+        var methods: [AggregationMethod] =
             only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
-        let results = try AggregateRunner(setup: setup, verbose: verbose).run(methods)
+        if metrics && only == nil { methods.insert(.smltMetrics, at: 1) }
+        // With metrics, every other round runs smlt-metrics before smlt, so that neither always
+        // comes second.
+        var sequence: [AggregationMethod] = []
+        for round in 0..<max(1, rounds) {
+            sequence += methods.map { m in
+                guard round % 2 == 1 else { return m }
+                return m == .smlt ? .smltMetrics : m == .smltMetrics ? .smlt : m
+            }
+        }
+        var results = try AggregateRunner(setup: setup, verbose: verbose).run(sequence)
+        if results.contains(where: { $0.method == .smltMetrics }) {
+            let cost = try MetricsCost.measure(workers: setup.workers)
+            for i in results.indices where results[i].method == .smltMetrics {
+                results[i].metricUpdatesSecondsPerStep = cost.updatesPerStep
+                results[i].scrapeSeconds = cost.scrape
+            }
+        }
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -91,6 +119,15 @@ struct AggregateResult: Codable, Sendable {
     var checkedElements: Int
     /// gradient_gbps divided by redis-limit's, when both ran.
     var vsRedisLimit: Double?
+    /// For smlt-metrics: its median step time over that of the smlt run next to it.
+    var vsMetricsOff: Double?
+    /// CPU time (user + system) of the benchmark process per timed step: for the smlt methods,
+    /// the parameter server's threads (and the scrapes and their HTTP server with metrics on).
+    var processCPUSecondsPerStep: Double = 0
+    /// For smlt-metrics: the metric updates of one step, timed alone (`MetricsCost`).
+    var metricUpdatesSecondsPerStep: Double?
+    /// For smlt-metrics: one scrape of `/metrics` over HTTP, timed alone.
+    var scrapeSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case method, workers, params, shards, codec, steps
@@ -102,6 +139,10 @@ struct AggregateResult: Codable, Sendable {
         case compressionRatio = "compression_ratio"
         case checkedElements = "checked_elements"
         case vsRedisLimit = "vs_redis_limit"
+        case vsMetricsOff = "vs_metrics_off"
+        case processCPUSecondsPerStep = "process_cpu_seconds_per_step"
+        case metricUpdatesSecondsPerStep = "metric_updates_seconds_per_step"
+        case scrapeSeconds = "scrape_seconds"
     }
 
     static func table(_ rows: [AggregateResult]) -> String {
@@ -109,14 +150,44 @@ struct AggregateResult: Codable, Sendable {
         var out =
             "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(first.codec), "
             + "\(first.steps) timed steps\n"
-        out += "method          step median      min      max   gradient GB/s   wire MB/step   vs redis-limit\n"
+        out +=
+            "method          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
         for r in rows {
             out +=
                 r.method.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + String(
-                    format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f", r.stepSecondsMedian * 1e3,
-                    r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6)
-                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "") + "\n"
+                    format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f %15.1f ms", r.stepSecondsMedian * 1e3,
+                    r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6,
+                    r.processCPUSecondsPerStep * 1e3)
+                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "")
+                + (r.vsMetricsOff.map { String(format: "   step time %.3fx of metrics off", $0) } ?? "") + "\n"
+        }
+        let ratios = rows.compactMap(\.vsMetricsOff).sorted()
+        if !ratios.isEmpty {
+            out += String(
+                format: "metrics on / off, median step time: %.3f (median of %d pairs; each pair %@)\n",
+                ratios[ratios.count / 2], ratios.count,
+                ratios.map { String(format: "%.3f", $0) }.joined(separator: ", "))
+            func median(_ m: AggregationMethod, _ v: (AggregateResult) -> Double) -> Double {
+                let xs = rows.filter { $0.method == m }.map(v).sorted()
+                return xs[xs.count / 2]
+            }
+            let offCPU = median(.smlt, \.processCPUSecondsPerStep)
+            let onCPU = median(.smltMetrics, \.processCPUSecondsPerStep)
+            out += String(
+                format:
+                    "process CPU per step, median: %.2f ms off, %.2f ms on (%+.2f ms, %+.2f%% of the median step time off)\n",
+                offCPU * 1e3, onCPU * 1e3, (onCPU - offCPU) * 1e3,
+                (onCPU - offCPU) / median(.smlt, \.stepSecondsMedian) * 100)
+            if let on = rows.first(where: { $0.method == .smltMetrics }), let updates = on.metricUpdatesSecondsPerStep,
+                let scrape = on.scrapeSeconds
+            {
+                let step = median(.smlt, \.stepSecondsMedian)
+                out += String(
+                    format:
+                        "timed alone: a step's metric updates %.2f us (%.4f%% of the median step time off); a scrape %.3f ms (once a second: %.3f%% of a core)\n",
+                    updates * 1e6, updates / step * 100, scrape * 1e3, scrape * 100)
+            }
         }
         return out
     }
@@ -147,6 +218,13 @@ struct AggregateRunner {
         if let limit = results.first(where: { $0.method == .redisLimit }) {
             for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
         }
+        // Each smlt-metrics run against the smlt run next to it (before or after it).
+        for i in results.indices where results[i].method == .smltMetrics {
+            let next = [i - 1, i + 1].first { results.indices.contains($0) && results[$0].method == .smlt }
+            if let off = next.map({ results[$0] }) {
+                results[i].vsMetricsOff = results[i].stepSecondsMedian / off.stepSecondsMedian
+            }
+        }
         return results
     }
 
@@ -165,12 +243,16 @@ struct AggregateRunner {
         var server: ParamServer?
         let serverDone = DispatchGroup()
         var manager: ShardManager?
+        var endpoint: MetricsEndpoint?
+        let scraping = ScrapeLoop()
         defer {
             server?.stop()
             serverDone.wait()
+            scraping.stop()
+            endpoint?.stop()
             try? manager?.deleteJob()
         }
-        if method == .smlt {
+        if method == .smlt || method == .smltMetrics {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
@@ -180,10 +262,20 @@ struct AggregateRunner {
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
             )
             .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
-            let verbose = self.verbose
-            let s = ParamServer(endpoints: endpoints) { line in
-                if verbose { FileHandle.standardError.write(Data("[serve] \(line)\n".utf8)) }
+            var logger = Logger(label: "smlt.serve") { _ in TextLogHandler(prefix: "[serve]") }
+            logger.logLevel = verbose ? .info : .critical
+            var metrics = ServerMetrics.off
+            if method == .smltMetrics {
+                // As `smlt serve --metrics-port` runs it, and scraped every second as Prometheus would.
+                let registry = PrometheusCollectorRegistry()
+                var factory = PrometheusMetricsFactory(registry: registry)
+                factory.durationHistogramBuckets[ServerMetrics.Name.stepSeconds] = ServerMetrics.stepSecondsBuckets
+                metrics = ServerMetrics(factory: factory)
+                let e = try MetricsEndpoint(registry: registry, host: "127.0.0.1", port: 0)
+                endpoint = e
+                try scraping.start(port: Int(e.address.split(separator: ":").last!)!)
             }
+            let s = ParamServer(endpoints: endpoints, logger: logger, metrics: metrics)
             server = s
             serverDone.enter()
             Thread {
@@ -199,7 +291,8 @@ struct AggregateRunner {
                 try ChildProcess(
                     currentExecutable(),
                     arguments: [
-                        "aggregate-worker", "--method", method.rawValue, "--worker", "\(w)", "--workers", "\(n)",
+                        "aggregate-worker", "--method", (method == .smltMetrics ? .smlt : method).rawValue, "--worker",
+                        "\(w)", "--workers", "\(n)",
                         "--params", "\(setup.params)", "--steps", "\(setup.steps)", "--warmup", "\(setup.warmup)",
                         "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
                         "\(setup.momentum)",
@@ -229,6 +322,7 @@ struct AggregateRunner {
             }
         }
         let before = try netBytes(shards)
+        let cpuBefore = processCPUSeconds()
         _ = try shards.on(0) { c throws(RedisError) in
             try c.run(RedisCommand(strings: ["RPUSH", keys.go] + [String](repeating: "1", count: n)))
         }
@@ -237,6 +331,7 @@ struct AggregateRunner {
             sleepFor(.milliseconds(20))
         }
         try failIfExited()
+        let cpu = processCPUSeconds() - cpuBefore
         let after = try netBytes(shards)
 
         let decoder = JSONDecoder()
@@ -271,7 +366,7 @@ struct AggregateRunner {
             steps: setup.steps, stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,
             stepSecondsMax: stepTimes.last!, gradientGBps: Double(n * setup.params * 4) / median / 1e9,
             wireBytesPerStep: wire, compressionRatio: Double(setup.params * 4) / Double(blobBytes),
-            checkedElements: times.reduce(0) { $0 + $1.checked })
+            checkedElements: times.reduce(0) { $0 + $1.checked }, processCPUSecondsPerStep: cpu / Double(setup.steps))
     }
 
     /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, with `--codec`.
@@ -286,6 +381,14 @@ struct AggregateRunner {
                     ).count
             }
         }
+    }
+
+    /// User and system CPU seconds of this process so far (its threads, not its children).
+    func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// Bytes into and out of all shards so far (INFO stats).
@@ -314,4 +417,87 @@ extension BlobCodec: ExpressibleByArgument {
     public init?(argument: String) { self.init(name: argument) }
     public var defaultValueDescription: String { description }
     public static var allValueStrings: [String] { allCases.map(\.description) }
+}
+
+/// Scrapes `/metrics` over HTTP once a second on a thread of its own, as Prometheus would, and
+/// checks that each scrape answers 200.
+final class ScrapeLoop: Sendable {
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let running = Atomic<Bool>(false)
+    /// Scrapes that failed (reported when the loop stops).
+    let failures = Atomic<Int>(0)
+    let scrapes = Atomic<Int>(0)
+
+    func start(port: Int) throws {
+        running.store(true, ordering: .relaxed)
+        try DedicatedThread.start(name: "bench-scrape") { [self] in
+            while !stopping.load(ordering: .relaxed) {
+                let page = try? MetricsScrape.get(port: port)
+                scrapes.add(1, ordering: .relaxed)
+                if page?.status != 200 {
+                    failures.add(1, ordering: .relaxed)
+                }
+                for _ in 0..<10 where !stopping.load(ordering: .relaxed) { usleep(100_000) }
+            }
+            done.signal()
+        }
+    }
+
+    func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
+        stopping.store(true, ordering: .relaxed)
+        done.wait()
+        let (f, n) = (failures.load(ordering: .relaxed), scrapes.load(ordering: .relaxed))
+        if f > 0 { FileHandle.standardError.write(Data("warning: \(f) of \(n) metrics scrapes failed\n".utf8)) }
+    }
+}
+
+/// The metrics path's own cost, timed alone in the benchmark process: the updates of one step
+/// (`ServerMetrics.timeStepUpdates`, on the Prometheus factory `smlt serve` uses) and one scrape
+/// of `/metrics` over HTTP with those series present.
+enum MetricsCost {
+    static func measure(workers: Int) throws -> (updatesPerStep: Double, scrape: Double) {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[ServerMetrics.Name.stepSeconds] = ServerMetrics.stepSecondsBuckets
+        let metrics = ServerMetrics(factory: factory)
+        let steps = 100_000
+        _ = metrics.timeStepUpdates(workers: workers, steps: steps / 10)  // warm-up
+        let updates = metrics.timeStepUpdates(workers: workers, steps: steps)
+        // The page of a server with one job on two shards: every family, with its labels.
+        typealias N = ServerMetrics.Name
+        var handles: [AnyObject] = []
+        for shard in ["127.0.0.1:7001", "127.0.0.1:7002"] {
+            let labels = [("job", "bench"), ("shard", shard)]
+            for name in [N.stepsCommitted, N.gradientBytes, N.modelBytes] {
+                handles.append(Counter(label: name, dimensions: labels, factory: factory))
+            }
+            for reason in RejectionReason.allCases {
+                handles.append(
+                    Counter(label: N.pushRejected, dimensions: labels + [("reason", reason.rawValue)], factory: factory)
+                )
+            }
+            for name in [N.version, N.workersPushed] {
+                handles.append(Gauge(label: name, dimensions: labels, factory: factory))
+            }
+            let timer = CoreMetrics.Timer(label: N.stepSeconds, dimensions: labels, factory: factory)
+            timer.recordNanoseconds(2_000_000)
+            handles.append(timer)
+            for name in [N.redisErrors, N.serverRestarts] {
+                handles.append(Counter(label: name, dimensions: [("shard", shard)], factory: factory))
+            }
+        }
+        defer { withExtendedLifetime(handles) {} }
+        let endpoint = try MetricsEndpoint(registry: registry, host: "127.0.0.1", port: 0)
+        defer { endpoint.stop() }
+        let port = Int(endpoint.address.split(separator: ":").last!)!
+        _ = try MetricsScrape.get(port: port)
+        let scrapes = 200
+        let start = ContinuousClock.now
+        for _ in 0..<scrapes { _ = try MetricsScrape.get(port: port) }
+        let scrape = (ContinuousClock.now - start) / scrapes
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        return (seconds(updates) / Double(steps), seconds(scrape))
+    }
 }

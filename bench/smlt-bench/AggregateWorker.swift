@@ -10,6 +10,8 @@ import TrainingProtocol
 enum AggregationMethod: String, CaseIterable, Codable, ExpressibleByArgument, Sendable {
     /// SMLT: workers push through a WorkerSession, the ParamServer aggregates, workers pull.
     case smlt
+    /// The same with the server's Prometheus metrics on and scraped over HTTP every second.
+    case smltMetrics = "smlt-metrics"
     /// Plain SET/GET of the same bytes: the ceiling for storage-mediated aggregation.
     case redisLimit = "redis-limit"
     /// Serverless reduce-scatter + all-gather through Redis, no server (SMLT paper, LambdaML).
@@ -62,7 +64,7 @@ struct AggregateWorker: ParsableCommand {
         let known = KnownGradient(workers: workers, params: params)
         var times = WorkerTimes(worker: worker)
         switch method {
-        case .smlt: try runSMLT(endpoints, keys, known, &times)
+        case .smlt, .smltMetrics: try runSMLT(endpoints, keys, known, &times)
         case .redisLimit: try runRedisLimit(endpoints, keys, known, &times)
         case .scatterReduce: try runScatterReduce(endpoints, keys, known, &times)
         }

@@ -17,7 +17,7 @@ struct SweepChart {
     }
 
     static let colors: [AggregationMethod: String] = [
-        .smlt: "#1f77b4", .redisLimit: "#7f7f7f", .scatterReduce: "#d62728",
+        .smlt: "#1f77b4", .smltMetrics: "#2ca02c", .redisLimit: "#7f7f7f", .scatterReduce: "#d62728",
     ]
 
     func svg() -> String {
