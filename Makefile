@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIDDIR := $(CURDIR)/.build/test-pids
 PYVENV := $(CURDIR)/.build/pyvenv
 
-.PHONY: demo test python-test pyvenv deps build release clean
+.PHONY: demo test lint python-test pyvenv deps build release clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -28,13 +28,17 @@ demo: build
 # Tests start and stop their own redis-server processes on free loopback ports. Each writes a
 # pid file under $(PIDDIR); anything a crashed test left behind is stopped afterwards.
 # The Python client's tests (python/tests) run after the Swift tests, in a venv; either failing
-# fails `make test`.
-test: build pyvenv
+# fails `make test`. The Swift sources must pass `swift format lint` (.swift-format) first.
+test: build pyvenv lint
 	@rm -rf $(PIDDIR); mkdir -p $(PIDDIR)
 	@status=0; SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt swift test || status=$$?; \
 	SMLT_TEST_PIDDIR=$(PIDDIR) SMLT_BIN=$(CURDIR)/.build/debug/smlt $(PYVENV)/bin/python -m pytest -q python/tests || status=$$?; \
 	for f in $(PIDDIR)/*.pid; do [ -f "$$f" ] && kill "$$(cat $$f)" 2>/dev/null; done; \
 	rm -rf $(PIDDIR); exit $$status
+
+# The committed .swift-format, as a check (`swift format --in-place -r ...` fixes most findings).
+lint:
+	swift format lint --strict -r Sources Tests bench Examples Package.swift
 
 # Only the Python client's tests (needs the smlt binary: `make build`).
 python-test: build pyvenv

@@ -193,7 +193,9 @@ import TrainingProtocol
     /// SDK has no hooks for them).
     @Test(arguments: ["describe", "evaluate"])
     func anotherPhaseIsRefused(phase: String) {
-        let event = #"{"job": "j", "worker": 0, "generation": 0, "lease_ms": 3000, "redis": ["127.0.0.1:1"], "phase": "\#(phase)"}"#
+        let event =
+            #"{"job": "j", "worker": 0, "generation": 0, "lease_ms": 3000, "redis": ["127.0.0.1:1"], "#
+            + #""phase": "\#(phase)"}"#
         let error = #expect(throws: FunctionClientError.self) {
             try FunctionWorker.run(environment: [FunctionEnvironment.event: event], log: { _ in }) { _ in
             } step: { _, _, _ in
