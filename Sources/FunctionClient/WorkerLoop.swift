@@ -67,6 +67,17 @@ struct WorkerLoop {
         var parameters = Tensors(layout: layout, values: [Float](repeating: 0, count: layout.totalCount))
         var slowest: Duration = .zero
         var done = 0
+        // This invocation's last push, kept until the next step's parameters arrive: a server
+        // that refuses it (its gradient missing or damaged in Redis) waits for it again.
+        var lastPush: (step: Int, gradient: [Float])?
+        var waitingSince = ContinuousClock.now
+        /// After a wait with nothing published: pushes the last step again where it was refused.
+        func pushAgainIfRefused() throws {
+            guard let p = lastPush, p.step == step - 1 else { return }
+            if try session.pushAgainIfRefused(gradient: p.gradient, step: p.step) {
+                log("worker \(event.worker): a server refused this worker's push of step \(p.step); pushed it again")
+            }
+        }
         func stopping(_ next: Int) throws -> FunctionWorker.Outcome {
             try session.saveProgress(WorkerProgress(nextStep: next, generation: event.generation))
             return .continueLater
@@ -85,6 +96,7 @@ struct WorkerLoop {
             guard let wait = budget() else { return try stopping(step) }
             // The job's control, once the home shard has published this step's version.
             guard let control = try session.control(step: step, wait: min(wait, .seconds(5))) else {
+                try pushAgainIfRefused()
                 if deadline != nil, budget() == nil { return try stopping(step) }
                 continue
             }
@@ -118,12 +130,18 @@ struct WorkerLoop {
             let versions: (oldest: Int, newest: Int)
             let pullStart = ContinuousClock.now
             do {
+                // In rounds of at most 5 s, so a refused push is noticed while waiting.
                 versions = try parameters.withUnsafeMutableBufferPointer { p in
-                    try session.pull(step: step, into: p, timeout: pullWait)
+                    try session.pull(step: step, into: p, timeout: min(pullWait, .seconds(5)))
                 }
-            } catch let e as ShardError where deadline != nil && e.redisError?.code == .timedOut {
-                return try stopping(step)  // the other workers were too slow for this invocation
+            } catch let e as ShardError where e.redisError?.code == .timedOut {
+                try pushAgainIfRefused()
+                // The other workers were too slow for this invocation, or for anyone.
+                if deadline != nil, budget() == nil { return try stopping(step) }
+                if deadline == nil, ContinuousClock.now - waitingSince > .seconds(600) { throw e }
+                continue
             }
+            waitingSince = ContinuousClock.now
             if versions.newest > step {
                 // An earlier invocation pushed this step and some shard has moved on: finish that
                 // push where it is missing and go on with the next step, saved first. Not the
@@ -151,6 +169,7 @@ struct WorkerLoop {
             }
             let pushStart = ContinuousClock.now
             try session.push(gradient: gradient, step: step)
+            lastPush = (step, gradient)
             let pushed = ContinuousClock.now
             try session.report(
                 StepMetrics(

@@ -40,6 +40,21 @@ extension JobKeys {
         [["RPUSH", Self.wakeup, job], ["EXPIRE", Self.wakeup, "60"]]
     }
 
+    /// Whether shard `shard` refused worker `worker`'s push of `step`: the shard is still at version
+    /// `step` and the worker is not in its pushed set (a server takes a worker out of the set
+    /// when its gradient is missing or fails a check). One transaction, so a commit between the
+    /// two reads cannot make a push look refused. Send it on that shard's connection.
+    public func pushRefused(shard: Int, step: Int, worker: Int, on c: RedisConnection) throws(RedisError) -> Bool {
+        let replies = try c.pipeline([
+            ["MULTI"], latestVersionCommand(shard: shard), ["SISMEMBER", pushed(shard: shard, step: step), "\(worker)"],
+            ["EXEC"],
+        ])
+        guard let results = replies.last?.array, results.count == 2 else {
+            throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, "EXEC replied \(replies.last ?? .null)")
+        }
+        return Self.version(inLatest: results[0]) == step && results[1].integer == 0
+    }
+
     /// Marks worker `worker`'s push of `step` complete on shard `shard` (phase two of a push) and
     /// wakes the shard's server.
     public func markPushedCommands(shard: Int, step: Int, worker: Int, ttlSeconds: Int) -> [RedisCommand] {

@@ -156,6 +156,24 @@ public final class WorkerSession: Sendable {
         return complete.withLock { $0 }
     }
 
+    /// Pushes `gradient` of `step` again if a shard refused this worker's push of it (the
+    /// shard is still at version `step` and the worker is not in its pushed set: its server found
+    /// the gradient missing or damaged in Redis); returns whether it did. Without this the step
+    /// would never complete: every worker waits for the refusing shard's next version.
+    public func pushAgainIfRefused(gradient: [Float], step: Int) throws(ShardError) -> Bool {
+        let training = self.training
+        let worker = self.worker
+        let refused = Mutex<Bool>(false)
+        _ = try shards.onEachShard { shard, c throws(RedisError) in
+            if try training.pushRefused(shard: shard, step: step, worker: worker, on: c) {
+                refused.withLock { $0 = true }
+            }
+        }
+        guard refused.withLock({ $0 }) else { return false }
+        try push(gradient: gradient, step: step)
+        return true
+    }
+
     public func push(gradient: [Float], step: Int) throws(ShardError) {
         try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step) }
     }

@@ -96,6 +96,68 @@ import TrainingProtocol
         }
     }
 
+    /// A push the server refuses (here: one gradient chunk damaged in Redis after the push) is
+    /// pushed again by the worker that is waiting for the next version, and the job ends with
+    /// the parameters it would have reached without the damage.
+    @Test func aRefusedPushIsPushedAgain() throws {
+        try withRedisServers(2) { servers in
+            let steps = 3
+            let m = try makeJob("refused", servers, workers: 2, steps: steps)
+            let n = m.layout.totalElements
+            let known: @Sendable (Int, Int) -> [Float] = { w, t in gradient(UInt64(100 * w + t + 1), n) }
+            let outcomes = Locked<[FunctionWorker.Outcome]>([])
+            let logs = Locked<[String]>([])
+            let group = DispatchGroup()
+            for w in 0..<2 {
+                group.enter()
+                Thread {
+                    defer { group.leave() }
+                    let environment = Self.environment(job: "refused", worker: w, generation: 0, servers: servers)
+                    let outcome = try? FunctionWorker.run(
+                        environment: environment, log: { line in logs.withLock { $0.append(line) } }
+                    ) { _ in
+                    } step: { _, step, parameters in
+                        var gradients = parameters
+                        let g = known(w, step.index)
+                        gradients.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = g[i] } }
+                        return FunctionWorker.StepResult(gradients: gradients, loss: 1, accuracy: 0, examples: 1)
+                    }
+                    if let outcome { outcomes.withLock { $0.append(outcome) } }
+                }.start()
+            }
+            // No server yet: both workers push step 0 and wait. Then worker 1's first chunk on
+            // its shard gets a flipped payload byte, and the server starts.
+            let keys = JobKeys(job: "refused")
+            let chunk = 0
+            let shard = m.map.assignment[chunk]
+            let c = try RedisConnection(servers[shard].endpoint)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while (try c.run(["SCARD", keys.pushed(shard: shard, step: 0)]).integer ?? 0) < 2 {
+                try #require(ContinuousClock.now < deadline, "the workers did not push step 0")
+                sleepFor(.milliseconds(20))
+            }
+            let key = keys.gradient(chunk: chunk, step: 0, worker: 1)
+            var blob = try #require(try c.run(["GET", key]).bytes)
+            blob[blob.count - 1] ^= 0x40
+            try c.run(RedisCommand("SET", key).appending(bytes: blob))
+            let server = RunningServer(servers.map(\.endpoint))
+            defer { server.stop() }
+            #expect(group.wait(timeout: .now() + 60) == .success)
+            #expect(outcomes.withLock { $0 } == [.finished, .finished])
+            #expect(logs.withLock { $0 }.contains { $0.contains("refused this worker's push of step 0") })
+            let rejected = try c.run(["LRANGE", keys.rejected, "0", "-1"]).array?.compactMap(\.text) ?? []
+            #expect(rejected.count == 1 && rejected[0].contains("\"worker\":1"), "\(rejected)")
+            var expected = ExpectedModel(
+                count: n,
+                config: TrainingConfig(
+                    workers: 2, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01))
+            for t in 0..<steps { expected.step([known(0, t), known(1, t)]) }
+            let final = try WorkerSession(job: "refused", worker: 0, endpoints: servers.map(\.endpoint))
+                .pull(step: steps, timeout: .seconds(30))
+            #expect(final.map(\.bitPattern) == expected.params.map(\.bitPattern))
+        }
+    }
+
     /// `prepare` reads staged objects by name: from Redis on a cold start, from the function's
     /// local cache on the next (reported warm), checked either way.
     @Test func stagedObjectsComeFromTheLocalCacheOnAWarmStart() throws {

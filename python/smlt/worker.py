@@ -323,6 +323,23 @@ class Worker:
         pipe.ltrim(keys.inbox(job, shard), -1000, -1)
         pipe.execute()
 
+    def push_again_if_refused(self, gradient: np.ndarray, step: int) -> bool:
+        """Push ``gradient`` of ``step`` again if a shard refused it: the shard is still at version
+        ``step`` and this worker is not in its pushed set (its server found the gradient missing
+        or damaged in Redis). Returns whether it pushed. Without it the step never completes."""
+        job = self.job.job
+        refused = False
+        for i in range(len(self.job.map.shards)):
+            pipe = self.job.shard(i).pipeline(transaction=True)  # one MULTI: no commit in between
+            pipe.xrevrange(keys.versions(job, i), count=1)
+            pipe.sismember(keys.pushed(job, i, step), str(self.id))
+            entries, member = pipe.execute()
+            at = int(entries[0][1][b"version"]) if entries else None
+            refused = refused or (at == step and not member)
+        if refused:
+            self.push(gradient, step)
+        return refused
+
     def complete_push(self, step: int) -> None:
         """Finish an earlier invocation's push of ``step`` on the shards still at ``step``.
 
@@ -371,6 +388,15 @@ class Worker:
         try:
             self.report_start((time.monotonic_ns() - origin) / 1e9, warm)
             slowest, done = 0.0, 0
+            # This invocation's last push, kept until the next step's parameters arrive: a server
+            # that refuses it (gradient missing or damaged in Redis) waits for it again.
+            last_push: tuple[int, np.ndarray] | None = None
+
+            def push_again_if_refused() -> None:
+                if last_push is not None and last_push[0] == step - 1:
+                    if self.push_again_if_refused(last_push[1], last_push[0]):
+                        print(f"worker {self.id}: a server refused this worker's push of step {last_push[0]}; "
+                              "pushed it again", file=sys.stderr)
 
             def budget() -> float | None:
                 if deadline is None:
@@ -392,6 +418,7 @@ class Worker:
                     return stopping(step)
                 control = self.control(step, min(wait, 5.0))
                 if control is None:
+                    push_again_if_refused()
                     if deadline is not None and budget() is None:
                         return stopping(step)
                     continue
@@ -407,9 +434,10 @@ class Worker:
                 if wait is None:
                     return stopping(step)
                 t_pull = time.monotonic()
-                pulled = self.pull(step, wait)
+                pulled = self.pull(step, min(wait, 5.0))  # in rounds, to notice a refused push
                 if pulled is None:
-                    if deadline is not None:
+                    push_again_if_refused()
+                    if deadline is not None and budget() is None:
                         return stopping(step)
                     continue
                 if pulled.newest > step:
@@ -429,6 +457,7 @@ class Worker:
                     return EXIT_STOP_JOB
                 t_push = time.monotonic()
                 self.push(gradient, step)
+                last_push = (step, gradient)
                 t_end = time.monotonic()
                 self.report(step, result, pull_s=t_compute - t_pull, compute_s=t_push - t_compute,
                             push_s=t_end - t_push, step_s=t_end - t0)

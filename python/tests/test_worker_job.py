@@ -275,3 +275,48 @@ def test_workers_follow_a_reconfiguration_to_fewer_workers(cluster):
         assert json.loads(job.get_object("state-1"))["next_step"] == 3
         assert json.loads(job.get_object("state-0"))["next_step"] == steps
         assert workers[0].job.map.epoch == 2 and workers[0].job.config.workers == 1
+
+
+def test_a_refused_push_is_pushed_again(procs, smlt_bin):
+    """Both workers push step 0 before any server runs; worker 1's gradient chunk is then damaged
+    in Redis. The server refuses it (takes worker 1 out of the pushed set), worker 1 notices while
+    it waits for version 1 and pushes again, and the job ends at the reference parameters."""
+    x, y = softmax.dataset()
+    endpoints = [procs.redis(), procs.redis()]
+    workers, steps = 2, 4
+    job = softmax.register(endpoints, "refused", workers, steps, x, y)
+    with job:
+        parts = softmax.partitions(workers, x, y)
+        runners = [Worker(event(endpoints, "refused", w, lease_ms=3000)) for w in range(workers)]
+        codes = {}
+
+        def run(w):
+            px, py = parts[w]
+            codes[w] = runners[w].run(lambda t, p: softmax.gradient(p, px, py, t))
+
+        threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(workers)]
+        for t in threads:
+            t.start()
+        try:
+            chunk = 0
+            shard = job.map.assignment[chunk]
+            conn = job.shard(shard)
+            end = time.monotonic() + 30
+            while conn.scard(keys.pushed("refused", shard, 0)) < 2:
+                assert time.monotonic() < end, "the workers did not push step 0"
+                time.sleep(0.02)
+            key = keys.grad("refused", chunk, 0, 1)
+            blob = bytearray(conn.get(key))
+            blob[-1] ^= 0x40
+            conn.set(key, bytes(blob))
+            procs.start([smlt_bin, "serve", "--redis", ",".join(endpoints)], "serve",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for t in threads:
+                t.join(60)
+            assert codes == {0: 0, 1: 0}
+        finally:
+            for r in runners:
+                r.close()
+        rejected = [json.loads(r) for r in conn.lrange(keys.rejected("refused"), 0, -1)]
+        assert [(r["worker"], r["step"]) for r in rejected] == [(1, 0)]
+        assert_matches_reference(job, workers, steps, x, y)
