@@ -46,11 +46,13 @@ extension JobKeys {
     /// two reads cannot make a push look refused. Send it on that shard's connection.
     public func pushRefused(shard: Int, step: Int, worker: Int, on c: RedisConnection) throws(RedisError) -> Bool {
         let replies = try c.pipeline([
-            ["MULTI"], latestVersionCommand(shard: shard), ["SISMEMBER", pushed(shard: shard, step: step), "\(worker)"],
+            ["MULTI"], latestVersionCommand(shard: shard),
+            ["SISMEMBER", pushed(shard: shard, step: step), "\(worker)"],
             ["EXEC"],
         ])
         guard let results = replies.last?.array, results.count == 2 else {
-            throw RedisError(.unexpectedReply, endpoint: c.endpoint.description, "EXEC replied \(replies.last ?? .null)")
+            throw RedisError(
+                .unexpectedReply, endpoint: c.endpoint.description, "EXEC replied \(replies.last ?? .null)")
         }
         return Self.version(inLatest: results[0]) == step && results[1].integer == 0
     }
