@@ -3,7 +3,7 @@ import CTensorKernels
 extension DType {
     /// The LZ4 acceleration (`LZ4_compress_fast`) SMLT's writer uses for this dtype, chosen from
     /// the measurements in BENCHMARKS.md ("LZ4 acceleration"). f32 keeps LZ4's default.
-    var lz4Acceleration: Int32 {
+    public var lz4Acceleration: Int32 {
         switch self {
         case .f32: 1
         case .f16, .bf16: 32
