@@ -229,3 +229,33 @@ void ctk_f32_to_bf16(const float *src, uint16_t *dst, size_t n) { ctk_f32_to_bf1
 void ctk_bf16_to_f32(const uint16_t *src, float *dst, size_t n) { ctk_bf16_to_f32_with(src, dst, n, CTK_IMPL_AUTO); }
 void ctk_f32_to_f16(const float *src, uint16_t *dst, size_t n) { ctk_f32_to_f16_with(src, dst, n, CTK_IMPL_AUTO); }
 void ctk_f16_to_f32(const uint16_t *src, float *dst, size_t n) { ctk_f16_to_f32_with(src, dst, n, CTK_IMPL_AUTO); }
+
+/* Conversion and width-2 shuffle in one pass over cache-sized blocks: each block's 2-byte
+ * elements live in a small stack buffer between the two steps instead of going through a
+ * memory-sized intermediate array. The same bits as the two kernels one after the other. */
+#define CTK_FUSED_BLOCK 4096
+
+static void narrow_shuffled(const float *src, void *dst, size_t n, void (*narrow)(const float *, uint16_t *, size_t)) {
+    uint16_t block[CTK_FUSED_BLOCK];
+    unsigned char *d = dst;
+    for (size_t i = 0; i < n; i += CTK_FUSED_BLOCK) {
+        size_t m = n - i < CTK_FUSED_BLOCK ? n - i : CTK_FUSED_BLOCK;
+        narrow(src + i, block, m);
+        ctk_split2(block, d + i, d + n + i, m);
+    }
+}
+
+static void shuffled_widen(const void *src, float *dst, size_t n, void (*widen)(const uint16_t *, float *, size_t)) {
+    uint16_t block[CTK_FUSED_BLOCK];
+    const unsigned char *s = src;
+    for (size_t i = 0; i < n; i += CTK_FUSED_BLOCK) {
+        size_t m = n - i < CTK_FUSED_BLOCK ? n - i : CTK_FUSED_BLOCK;
+        ctk_join2(s + i, s + n + i, block, m);
+        widen(block, dst + i, m);
+    }
+}
+
+void ctk_f32_to_bf16_shuffled(const float *src, void *dst, size_t n) { narrow_shuffled(src, dst, n, ctk_f32_to_bf16); }
+void ctk_f32_to_f16_shuffled(const float *src, void *dst, size_t n) { narrow_shuffled(src, dst, n, ctk_f32_to_f16); }
+void ctk_bf16_shuffled_to_f32(const void *src, float *dst, size_t n) { shuffled_widen(src, dst, n, ctk_bf16_to_f32); }
+void ctk_f16_shuffled_to_f32(const void *src, float *dst, size_t n) { shuffled_widen(src, dst, n, ctk_f16_to_f32); }

@@ -50,23 +50,23 @@ static void unshuffle_portable(const unsigned char *s, unsigned char *d, size_t 
 
 /* Each returns how many elements it did (a multiple of its block); the caller finishes the rest. */
 
-static size_t shuffle2_sse2(const unsigned char *s, unsigned char *d, size_t count) {
+static size_t shuffle2_sse2(const unsigned char *s, unsigned char *d0, unsigned char *d1, size_t count) {
     const __m128i lo = _mm_set1_epi16(0x00FF);
     size_t i = 0;
     for (; i + 16 <= count; i += 16) {
         __m128i x0 = _mm_loadu_si128((const __m128i *)(s + 2 * i));
         __m128i x1 = _mm_loadu_si128((const __m128i *)(s + 2 * i + 16));
-        _mm_storeu_si128((__m128i *)(d + i), _mm_packus_epi16(_mm_and_si128(x0, lo), _mm_and_si128(x1, lo)));
-        _mm_storeu_si128((__m128i *)(d + count + i), _mm_packus_epi16(_mm_srli_epi16(x0, 8), _mm_srli_epi16(x1, 8)));
+        _mm_storeu_si128((__m128i *)(d0 + i), _mm_packus_epi16(_mm_and_si128(x0, lo), _mm_and_si128(x1, lo)));
+        _mm_storeu_si128((__m128i *)(d1 + i), _mm_packus_epi16(_mm_srli_epi16(x0, 8), _mm_srli_epi16(x1, 8)));
     }
     return i;
 }
 
-static size_t unshuffle2_sse2(const unsigned char *s, unsigned char *d, size_t count) {
+static size_t unshuffle2_sse2(const unsigned char *s0, const unsigned char *s1, unsigned char *d, size_t count) {
     size_t i = 0;
     for (; i + 16 <= count; i += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
-        __m128i b = _mm_loadu_si128((const __m128i *)(s + count + i));
+        __m128i a = _mm_loadu_si128((const __m128i *)(s0 + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(s1 + i));
         _mm_storeu_si128((__m128i *)(d + 2 * i), _mm_unpacklo_epi8(a, b));
         _mm_storeu_si128((__m128i *)(d + 2 * i + 16), _mm_unpackhi_epi8(a, b));
     }
@@ -125,7 +125,7 @@ static size_t unshuffle4_sse2(const unsigned char *s, unsigned char *d, size_t c
 
 #define AVX2 __attribute__((target("avx2")))
 
-AVX2 static size_t shuffle2_avx2(const unsigned char *s, unsigned char *d, size_t count) {
+AVX2 static size_t shuffle2_avx2(const unsigned char *s, unsigned char *d0, unsigned char *d1, size_t count) {
     const __m256i lo = _mm256_set1_epi16(0x00FF);
     size_t i = 0;
     for (; i + 32 <= count; i += 32) {
@@ -134,17 +134,17 @@ AVX2 static size_t shuffle2_avx2(const unsigned char *s, unsigned char *d, size_
         /* packus works within 128-bit lanes; the permute puts the four quarters in order. */
         __m256i a = _mm256_packus_epi16(_mm256_and_si256(x0, lo), _mm256_and_si256(x1, lo));
         __m256i b = _mm256_packus_epi16(_mm256_srli_epi16(x0, 8), _mm256_srli_epi16(x1, 8));
-        _mm256_storeu_si256((__m256i *)(d + i), _mm256_permute4x64_epi64(a, 0xD8));
-        _mm256_storeu_si256((__m256i *)(d + count + i), _mm256_permute4x64_epi64(b, 0xD8));
+        _mm256_storeu_si256((__m256i *)(d0 + i), _mm256_permute4x64_epi64(a, 0xD8));
+        _mm256_storeu_si256((__m256i *)(d1 + i), _mm256_permute4x64_epi64(b, 0xD8));
     }
     return i;
 }
 
-AVX2 static size_t unshuffle2_avx2(const unsigned char *s, unsigned char *d, size_t count) {
+AVX2 static size_t unshuffle2_avx2(const unsigned char *s0, const unsigned char *s1, unsigned char *d, size_t count) {
     size_t i = 0;
     for (; i + 32 <= count; i += 32) {
-        __m256i a = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(s + i)), 0xD8);
-        __m256i b = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(s + count + i)), 0xD8);
+        __m256i a = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(s0 + i)), 0xD8);
+        __m256i b = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(s1 + i)), 0xD8);
         _mm256_storeu_si256((__m256i *)(d + 2 * i), _mm256_unpacklo_epi8(a, b));
         _mm256_storeu_si256((__m256i *)(d + 2 * i + 32), _mm256_unpackhi_epi8(a, b));
     }
@@ -218,9 +218,9 @@ int ctk_shuffle_with(const void *src, void *dst, size_t count, size_t elementSiz
     if (!ctk_impl_available(impl) || impl == CTK_IMPL_F16C) return 0;
     size_t done = 0;
 #if defined(__x86_64__)
-    if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = shuffle2_avx2(s, d, count);
+    if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = shuffle2_avx2(s, d, d + count, count);
     if (impl == CTK_IMPL_AVX2 && elementSize == 4) done = shuffle4_avx2(s, d, count);
-    if (impl == CTK_IMPL_SSE2 && elementSize == 2) done = shuffle2_sse2(s, d, count);
+    if (impl == CTK_IMPL_SSE2 && elementSize == 2) done = shuffle2_sse2(s, d, d + count, count);
     if (impl == CTK_IMPL_SSE2 && elementSize == 4) done = shuffle4_sse2(s, d, count);
 #endif
     shuffle_portable(s, d, done, count, elementSize);
@@ -234,9 +234,9 @@ int ctk_unshuffle_with(const void *src, void *dst, size_t count, size_t elementS
     if (!ctk_impl_available(impl) || impl == CTK_IMPL_F16C) return 0;
     size_t done = 0;
 #if defined(__x86_64__)
-    if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = unshuffle2_avx2(s, d, count);
+    if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = unshuffle2_avx2(s, s + count, d, count);
     if (impl == CTK_IMPL_AVX2 && elementSize == 4) done = unshuffle4_avx2(s, d, count);
-    if (impl == CTK_IMPL_SSE2 && elementSize == 2) done = unshuffle2_sse2(s, d, count);
+    if (impl == CTK_IMPL_SSE2 && elementSize == 2) done = unshuffle2_sse2(s, s + count, d, count);
     if (impl == CTK_IMPL_SSE2 && elementSize == 4) done = unshuffle4_sse2(s, d, count);
 #endif
     unshuffle_portable(s, d, done, count, elementSize);
@@ -261,5 +261,33 @@ int ctk_impl_available(int impl) {
     case CTK_IMPL_AVX2: return (ctk_cpu_simd() & CTK_CPU_AVX2) != 0;
     case CTK_IMPL_F16C: return (ctk_cpu_simd() & CTK_CPU_F16C) != 0;
     default: return 0;
+    }
+}
+
+/* Two-byte elements to and from planes at any distance (the fused conversions below work on
+ * blocks of a longer array, whose planes lie `count` bytes apart). */
+void ctk_split2(const void *src, void *low, void *high, size_t n) {
+    const unsigned char *s = src;
+    unsigned char *d0 = low, *d1 = high;
+    size_t i = 0;
+#if defined(__x86_64__)
+    i = (ctk_cpu_simd() & CTK_CPU_AVX2) ? shuffle2_avx2(s, d0, d1, n) : shuffle2_sse2(s, d0, d1, n);
+#endif
+    for (; i < n; i++) {
+        d0[i] = s[2 * i];
+        d1[i] = s[2 * i + 1];
+    }
+}
+
+void ctk_join2(const void *low, const void *high, void *dst, size_t n) {
+    const unsigned char *s0 = low, *s1 = high;
+    unsigned char *d = dst;
+    size_t i = 0;
+#if defined(__x86_64__)
+    i = (ctk_cpu_simd() & CTK_CPU_AVX2) ? unshuffle2_avx2(s0, s1, d, n) : unshuffle2_sse2(s0, s1, d, n);
+#endif
+    for (; i < n; i++) {
+        d[2 * i] = s0[i];
+        d[2 * i + 1] = s1[i];
     }
 }

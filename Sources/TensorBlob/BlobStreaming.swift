@@ -65,27 +65,19 @@ extension TensorBlob {
         _ values: UnsafeBufferPointer<Float>, dtype: DType = .f32, codec: BlobCodec, step: UInt64, producer: UInt32
     ) -> BlobParts {
         let rawBytes = values.count * dtype.byteWidth
-        var converted: UnsafeMutableRawBufferPointer?
-        if dtype != .f32, rawBytes > 0 {
-            let c = UnsafeMutableRawBufferPointer.allocate(byteCount: rawBytes, alignment: 64)
-            dtype.narrow(values, into: c.baseAddress!)
-            converted = c
-        }
-        let elements = converted.map(UnsafeRawBufferPointer.init) ?? UnsafeRawBufferPointer(values)
+        let elements = ElementBytes(values, dtype)
         var compressed: UnsafeMutableRawBufferPointer?
         if codec != .raw, rawBytes > 0, rawBytes <= Int(LZ4_MAX_INPUT_SIZE) {
             let bound = Int(clz4_compress_bound(Int32(rawBytes)))
             let out = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 16)
-            let n = compress(
-                elements, count: values.count, dtype: dtype, codec: codec, into: out.baseAddress!, capacity: bound)
+            let n = compress(elements, codec: codec, into: out.baseAddress!, capacity: bound)
             if n > 0 && n < rawBytes {
                 compressed = UnsafeMutableRawBufferPointer(rebasing: out[0..<n])
             } else {
                 out.deallocate()
             }
         }
-        if compressed != nil { converted?.deallocate() }
-        let payload = compressed ?? converted
+        let payload = compressed ?? (rawBytes > 0 ? elements.takeRaw() : nil)
         let header = BlobHeader(
             dtype: dtype, codec: compressed == nil ? .raw : codec, count: UInt64(values.count), step: step,
             producer: producer, payloadLength: UInt64(compressed?.count ?? rawBytes), checksum: 0)
@@ -115,7 +107,8 @@ extension TensorBlob {
     }
 
     /// Verifies the checksum of a blob whose payload was read where `payloadTarget` said, and
-    /// decodes it into `destination` (decompressed, unshuffled, converted to f32). On a checksum error `destination` holds garbage.
+    /// decodes it into `destination` (decompressed, unshuffled, converted to f32). On a checksum
+    /// error `destination` holds garbage.
     public static func finishDecode(
         _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
         into destination: UnsafeMutableBufferPointer<Float>, scratch: DecodeScratch

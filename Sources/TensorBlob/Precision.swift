@@ -47,3 +47,57 @@ extension DType {
         }
     }
 }
+
+/// The bytes a blob of `dtype` stores for `values`, made on first use: the elements (the values
+/// themselves for f32) and the elements byte-shuffled by the dtype's width.
+final class ElementBytes {
+    let values: UnsafeBufferPointer<Float>
+    let dtype: DType
+    private var converted: UnsafeMutableRawBufferPointer?
+    private var shuffledBytes: UnsafeMutableRawBufferPointer?
+
+    init(_ values: UnsafeBufferPointer<Float>, _ dtype: DType) {
+        self.values = values
+        self.dtype = dtype
+    }
+
+    deinit {
+        converted?.deallocate()
+        shuffledBytes?.deallocate()
+    }
+
+    var byteCount: Int { values.count * dtype.byteWidth }
+
+    /// The little-endian elements.
+    var raw: UnsafeRawBufferPointer {
+        if dtype == .f32 { return UnsafeRawBufferPointer(values) }
+        if converted == nil {
+            let c = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            dtype.narrow(values, into: c.baseAddress!)
+            converted = c
+        }
+        return UnsafeRawBufferPointer(rebasing: converted![0..<byteCount])
+    }
+
+    /// The elements byte-shuffled; for 2-byte dtypes converted and shuffled in one pass.
+    var shuffled: UnsafeRawBufferPointer {
+        if shuffledBytes == nil {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            switch dtype {
+            case .f32: ctk_shuffle(values.baseAddress, b.baseAddress, values.count, 4)
+            case .bf16: ctk_f32_to_bf16_shuffled(values.baseAddress, b.baseAddress, values.count)
+            case .f16: ctk_f32_to_f16_shuffled(values.baseAddress, b.baseAddress, values.count)
+            }
+            shuffledBytes = b
+        }
+        return UnsafeRawBufferPointer(rebasing: shuffledBytes![0..<byteCount])
+    }
+
+    /// Hands the converted elements over to the caller (who deallocates them); nil for f32.
+    func takeRaw() -> UnsafeMutableRawBufferPointer? {
+        guard dtype != .f32 else { return nil }
+        _ = raw
+        defer { converted = nil }
+        return UnsafeMutableRawBufferPointer(rebasing: converted![0..<byteCount])
+    }
+}

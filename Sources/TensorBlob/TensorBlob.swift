@@ -12,17 +12,8 @@ public enum TensorBlob {
     public static func encode(
         _ values: UnsafeBufferPointer<Float>, dtype: DType = .f32, codec: BlobCodec, step: UInt64, producer: UInt32
     ) -> [UInt8] {
-        let width = dtype.byteWidth
-        let rawBytes = values.count * width
-        // The element bytes: the values themselves for f32, converted ones otherwise.
-        var converted: UnsafeMutableRawBufferPointer?
-        defer { converted?.deallocate() }
-        if dtype != .f32, rawBytes > 0 {
-            let c = UnsafeMutableRawBufferPointer.allocate(byteCount: rawBytes, alignment: 64)
-            dtype.narrow(values, into: c.baseAddress!)
-            converted = c
-        }
-        let src = converted.map(UnsafeRawBufferPointer.init) ?? UnsafeRawBufferPointer(values)
+        let rawBytes = values.count * dtype.byteWidth
+        let elements = ElementBytes(values, dtype)
         let tryCompress = codec != .raw && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
         let capacity =
             BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
@@ -32,16 +23,14 @@ public enum TensorBlob {
             var payload = 0
             if tryCompress {
                 let dst = out.baseAddress! + BlobHeader.size
-                let n = compress(
-                    src, count: values.count, dtype: dtype, codec: codec, into: dst,
-                    capacity: capacity - BlobHeader.size)
+                let n = compress(elements, codec: codec, into: dst, capacity: capacity - BlobHeader.size)
                 if n > 0 && n < rawBytes {
                     payload = n
                     usedCodec = codec
                 }
             }
             if usedCodec == .raw, rawBytes > 0 {
-                (out.baseAddress! + BlobHeader.size).copyMemory(from: src.baseAddress!, byteCount: rawBytes)
+                (out.baseAddress! + BlobHeader.size).copyMemory(from: elements.raw.baseAddress!, byteCount: rawBytes)
                 payload = rawBytes
             }
             initialized = BlobHeader.size + payload
@@ -57,20 +46,12 @@ public enum TensorBlob {
         return blob
     }
 
-    /// LZ4-compresses the element bytes `src` (shuffled first for shuffle-lz4) into `dst`;
-    /// returns the compressed length, or 0 when it does not fit in `capacity`.
-    static func compress(
-        _ src: UnsafeRawBufferPointer, count: Int, dtype: DType, codec: BlobCodec, into dst: UnsafeMutableRawPointer,
-        capacity: Int
-    ) -> Int {
-        let acceleration = dtype.lz4Acceleration
-        guard codec == .shuffleLZ4 else {
-            return Int(clz4_compress_fast(src.baseAddress, dst, Int32(src.count), Int32(capacity), acceleration))
-        }
-        let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: src.count, alignment: 64)
-        defer { tmp.deallocate() }
-        ctk_shuffle(src.baseAddress, tmp.baseAddress, count, dtype.byteWidth)
-        return Int(clz4_compress_fast(tmp.baseAddress, dst, Int32(src.count), Int32(capacity), acceleration))
+    /// LZ4-compresses the element bytes (shuffled for shuffle-lz4) into `dst`; returns the
+    /// compressed length, or 0 when it does not fit in `capacity`.
+    static func compress(_ e: ElementBytes, codec: BlobCodec, into dst: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        let input = codec == .shuffleLZ4 ? e.shuffled : e.raw
+        return Int(
+            clz4_compress_fast(input.baseAddress, dst, Int32(input.count), Int32(capacity), e.dtype.lz4Acceleration))
     }
 
     public static func encode(
@@ -171,9 +152,8 @@ public enum TensorBlob {
     }
 
     /// Turns a checked blob's payload into f32 values in `destination` (of the blob's count):
-    /// LZ4 (into `destination` for f32 lz4, else scratch), the unshuffle (into `destination` for
-    /// f32, else scratch), and for f16 and bf16 the conversion to f32 (from the payload itself
-    /// when raw).
+    /// LZ4 (into `destination` for f32 lz4, else scratch), then the unshuffle and for f16 and
+    /// bf16 the conversion to f32 (from the payload itself when raw).
     static func decodePayload(
         _ h: BlobHeader, payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>,
         scratch: DecodeScratch
@@ -181,25 +161,22 @@ public enum TensorBlob {
         let raw = h.rawByteCount
         guard raw > 0 else { return }
         let dst = UnsafeMutableRawPointer(destination.baseAddress!)
-        let f32 = h.dtype == .f32
         var elements = payload.baseAddress!
         if h.codec != .raw {
-            let out = f32 && h.codec == .lz4 ? dst : scratch.shuffle(raw).baseAddress!
+            let out = h.dtype == .f32 && h.codec == .lz4 ? dst : scratch.shuffle(raw).baseAddress!
             let n = clz4_decompress_safe(payload.baseAddress, out, Int32(payload.count), Int32(raw))
             guard n == Int32(raw) else {
                 throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
             }
             elements = UnsafeRawPointer(out)
         }
-        if h.codec == .shuffleLZ4 {
-            let out = f32 ? dst : scratch.elements(raw).baseAddress!
-            ctk_unshuffle(elements, out, Int(h.count), h.dtype.byteWidth)
-            elements = UnsafeRawPointer(out)
-        }
-        if !f32 {
-            h.dtype.widen(elements, into: destination)
-        } else if elements != UnsafeRawPointer(dst) {
-            dst.copyMemory(from: elements, byteCount: raw)
+        switch (h.dtype, h.codec) {
+        case (.f32, .shuffleLZ4): ctk_unshuffle(elements, dst, Int(h.count), 4)
+        case (.f32, _): if elements != UnsafeRawPointer(dst) { dst.copyMemory(from: elements, byteCount: raw) }
+        // The unshuffle and the conversion in one pass.
+        case (.bf16, .shuffleLZ4): ctk_bf16_shuffled_to_f32(elements, destination.baseAddress, destination.count)
+        case (.f16, .shuffleLZ4): ctk_f16_shuffled_to_f32(elements, destination.baseAddress, destination.count)
+        case (_, _): h.dtype.widen(elements, into: destination)
         }
     }
 

@@ -169,6 +169,44 @@ import Testing
         }
     }
 
+    @Test func fusedConversionsAreTheKernelsOneAfterTheOther() {
+        var rng = RandomBits(state: 21)
+        // Lengths around the fused loops' 4096-element blocks and the SIMD blocks.
+        for n in [0, 1, 15, 33, 4095, 4096, 4097, 10_000] {
+            let x = (0..<n).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }
+            for (narrow, fused, widen, fusedWiden) in [
+                (ctk_f32_to_bf16, ctk_f32_to_bf16_shuffled, ctk_bf16_to_f32, ctk_bf16_shuffled_to_f32),
+                (ctk_f32_to_f16, ctk_f32_to_f16_shuffled, ctk_f16_to_f32, ctk_f16_shuffled_to_f32),
+            ]
+                as [(
+                    (UnsafePointer<Float>?, UnsafeMutablePointer<UInt16>?, Int) -> Void,
+                    (UnsafePointer<Float>?, UnsafeMutableRawPointer?, Int) -> Void,
+                    (UnsafePointer<UInt16>?, UnsafeMutablePointer<Float>?, Int) -> Void,
+                    (UnsafeRawPointer?, UnsafeMutablePointer<Float>?, Int) -> Void
+                )]
+            {
+                var elements = [UInt16](repeating: 0, count: n)
+                var planes = [UInt8](repeating: 0, count: 2 * n)
+                var fusedPlanes = [UInt8](repeating: 1, count: 2 * n)
+                elements.withUnsafeMutableBufferPointer { narrow(x, $0.baseAddress, n) }
+                elements.withUnsafeBytes { e in
+                    planes.withUnsafeMutableBytes { ctk_shuffle(e.baseAddress, $0.baseAddress, n, 2) }
+                }
+                fusedPlanes.withUnsafeMutableBytes { fused(x, $0.baseAddress, n) }
+                #expect(fusedPlanes == planes, "narrow, n = \(n)")
+                var widened = [Float](repeating: 0, count: n)
+                var fusedWidened = [Float](repeating: 1, count: n)
+                elements.withUnsafeBufferPointer { e in
+                    widened.withUnsafeMutableBufferPointer { widen(e.baseAddress, $0.baseAddress, n) }
+                }
+                planes.withUnsafeBytes { p in
+                    fusedWidened.withUnsafeMutableBufferPointer { fusedWiden(p.baseAddress, $0.baseAddress, n) }
+                }
+                #expect(fusedWidened.map(\.bitPattern) == widened.map(\.bitPattern), "widen, n = \(n)")
+            }
+        }
+    }
+
     @Test func implementationsReportWhatTheyRun() {
         #expect(ctk_impl_available(Int32(CTK_IMPL_PORTABLE)) == 1)
         #expect(ctk_impl_available(99) == 0)

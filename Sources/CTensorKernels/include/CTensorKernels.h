@@ -22,6 +22,18 @@ void ctk_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 /// IEEE f16 -> f32 (exact; a NaN gets the quiet bit).
 void ctk_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
+/// The 2-byte elements at src split into a plane of low bytes and one of high bytes (n each), and
+/// back: ctk_shuffle and ctk_unshuffle with width 2 when high = low + n.
+void ctk_split2(const void *src, void *low, void *high, size_t n);
+void ctk_join2(const void *low, const void *high, void *dst, size_t n);
+
+/// The conversion and the width-2 shuffle in one pass (the same bits as one after the other):
+/// f32 -> bf16/f16 planes (2n bytes at dst), and planes -> f32.
+void ctk_f32_to_bf16_shuffled(const float *src, void *dst, size_t n);
+void ctk_f32_to_f16_shuffled(const float *src, void *dst, size_t n);
+void ctk_bf16_shuffled_to_f32(const void *src, float *dst, size_t n);
+void ctk_f16_shuffled_to_f32(const void *src, float *dst, size_t n);
+
 /// Implementations of the shuffle and conversion kernels, for tests and benchmarks: AUTO picks
 /// the fastest the CPU has. Shuffles and bf16 have PORTABLE, SSE2 (x86-64) and AVX2; f16 has
 /// PORTABLE and F16C.
