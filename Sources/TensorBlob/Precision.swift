@@ -6,7 +6,7 @@ extension DType {
     public var lz4Acceleration: Int32 {
         switch self {
         case .f32: 1
-        case .f16, .bf16: 32
+        case .f16, .bf16: 48
         }
     }
 

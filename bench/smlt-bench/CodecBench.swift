@@ -102,12 +102,12 @@ struct CodecBench: ParsableCommand {
         print(
             "\(elements) f32 elements (\(elements * 4 / 1024) KiB) per blob; ratio = f32 bytes / stored payload; "
                 + "GB/s = f32 bytes per second on one core (median of \(repeats))")
-        print("data            dtype method                  accel  ratio   encode GB/s  decode GB/s")
+        print("data            dtype method                        accel  ratio   encode GB/s  decode GB/s")
         for r in rows {
             print(
                 r.data.padding(toLength: 16, withPad: " ", startingAt: 0)
                     + r.dtype.padding(toLength: 6, withPad: " ", startingAt: 0)
-                    + r.method.padding(toLength: 24, withPad: " ", startingAt: 0)
+                    + r.method.padding(toLength: 30, withPad: " ", startingAt: 0)
                     + (r.acceleration.map { String($0) } ?? "-").padding(toLength: 5, withPad: " ", startingAt: 0)
                     + String(format: "%6.2fx  %11.2f  %11.2f", r.ratio, r.encodeGBps, r.decodeGBps))
         }

@@ -56,8 +56,8 @@ class Dtype(enum.IntEnum):
 
     @property
     def lz4_acceleration(self) -> int:
-        """The LZ4 acceleration SMLT's writers use (1 for f32, 32 for the 2-byte dtypes)."""
-        return 1 if self == Dtype.F32 else 32
+        """The LZ4 acceleration SMLT's writers use (1 for f32, 48 for the 2-byte dtypes)."""
+        return 1 if self == Dtype.F32 else 48
 
     @classmethod
     def parse(cls, value: "Dtype | str | int") -> "Dtype":
