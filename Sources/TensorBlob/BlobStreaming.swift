@@ -31,23 +31,20 @@ public final class BlobParts {
 }
 
 /// Reusable decode buffers for one thread: payloads that cannot land in the destination
-/// (compressed, or of a 2-byte dtype), LZ4's output, and unshuffled 2-byte elements.
+/// (compressed, or of a 2-byte dtype) and LZ4's output when it cannot either.
 public final class DecodeScratch {
     private var payload = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var shuffle = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    private var elements = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
     public init() {}
 
     deinit {
         payload.deallocate()
         shuffle.deallocate()
-        elements.deallocate()
     }
 
     func payload(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&payload, n) }
     func shuffle(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&shuffle, n) }
-    func elements(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&elements, n) }
 
     private static func grow(_ b: inout UnsafeMutableRawBufferPointer, _ n: Int) -> UnsafeMutableRawBufferPointer {
         if b.count < n {
