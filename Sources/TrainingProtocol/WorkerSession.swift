@@ -106,10 +106,13 @@ public final class WorkerSession: Sendable {
     /// to each shard's pushed set. A worker killed between the phases has left its whole gradient
     /// in Redis, so its next invocation can finish the push (`completePush`) even when some
     /// shards already moved on and the parameters it was computed from are gone.
-    public func push(gradient: UnsafeBufferPointer<Float>, step: Int) throws(ShardError) {
+    ///
+    /// With `dtype` bf16 or f16 the gradient is stored rounded to that type (half the bytes);
+    /// the servers sum the rounded values (`DType.round` gives them, for error feedback).
+    public func push(gradient: UnsafeBufferPointer<Float>, step: Int, dtype: DType = .f32) throws(ShardError) {
         try shards.write(
             gradient, as: .gradient(step: step, worker: worker), step: step, producer: UInt32(worker),
-            expireSeconds: Self.gradientTTLSeconds)
+            expireSeconds: Self.gradientTTLSeconds, dtype: dtype)
         try markPushed(step: step) { _, _ in true }
     }
 
@@ -156,8 +159,9 @@ public final class WorkerSession: Sendable {
         return complete.withLock { $0 }
     }
 
-    public func push(gradient: [Float], step: Int) throws(ShardError) {
-        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step) }
+    public func push(gradient: [Float], step: Int, dtype: DType = .f32) throws(ShardError) {
+        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step, dtype: dtype)
+        }
     }
 
     /// Reports this worker's metrics for a step (shown by `smlt train`): one entry of the job's
