@@ -1,6 +1,6 @@
 # The two commands of SMLT: `make demo` and `make test`. Both install what is missing first.
 SHELL := /bin/bash
-APT_PACKAGES := redis-server redis-tools libhiredis-dev liblz4-dev pkg-config python3 python3-venv
+APT_PACKAGES := redis-server redis-tools libhiredis-dev liblz4-dev lz4 pkg-config python3 python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIDDIR := $(CURDIR)/.build/test-pids
 PYVENV := $(CURDIR)/.build/pyvenv

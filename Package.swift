@@ -107,6 +107,8 @@ let package = Package(
             dependencies: [
                 "RedisClient", "TensorBlob", "ShardManager", "TrainingProtocol", "ParamServer", "Scheduler",
                 "LocalProcesses", "Workloads", "Planner", "PlannerSimulation", "Observability",
+                // The codec benchmark times LZ4 and the kernels alone too.
+                "CLZ4", "CTensorKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

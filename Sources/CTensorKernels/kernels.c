@@ -306,40 +306,6 @@ uint32_t ctk_crc32c(uint32_t crc, const void *data, size_t length) {
     return ~crc32c_sw(crc, (const unsigned char *)data, length);
 }
 
-void ctk_shuffle(const void *src, void *dst, size_t count, size_t elementSize) {
-    const unsigned char *s = src;
-    unsigned char *d = dst;
-    if (elementSize == 4) {
-        unsigned char *d0 = d, *d1 = d + count, *d2 = d + 2 * count, *d3 = d + 3 * count;
-        for (size_t i = 0; i < count; i++) {
-            d0[i] = s[4 * i];
-            d1[i] = s[4 * i + 1];
-            d2[i] = s[4 * i + 2];
-            d3[i] = s[4 * i + 3];
-        }
-        return;
-    }
-    for (size_t i = 0; i < count; i++)
-        for (size_t j = 0; j < elementSize; j++) d[j * count + i] = s[i * elementSize + j];
-}
-
-void ctk_unshuffle(const void *src, void *dst, size_t count, size_t elementSize) {
-    const unsigned char *s = src;
-    unsigned char *d = dst;
-    if (elementSize == 4) {
-        const unsigned char *s0 = s, *s1 = s + count, *s2 = s + 2 * count, *s3 = s + 3 * count;
-        for (size_t i = 0; i < count; i++) {
-            d[4 * i] = s0[i];
-            d[4 * i + 1] = s1[i];
-            d[4 * i + 2] = s2[i];
-            d[4 * i + 3] = s3[i];
-        }
-        return;
-    }
-    for (size_t i = 0; i < count; i++)
-        for (size_t j = 0; j < elementSize; j++) d[i * elementSize + j] = s[j * count + i];
-}
-
 void ctk_add_f32(float *restrict dst, const float *restrict src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }

@@ -225,9 +225,12 @@ public final class ShardManager: Sendable {
     /// - Parameters:
     ///   - step: stored in every blob header (the parameter version, or the gradient's step).
     ///   - expireSeconds: a TTL for the blobs (gradients), or nil to keep them.
+    ///   - codec: the blobs' codec; the map's when nil.
+    ///   - dtype: the blobs' element type; bf16 and f16 round the values (readers get the
+    ///     rounded values back as f32).
     public func write(
         _ flat: UnsafeBufferPointer<Float>, as kind: ChunkKind, step: Int, producer: UInt32,
-        expireSeconds: Int? = nil, codec: BlobCodec? = nil,
+        expireSeconds: Int? = nil, codec: BlobCodec? = nil, dtype: DType = .f32,
         after: @escaping @Sendable (Int) -> [RedisCommand] = { _ in [] }
     ) throws(ShardError) {
         guard flat.count == layout.totalElements else {
@@ -259,7 +262,8 @@ public final class ShardManager: Sendable {
             }
             for chunk in map.chunks(onShard: shard) {
                 let values = UnsafeBufferPointer(rebasing: source[layout.range(ofChunk: chunk)])
-                let blob = TensorBlob.encodeParts(values, codec: codec, step: UInt64(step), producer: producer)
+                let blob = TensorBlob.encodeParts(
+                    values, dtype: dtype, codec: codec, step: UInt64(step), producer: producer)
                 parts.append(blob)
                 batch.append(
                     BorrowedCommand(

@@ -1,11 +1,42 @@
-/// Element types a blob can carry. Only `f32` is written today; `f16` and `bf16` are reserved
-/// so that lower-precision codecs can be added without a format change.
-public enum DType: UInt8, Sendable, CaseIterable {
+/// Element types a blob can carry. Values are always given and returned as f32: `f16` and
+/// `bf16` blobs store them rounded to nearest even (docs/wire-format.md), and a reader treats
+/// their elements as the f32 values they decode to.
+public enum DType: UInt8, Sendable, CaseIterable, Codable, CustomStringConvertible {
     case f32 = 0
+    /// IEEE 754 binary16: 11 significant bits, finite values up to 65504.
     case f16 = 1
+    /// bfloat16: the top half of an f32 (8 significant bits, f32's range).
     case bf16 = 2
 
     public var byteWidth: Int { self == .f32 ? 4 : 2 }
+
+    public var description: String {
+        switch self {
+        case .f32: "f32"
+        case .f16: "f16"
+        case .bf16: "bf16"
+        }
+    }
+
+    /// Parses the names `f32`, `f16` and `bf16`.
+    public init?(name: String) {
+        guard let d = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = d
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let d = DType(name: name) else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "unknown dtype '\(name)' (f32, f16, bf16)"))
+        }
+        self = d
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
 }
 
 /// How a blob's payload is encoded.
@@ -64,6 +95,6 @@ public struct BlobHeader: Sendable, Equatable {
     public var payloadLength: UInt64
     public var checksum: UInt32
 
-    /// Bytes of the decoded elements.
+    /// Bytes of the stored elements (`count` × the dtype's width) before compression.
     public var rawByteCount: Int { Int(count) * dtype.byteWidth }
 }

@@ -6,30 +6,32 @@ import CTensorKernels
 /// Owns the header and any compressed payload; their memory stays valid while it lives.
 public final class BlobParts {
     public let header: UnsafeMutableRawBufferPointer
-    /// The compressed payload; nil when the payload is the raw values themselves.
-    public let compressed: UnsafeMutableRawBufferPointer?
+    /// The payload when it is not the f32 values themselves: compressed, or converted to a
+    /// 2-byte dtype. nil for a raw f32 blob.
+    public let payload: UnsafeMutableRawBufferPointer?
 
-    init(header: UnsafeMutableRawBufferPointer, compressed: UnsafeMutableRawBufferPointer?) {
+    init(header: UnsafeMutableRawBufferPointer, payload: UnsafeMutableRawBufferPointer?) {
         self.header = header
-        self.compressed = compressed
+        self.payload = payload
     }
 
     deinit {
         header.deallocate()
-        compressed?.deallocate()
+        payload?.deallocate()
     }
 
     /// The blob's segments in order (header, payload), valid while this object and `values`
     /// (the tensor it was encoded from) are.
     public func segments(values: UnsafeBufferPointer<Float>) -> [UnsafeRawBufferPointer] {
-        [UnsafeRawBufferPointer(header), compressed.map(UnsafeRawBufferPointer.init) ?? UnsafeRawBufferPointer(values)]
+        [UnsafeRawBufferPointer(header), payload.map(UnsafeRawBufferPointer.init) ?? UnsafeRawBufferPointer(values)]
     }
 
     /// Bytes of the whole blob.
     public var blobLength: Int { BlobHeader.size + Int(loadLE(UnsafeRawBufferPointer(header), 32) as UInt64) }
 }
 
-/// Reusable decode buffers for one thread: compressed payloads and the shuffle stage.
+/// Reusable decode buffers for one thread: payloads that cannot land in the destination
+/// (compressed, or of a 2-byte dtype) and LZ4's output when it cannot either.
 public final class DecodeScratch {
     private var payload = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var shuffle = UnsafeMutableRawBufferPointer(start: nil, count: 0)
@@ -54,47 +56,41 @@ public final class DecodeScratch {
 }
 
 extension TensorBlob {
-    /// Encodes `values` as a header and a payload. A raw payload is `values` itself: nothing is
-    /// copied, the checksum is computed over it in place.
+    /// Encodes `values` as a blob of `dtype`, as a header and a payload. The payload of a raw
+    /// f32 blob is `values` itself: nothing is copied, the checksum is computed over it in place.
     public static func encodeParts(
-        _ values: UnsafeBufferPointer<Float>, codec: BlobCodec, step: UInt64, producer: UInt32
+        _ values: UnsafeBufferPointer<Float>, dtype: DType = .f32, codec: BlobCodec, step: UInt64, producer: UInt32
     ) -> BlobParts {
-        let rawBytes = values.count * 4
+        let rawBytes = values.count * dtype.byteWidth
+        let elements = ElementBytes(values, dtype)
         var compressed: UnsafeMutableRawBufferPointer?
         if codec != .raw, rawBytes > 0, rawBytes <= Int(LZ4_MAX_INPUT_SIZE) {
             let bound = Int(clz4_compress_bound(Int32(rawBytes)))
             let out = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 16)
-            var n: Int32 = 0
-            if codec == .shuffleLZ4 {
-                let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: rawBytes, alignment: 16)
-                defer { tmp.deallocate() }
-                ctk_shuffle(values.baseAddress, tmp.baseAddress, values.count, 4)
-                n = clz4_compress(tmp.baseAddress, out.baseAddress, Int32(rawBytes), Int32(bound))
-            } else {
-                n = clz4_compress(values.baseAddress, out.baseAddress, Int32(rawBytes), Int32(bound))
-            }
-            if n > 0 && Int(n) < rawBytes {
-                compressed = UnsafeMutableRawBufferPointer(rebasing: out[0..<Int(n)])
+            let n = compress(elements, codec: codec, into: out.baseAddress!, capacity: bound)
+            if n > 0 && n < rawBytes {
+                compressed = UnsafeMutableRawBufferPointer(rebasing: out[0..<n])
             } else {
                 out.deallocate()
             }
         }
+        let payload = compressed ?? (rawBytes > 0 ? elements.takeRaw() : nil)
         let header = BlobHeader(
-            dtype: .f32, codec: compressed == nil ? .raw : codec, count: UInt64(values.count), step: step,
+            dtype: dtype, codec: compressed == nil ? .raw : codec, count: UInt64(values.count), step: step,
             producer: producer, payloadLength: UInt64(compressed?.count ?? rawBytes), checksum: 0)
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: BlobHeader.size, alignment: 16)
         writeHeader(header, to: bytes)
         let crc = ctk_crc32c(0, bytes.baseAddress, 40)
         let full =
-            compressed.map { ctk_crc32c(crc, $0.baseAddress, $0.count) }
+            payload.map { ctk_crc32c(crc, $0.baseAddress, $0.count) }
             ?? ctk_crc32c(crc, values.baseAddress, rawBytes)
         storeLE(full, bytes, 40)
-        return BlobParts(header: bytes, compressed: compressed)
+        return BlobParts(header: bytes, payload: payload)
     }
 
     /// Checks a blob's header from its first 48 bytes, before its payload has been read, and
-    /// says where the payload should go: straight into `destination` for a raw blob, or into
-    /// `scratch` for a compressed one. Finish with `finishDecode`.
+    /// says where the payload should go: straight into `destination` for a raw f32 blob, or
+    /// into `scratch` for a compressed one or one of a 2-byte dtype. Finish with `finishDecode`.
     public static func payloadTarget(
         prefix: UnsafeRawBufferPointer, blobLength: Int, destination: UnsafeMutableBufferPointer<Float>,
         scratch: DecodeScratch, maxElements: Int = defaultMaxElements
@@ -103,12 +99,13 @@ extension TensorBlob {
         guard Int(h.count) == destination.count else {
             throw TensorBlobError(.countMismatch, "blob holds \(h.count) elements, expected \(destination.count)")
         }
-        if h.codec == .raw { return (h, UnsafeMutableRawBufferPointer(destination)) }
+        if h.codec == .raw && h.dtype == .f32 { return (h, UnsafeMutableRawBufferPointer(destination)) }
         return (h, scratch.payload(Int(h.payloadLength)))
     }
 
     /// Verifies the checksum of a blob whose payload was read where `payloadTarget` said, and
-    /// decompresses it into `destination`. On a checksum error `destination` holds garbage.
+    /// decodes it into `destination` (decompressed, unshuffled, converted to f32). On a checksum
+    /// error `destination` holds garbage.
     public static func finishDecode(
         _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
         into destination: UnsafeMutableBufferPointer<Float>, scratch: DecodeScratch
@@ -118,14 +115,7 @@ extension TensorBlob {
         guard crc == h.checksum else {
             throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(h.checksum))")
         }
-        let raw = h.rawByteCount
-        guard raw > 0, h.codec != .raw else { return }
-        let dst = UnsafeMutableRawPointer(destination.baseAddress!)
-        let lz4Out = h.codec == .shuffleLZ4 ? scratch.shuffle(raw).baseAddress! : dst
-        let n = clz4_decompress_safe(payload.baseAddress, lz4Out, Int32(payload.count), Int32(raw))
-        guard n == Int32(raw) else {
-            throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
-        }
-        if h.codec == .shuffleLZ4 { ctk_unshuffle(lz4Out, dst, Int(h.count), 4) }
+        if h.codec == .raw && h.dtype == .f32 { return }  // already in place
+        try decodePayload(h, payload: payload, into: destination, scratch: scratch)
     }
 }

@@ -6,13 +6,14 @@ public enum TensorBlob {
     /// The largest element count a decoder accepts unless told otherwise (1 GiB of f32).
     public static let defaultMaxElements = 1 << 28
 
-    /// Encodes f32 values. A compressed payload that would not be smaller than the raw bytes is
-    /// stored raw, and the header then says `raw`.
+    /// Encodes f32 values as a blob of `dtype` (f16 and bf16 round each value to nearest even).
+    /// A compressed payload that would not be smaller than the raw bytes is stored raw, and the
+    /// header then says `raw`.
     public static func encode(
-        _ values: UnsafeBufferPointer<Float>, codec: BlobCodec, step: UInt64, producer: UInt32
+        _ values: UnsafeBufferPointer<Float>, dtype: DType = .f32, codec: BlobCodec, step: UInt64, producer: UInt32
     ) -> [UInt8] {
-        let rawBytes = values.count * 4
-        let src = UnsafeRawBufferPointer(values)
+        let rawBytes = values.count * dtype.byteWidth
+        let elements = ElementBytes(values, dtype)
         let tryCompress = codec != .raw && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
         let capacity =
             BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
@@ -22,29 +23,20 @@ public enum TensorBlob {
             var payload = 0
             if tryCompress {
                 let dst = out.baseAddress! + BlobHeader.size
-                let bound = capacity - BlobHeader.size
-                var n: Int32 = 0
-                if codec == .shuffleLZ4 {
-                    let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: rawBytes, alignment: 16)
-                    defer { tmp.deallocate() }
-                    ctk_shuffle(src.baseAddress, tmp.baseAddress, values.count, 4)
-                    n = clz4_compress(tmp.baseAddress, dst, Int32(rawBytes), Int32(bound))
-                } else {
-                    n = clz4_compress(src.baseAddress, dst, Int32(rawBytes), Int32(bound))
-                }
-                if n > 0 && Int(n) < rawBytes {
-                    payload = Int(n)
+                let n = compress(elements, codec: codec, into: dst, capacity: capacity - BlobHeader.size)
+                if n > 0 && n < rawBytes {
+                    payload = n
                     usedCodec = codec
                 }
             }
             if usedCodec == .raw, rawBytes > 0 {
-                (out.baseAddress! + BlobHeader.size).copyMemory(from: src.baseAddress!, byteCount: rawBytes)
+                (out.baseAddress! + BlobHeader.size).copyMemory(from: elements.raw.baseAddress!, byteCount: rawBytes)
                 payload = rawBytes
             }
             initialized = BlobHeader.size + payload
         }
         let header = BlobHeader(
-            dtype: .f32, codec: usedCodec, count: UInt64(values.count), step: step, producer: producer,
+            dtype: dtype, codec: usedCodec, count: UInt64(values.count), step: step, producer: producer,
             payloadLength: UInt64(blob.count - BlobHeader.size), checksum: 0)
         blob.withUnsafeMutableBytes { out in
             writeHeader(header, to: out)
@@ -54,8 +46,18 @@ public enum TensorBlob {
         return blob
     }
 
-    public static func encode(_ values: [Float], codec: BlobCodec, step: UInt64, producer: UInt32) -> [UInt8] {
-        values.withUnsafeBufferPointer { encode($0, codec: codec, step: step, producer: producer) }
+    /// LZ4-compresses the element bytes (shuffled for shuffle-lz4) into `dst`; returns the
+    /// compressed length, or 0 when it does not fit in `capacity`.
+    static func compress(_ e: ElementBytes, codec: BlobCodec, into dst: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        let input = codec == .shuffleLZ4 ? e.shuffled : e.raw
+        return Int(
+            clz4_compress_fast(input.baseAddress, dst, Int32(input.count), Int32(capacity), e.dtype.lz4Acceleration))
+    }
+
+    public static func encode(
+        _ values: [Float], dtype: DType = .f32, codec: BlobCodec, step: UInt64, producer: UInt32
+    ) -> [UInt8] {
+        values.withUnsafeBufferPointer { encode($0, dtype: dtype, codec: codec, step: step, producer: producer) }
     }
 
     /// Reads and checks the header: magic, version, dtype, codec, sizes and checksum.
@@ -119,16 +121,16 @@ public enum TensorBlob {
         case .raw:
             guard Int(header.payloadLength) == raw else {
                 throw TensorBlobError(
-                    .lengthMismatch, "raw payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+                    .lengthMismatch,
+                    "raw payload of \(header.payloadLength) bytes for \(header.count) \(dtype) elements (\(raw) bytes)")
             }
         case .lz4, .shuffleLZ4:
             guard header.payloadLength > 0, Int(header.payloadLength) < raw else {
                 throw TensorBlobError(
-                    .lengthMismatch, "compressed payload of \(header.payloadLength) bytes for \(raw) bytes of elements")
+                    .lengthMismatch,
+                    "compressed payload of \(header.payloadLength) bytes for \(header.count) \(dtype) elements (\(raw) bytes)"
+                )
             }
-        }
-        guard dtype == .f32 else {
-            throw TensorBlobError(.unsupportedDType, "dtype \(dtype) is reserved, not yet readable")
         }
         return header
     }
@@ -143,28 +145,39 @@ public enum TensorBlob {
         guard Int(h.count) == destination.count else {
             throw TensorBlobError(.countMismatch, "blob holds \(h.count) elements, expected \(destination.count)")
         }
-        let raw = h.rawByteCount
-        guard raw > 0 else { return h }
-        let payload = blob.baseAddress! + BlobHeader.size
-        let dst = UnsafeMutableRawPointer(destination.baseAddress!)
-        switch h.codec {
-        case .raw:
-            dst.copyMemory(from: payload, byteCount: raw)
-        case .lz4:
-            let n = clz4_decompress_safe(payload, dst, Int32(h.payloadLength), Int32(raw))
-            guard n == Int32(raw) else {
-                throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
-            }
-        case .shuffleLZ4:
-            let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: raw, alignment: 16)
-            defer { tmp.deallocate() }
-            let n = clz4_decompress_safe(payload, tmp.baseAddress, Int32(h.payloadLength), Int32(raw))
-            guard n == Int32(raw) else {
-                throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
-            }
-            ctk_unshuffle(tmp.baseAddress, dst, Int(h.count), 4)
-        }
+        try decodePayload(
+            h, payload: UnsafeRawBufferPointer(rebasing: blob[BlobHeader.size...]), into: destination,
+            scratch: DecodeScratch())
         return h
+    }
+
+    /// Turns a checked blob's payload into f32 values in `destination` (of the blob's count):
+    /// LZ4 (into `destination` for f32 lz4, else scratch), then the unshuffle and for f16 and
+    /// bf16 the conversion to f32 (from the payload itself when raw).
+    static func decodePayload(
+        _ h: BlobHeader, payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>,
+        scratch: DecodeScratch
+    ) throws(TensorBlobError) {
+        let raw = h.rawByteCount
+        guard raw > 0 else { return }
+        let dst = UnsafeMutableRawPointer(destination.baseAddress!)
+        var elements = payload.baseAddress!
+        if h.codec != .raw {
+            let out = h.dtype == .f32 && h.codec == .lz4 ? dst : scratch.shuffle(raw).baseAddress!
+            let n = clz4_decompress_safe(payload.baseAddress, out, Int32(payload.count), Int32(raw))
+            guard n == Int32(raw) else {
+                throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
+            }
+            elements = UnsafeRawPointer(out)
+        }
+        switch (h.dtype, h.codec) {
+        case (.f32, .shuffleLZ4): ctk_unshuffle(elements, dst, Int(h.count), 4)
+        case (.f32, _): if elements != UnsafeRawPointer(dst) { dst.copyMemory(from: elements, byteCount: raw) }
+        // The unshuffle and the conversion in one pass.
+        case (.bf16, .shuffleLZ4): ctk_bf16_shuffled_to_f32(elements, destination.baseAddress, destination.count)
+        case (.f16, .shuffleLZ4): ctk_f16_shuffled_to_f32(elements, destination.baseAddress, destination.count)
+        case (_, _): h.dtype.widen(elements, into: destination)
+        }
     }
 
     /// Decodes into a new array.

@@ -106,10 +106,13 @@ public final class WorkerSession: Sendable {
     /// to each shard's pushed set. A worker killed between the phases has left its whole gradient
     /// in Redis, so its next invocation can finish the push (`completePush`) even when some
     /// shards already moved on and the parameters it was computed from are gone.
-    public func push(gradient: UnsafeBufferPointer<Float>, step: Int) throws(ShardError) {
+    ///
+    /// With `dtype` bf16 or f16 the gradient is stored rounded to that type (half the bytes);
+    /// the servers sum the rounded values (`DType.round` gives them, for error feedback).
+    public func push(gradient: UnsafeBufferPointer<Float>, step: Int, dtype: DType = .f32) throws(ShardError) {
         try shards.write(
             gradient, as: .gradient(step: step, worker: worker), step: step, producer: UInt32(worker),
-            expireSeconds: Self.gradientTTLSeconds)
+            expireSeconds: Self.gradientTTLSeconds, dtype: dtype)
         try markPushed(step: step) { _, _ in true }
     }
 
@@ -160,7 +163,7 @@ public final class WorkerSession: Sendable {
     /// shard is still at version `step` and the worker is not in its pushed set: its server found
     /// the gradient missing or damaged in Redis); returns whether it did. Without this the step
     /// would never complete: every worker waits for the refusing shard's next version.
-    public func pushAgainIfRefused(gradient: [Float], step: Int) throws(ShardError) -> Bool {
+    public func pushAgainIfRefused(gradient: [Float], step: Int, dtype: DType = .f32) throws(ShardError) -> Bool {
         let training = self.training
         let worker = self.worker
         let refused = Mutex<Bool>(false)
@@ -170,12 +173,13 @@ public final class WorkerSession: Sendable {
             }
         }
         guard refused.withLock({ $0 }) else { return false }
-        try push(gradient: gradient, step: step)
+        try push(gradient: gradient, step: step, dtype: dtype)
         return true
     }
 
-    public func push(gradient: [Float], step: Int) throws(ShardError) {
-        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step) }
+    public func push(gradient: [Float], step: Int, dtype: DType = .f32) throws(ShardError) {
+        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step, dtype: dtype)
+        }
     }
 
     /// Reports this worker's metrics for a step (shown by `smlt train`): one entry of the job's

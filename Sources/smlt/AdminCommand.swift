@@ -9,6 +9,7 @@ struct AdminCommand: ParsableCommand {
         commandName: "admin", abstract: "Inspect and operate shards.",
         subcommands: [
             Shards.self, Jobs.self, Chunks.self, Top.self, Checkpoint.self, Restore.self, Reshard.self, Delete.self,
+            Blob.self,
         ])
 
     struct Shards: ParsableCommand {

@@ -111,6 +111,34 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
         }
     }
 
+    /// A gradient pushed as bf16 or f16 is summed as the f32 values it decodes to: the step equals
+    /// the f32 computation on the rounded gradient, bit for bit (and not the unrounded one).
+    @Test(arguments: [DType.bf16, .f16])
+    func lowPrecisionGradientCountsAsItsF32Values(dtype: DType) throws {
+        try withRedisServers(2) { servers in
+            let job = "narrow-\(dtype)"
+            let m = try makeJob(job, servers, workers: 2)
+            let server = RunningServer(servers.map(\.endpoint))
+            defer { server.stop() }
+            let eps = servers.map(\.endpoint)
+            let w0 = try WorkerSession(job: job, worker: 0, endpoints: eps)
+            let w1 = try WorkerSession(job: job, worker: 1, endpoints: eps)
+            let n = m.layout.totalElements
+            let g0 = gradient(1, n)
+            let g1 = gradient(2, n)
+            var rounded = [Float](repeating: 0, count: n)
+            g1.withUnsafeBufferPointer { g in rounded.withUnsafeMutableBufferPointer { dtype.round(g, into: $0) } }
+            #expect(rounded != g1)
+            try w0.push(gradient: g0, step: 0)
+            try w1.push(gradient: g1, step: 0, dtype: dtype)
+            let stored = try RedisConnection(servers[0].endpoint).run(
+                ["GET", JobKeys(job: job).gradient(chunk: m.map.chunks(onShard: 0)[0], step: 0, worker: 1)])
+            #expect(stored.bytes?[5] == dtype.rawValue)
+            let p1 = try w0.pull(step: 1, timeout: .seconds(20))
+            #expect(p1.map(\.bitPattern) == expectedStep([g0, rounded], config: w0.config).map(\.bitPattern))
+        }
+    }
+
     @Test func earlyPushIsHeldNotMixed() throws {
         try withRedisServers(1) { servers in
             _ = try makeJob("early", servers, workers: 2)

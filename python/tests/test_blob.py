@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from smlt import blob
-from smlt.blob import Codec, decode, encode
+from smlt.blob import Codec, Dtype, decode, encode, round_to
 
 CODECS = list(Codec)
+NARROW = [Dtype.BF16, Dtype.F16]
 
 
 def compressible(n=1000):
@@ -146,11 +147,146 @@ def test_compressed_payload_not_smaller():
         decode(restamp(empty))
 
 
-def test_reserved_dtype():
+def test_unknown_dtype():
     b = good()
-    b[5] = 1
-    with pytest.raises(blob.UnsupportedDtype, match="f16"):
+    b[5] = 3
+    with pytest.raises(blob.UnsupportedDtype, match="dtype byte 3"):
         decode(restamp(b))
+
+
+# --- bf16 and f16 --------------------------------------------------------------------------
+
+
+def specials() -> np.ndarray:
+    bits = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFA00001, 0x00000001, 0x80800000, 0x477FE000,
+            0x477FF000, 0x47800000, 0xF149F2CA, 0x7F7FFFFF, 0x3F808000, 0x3F818000, 0x33800000, 0x33000000,
+            0x33000001, 0x3F801000, 0x3F803000]
+    return np.array(bits, dtype="<u4").view("<f4")
+
+
+def gradient(n=5000, seed=3) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(n) * 0.01).astype(np.float32)
+
+
+def bf16_reference(x: np.ndarray) -> np.ndarray:
+    """Round to nearest even by distances in float64 (exact here); past the largest finite bf16
+    the next value up is 2^128."""
+    b = x.view("<u4")
+    lo = b & 0xFFFF0000
+    up = lo + np.uint32(0x10000)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN and infinite inputs are set below
+        lo_v = lo.view("<f4").astype(np.float64)
+        up_v = up.view("<f4").astype(np.float64)
+        xv = x.astype(np.float64)
+        up_v = np.where((up & 0x7FFFFFFF) == 0x7F800000, np.copysign(2.0 ** 128, xv), up_v)
+        d_lo, d_up = np.abs(xv - lo_v), np.abs(up_v - xv)
+    take_lo = (d_lo < d_up) | ((d_lo == d_up) & (((lo >> 16) & 1) == 0))
+    r = np.where(take_lo, lo >> 16, up >> 16).astype("<u2")
+    special = np.isinf(x)
+    r[special] = (b[special] >> 16).astype("<u2")
+    nan = np.isnan(x)
+    r[nan] = ((b[nan] >> 16) | 0x40).astype("<u2")
+    return r
+
+
+def f16_reference(x: np.ndarray) -> np.ndarray:
+    """numpy's float16 cast (round to nearest even) for numbers; the documented rule for NaNs."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = x.astype(np.float16).view("<u2").copy()
+    b = x.view("<u4")
+    nan = np.isnan(x)
+    r[nan] = (((b[nan] >> 16) & 0x8000) | 0x7E00 | ((b[nan] >> 13) & 0x3FF)).astype("<u2")
+    return r
+
+
+def rounding_inputs(low_bits: int) -> np.ndarray:
+    """Every high part with the low parts that decide rounding, plus random bit patterns."""
+    low = 1 << low_bits
+    lows = np.array([0, 1, low // 2 - 1, low // 2, low // 2 + 1, low - 1, 0x5A5A5A5A & (low - 1)], dtype=np.uint64)
+    highs = np.arange(1 << (32 - low_bits), dtype=np.uint64) << low_bits
+    grid = (highs[:, None] | lows[None, :]).reshape(-1).astype("<u4")
+    rand = np.random.default_rng(5).integers(0, 1 << 32, size=200_000, dtype=np.uint64).astype("<u4")
+    return np.concatenate([grid, rand]).view("<f4")
+
+
+def test_bf16_rounding_matches_the_reference():
+    x = rounding_inputs(16)
+    assert np.array_equal(blob._to_bf16(x), bf16_reference(x))
+
+
+def test_f16_rounding_matches_the_reference():
+    x = rounding_inputs(13)
+    assert np.array_equal(blob._to_f16(x), f16_reference(x))
+
+
+def test_every_narrow_value_widens_exactly():
+    h = np.arange(1 << 16, dtype=np.uint32).astype("<u2")
+    assert np.array_equal(blob._from_bf16(h).view("<u4"), h.astype("<u4") << 16)
+    widened = blob._from_f16(h).view("<u4")
+    finite_or_inf = ~((h & 0x7C00 == 0x7C00) & (h & 0x3FF != 0))
+    assert np.array_equal(widened[finite_or_inf], h[finite_or_inf].view("<f2").astype("<f4").view("<u4"))
+    nan = h[~finite_or_inf].astype("<u4")
+    assert np.array_equal(widened[~finite_or_inf], ((nan & 0x8000) << 16) | 0x7FC00000 | ((nan & 0x3FF) << 13))
+    # and every non-NaN narrow value survives the way back
+    bf16_number = ~((h & 0x7F80 == 0x7F80) & (h & 0x7F != 0))
+    assert np.array_equal(blob._to_bf16(blob._from_bf16(h))[bf16_number], h[bf16_number])
+    assert np.array_equal(blob._to_f16(blob._from_f16(h))[finite_or_inf], h[finite_or_inf])
+
+
+@pytest.mark.parametrize("dtype", NARROW)
+@pytest.mark.parametrize("codec", CODECS)
+def test_narrow_round_trip(dtype, codec):
+    for values in (np.concatenate([specials(), gradient()]), compressible(), np.zeros(0, np.float32)):
+        data = encode(values, codec, step=4, producer=9, dtype=dtype)
+        b = decode(data, expected_count=values.size)
+        assert b.header.dtype == dtype and (b.header.step, b.header.producer) == (4, 9)
+        assert b.values.dtype == np.float32
+        assert b.values.tobytes() == round_to(values, dtype).tobytes()
+    assert decode(encode(compressible(), codec, dtype=dtype)).header.codec == codec
+
+
+@pytest.mark.parametrize("dtype", NARROW)
+def test_narrow_payload_layout(dtype):
+    values = compressible(64)
+    elements = (blob._to_bf16 if dtype == Dtype.BF16 else blob._to_f16)(values).tobytes()
+    raw = encode(values, "raw", dtype=dtype)
+    assert raw[5] == dtype and raw[48:] == elements and len(raw) == 48 + 2 * 64
+    shuffled = encode(compressible(4000), "shuffle-lz4", dtype=dtype)
+    planes = lz4.block.decompress(shuffled[48:], uncompressed_size=8000)
+    elements = (blob._to_bf16 if dtype == Dtype.BF16 else blob._to_f16)(compressible(4000)).tobytes()
+    assert planes[:4000] == elements[0::2] and planes[4000:] == elements[1::2]
+
+
+@pytest.mark.parametrize("dtype", NARROW)
+def test_narrow_sizes_are_checked_by_width(dtype):
+    b = bytearray(encode(np.ones(4, np.float32), "raw"))  # 16 payload bytes
+    b[5] = dtype
+    with pytest.raises(blob.BadLength, match=f"expected 8 for 4 {dtype.wire_name} elements"):
+        decode(restamp(b))
+    compressed = bytearray(encode(compressible(), "lz4"))  # an f32 block, 1000 elements
+    compressed[5] = dtype
+    if len(compressed) - 48 >= 2000:
+        with pytest.raises(blob.BadLength, match="smaller than the 2000 raw bytes"):
+            decode(restamp(compressed))
+    else:
+        with pytest.raises(blob.CorruptPayload, match="2000"):
+            decode(restamp(compressed))
+
+
+@pytest.mark.parametrize("dtype", NARROW)
+def test_narrow_every_single_bit_flip_is_detected(dtype):
+    for codec in CODECS:
+        data = encode(compressible(40), codec, step=3, producer=1, dtype=dtype)
+        for bit in range(len(data) * 8):
+            b = bytearray(data)
+            b[bit // 8] ^= 1 << (bit % 8)
+            with pytest.raises(blob.BlobError):
+                decode(bytes(b), expected_count=40)
+
+
+def test_round_to_f32_is_identity():
+    values = gradient(10)
+    assert round_to(values, "f32").tobytes() == values.tobytes()
 
 
 def test_flipped_payload_bit():

@@ -5,6 +5,8 @@ Python reads its map, parameters and staged data and checks them against the dri
 (`param_digest`), the placement rules and the digits data file.
 Python -> Swift: Python registers a job from named arrays; `smlt admin chunks` and
 `smlt admin checkpoint` decode its blobs in Swift, and the safetensors file must hold the same bits.
+Every dtype and codec, both ways, through `smlt admin blob encode/decode` (files, no Redis): the
+same values give the same blob bytes (raw) or the same decoded bits, rounding included.
 """
 
 import json
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from smlt import Job, TrainingConfig, keys, register_job
-from smlt.blob import Codec, decode, encode
+from smlt.blob import Codec, Dtype, decode, encode, round_to
 from smlt.layout import fnv1a64, place_chunks
 from smlt.tensors import flatten
 
@@ -125,3 +127,53 @@ def test_python_writes_swift_reads(cluster, smlt_bin, codec, tmp_path):
     for name, value in params.items():
         assert tensors[name].shape == value.shape
         assert tensors[name].tobytes() == value.tobytes(), name
+
+
+def interop_values() -> np.ndarray:
+    """Gradient-like values, ties and the special values of every rounding rule, and a
+    compressible stretch, so that every codec is really used."""
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFA00001, 0x7F800001, 0x00000001,
+                        0x80800000, 0x477FE000, 0x477FF000, 0x47800000, 0x7F7FFFFF, 0x3F808000, 0x3F818000,
+                        0x33800000, 0x33000000, 0x33000001, 0x3F801000, 0x3F803000, 0x387FF000, 0x38800000],
+                       dtype="<u4").view("<f4")
+    rng = np.random.default_rng(11)
+    noise = rng.integers(0, 1 << 32, size=3000, dtype=np.uint64).astype("<u4").view("<f4")
+    grad = (rng.standard_normal(5000) * 0.01).astype(np.float32)
+    flat = (np.arange(8000) % 5 * 0.25).astype(np.float32)
+    return np.concatenate([special, noise, grad, flat])
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+@pytest.mark.parametrize("codec", CODECS)
+def test_blob_files_both_ways(smlt_bin, tmp_path, dtype, codec):
+    values = interop_values()
+    (tmp_path / "in.f32").write_bytes(values.astype("<f4").tobytes())
+    # Swift writes, Python reads.
+    run([smlt_bin, "admin", "blob", "encode", "--input", str(tmp_path / "in.f32"), "--output",
+         str(tmp_path / "swift.blob"), "--dtype", dtype.wire_name, "--codec", codec, "--step", "7", "--producer", "3"])
+    swift_blob = (tmp_path / "swift.blob").read_bytes()
+    b = decode(swift_blob, expected_count=values.size)
+    assert (b.header.dtype, b.header.codec, b.header.step, b.header.producer) == (dtype, Codec.parse(codec), 7, 3)
+    assert b.values.tobytes() == round_to(values, dtype).tobytes()
+    python_blob = encode(values, codec, step=7, producer=3, dtype=dtype)
+    if b.header.codec == Codec.RAW:
+        assert python_blob == swift_blob  # the rounding, byte for byte
+    else:
+        # The same header fields; the LZ4 blocks may differ between LZ4 builds, the elements not.
+        assert python_blob[:8] == swift_blob[:8] and decode(python_blob).values.tobytes() == b.values.tobytes()
+    # Python writes, Swift reads.
+    (tmp_path / "py.blob").write_bytes(python_blob)
+    header = json.loads(run([smlt_bin, "admin", "blob", "decode", "--input", str(tmp_path / "py.blob"), "--output",
+                             str(tmp_path / "out.f32")]))
+    assert header == {"dtype": dtype.wire_name, "codec": b.header.codec.wire_name, "count": values.size, "step": 7,
+                      "producer": 3, "payload_length": len(python_blob) - 48}
+    assert (tmp_path / "out.f32").read_bytes() == round_to(values, dtype).tobytes()
+
+
+def test_swift_rejects_what_python_rejects(smlt_bin, tmp_path):
+    data = bytearray(encode(interop_values(), "raw", dtype="bf16"))
+    data[100] ^= 1
+    (tmp_path / "bad.blob").write_bytes(data)
+    r = subprocess.run([smlt_bin, "admin", "blob", "decode", "--input", str(tmp_path / "bad.blob")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "checksum" in r.stderr

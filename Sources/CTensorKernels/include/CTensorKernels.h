@@ -7,10 +7,47 @@
 /// Uses the SSE4.2 instruction where the CPU has it, a table otherwise.
 uint32_t ctk_crc32c(uint32_t crc, const void *data, size_t length);
 
-/// Byte shuffle (Blosc's filter): byte j of element i moves to j * count + i.
+/// Byte shuffle (Blosc's filter): byte j of element i moves to j * count + i. SIMD for element
+/// sizes 2 and 4 (AVX2 where the CPU has it, SSE2 otherwise); any size works.
 void ctk_shuffle(const void *src, void *dst, size_t count, size_t elementSize);
 /// The inverse of ctk_shuffle.
 void ctk_unshuffle(const void *src, void *dst, size_t count, size_t elementSize);
+
+/// f32 -> bf16, round to nearest even; a NaN stays a NaN (quiet bit set). See docs/wire-format.md.
+void ctk_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/// bf16 -> f32 (exact: the 16 bits become the top half).
+void ctk_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+/// f32 -> IEEE f16, round to nearest even, as F16C does (overflow to infinity, subnormals kept).
+void ctk_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+/// IEEE f16 -> f32 (exact; a NaN gets the quiet bit).
+void ctk_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+/// The 2-byte elements at src split into a plane of low bytes and one of high bytes (n each), and
+/// back: ctk_shuffle and ctk_unshuffle with width 2 when high = low + n.
+void ctk_split2(const void *src, void *low, void *high, size_t n);
+void ctk_join2(const void *low, const void *high, void *dst, size_t n);
+
+/// The conversion and the width-2 shuffle in one pass (the same bits as one after the other):
+/// f32 -> bf16/f16 planes (2n bytes at dst), and planes -> f32.
+void ctk_f32_to_bf16_shuffled(const float *src, void *dst, size_t n);
+void ctk_f32_to_f16_shuffled(const float *src, void *dst, size_t n);
+void ctk_bf16_shuffled_to_f32(const void *src, float *dst, size_t n);
+void ctk_f16_shuffled_to_f32(const void *src, float *dst, size_t n);
+
+/// Implementations of the shuffle and conversion kernels, for tests and benchmarks: AUTO picks
+/// the fastest the CPU has. Shuffles and bf16 have PORTABLE, SSE2 (x86-64) and AVX2; f16 has
+/// PORTABLE and F16C.
+enum { CTK_IMPL_AUTO = 0, CTK_IMPL_PORTABLE = 1, CTK_IMPL_SSE2 = 2, CTK_IMPL_AVX2 = 3, CTK_IMPL_F16C = 4 };
+/// 1 when `impl` runs on this CPU.
+int ctk_impl_available(int impl);
+/// The kernels above through one implementation; 0 (and nothing written) when `impl` is not
+/// available or not one of that kernel's.
+int ctk_shuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl);
+int ctk_unshuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl);
+int ctk_f32_to_bf16_with(const float *src, uint16_t *dst, size_t n, int impl);
+int ctk_bf16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl);
+int ctk_f32_to_f16_with(const float *src, uint16_t *dst, size_t n, int impl);
+int ctk_f16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl);
 
 /// dst[i] += src[i] for i < n.
 void ctk_add_f32(float *dst, const float *src, size_t n);

@@ -1,0 +1,25 @@
+#ifndef CTK_SIMD_H
+#define CTK_SIMD_H
+#include "CTensorKernels.h"
+
+/* What the CPU offers the shuffle and conversion kernels, detected once (SSE2 is part of
+ * x86-64, so it needs no check). __builtin_cpu_supports also checks that the OS saves the YMM
+ * state. */
+enum { CTK_CPU_AVX2 = 1, CTK_CPU_F16C = 2 };
+
+static inline int ctk_cpu_simd(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = 0;
+        if (__builtin_cpu_supports("avx2")) v |= CTK_CPU_AVX2;
+        if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c")) v |= CTK_CPU_F16C;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
+#endif
