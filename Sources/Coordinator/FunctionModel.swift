@@ -54,7 +54,7 @@ public struct DescribedModel: Sendable, Equatable {
         var total = 0
         for (i, t) in list.enumerated() {
             guard !t.name.isEmpty, t.name.utf8.count <= maxNameBytes,
-                !t.name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+                !t.name.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F..<0xA0).contains($0.value) })
             else { throw fail("gave tensor \(i) an invalid name (1 to \(maxNameBytes) bytes, no control characters)") }
             guard names.insert(t.name).inserted else { throw fail("named two tensors '\(t.name)'") }
             guard (1...maxDimensions).contains(t.shape.count), t.shape.allSatisfy({ (1...maxParameters).contains($0) })

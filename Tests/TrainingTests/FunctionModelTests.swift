@@ -64,6 +64,7 @@ import Workloads
             (#"{"tensors": [{"name": "a", "shape": [2]}, {"name": "a", "shape": [1]}]}"#, [1, 2], "two tensors 'a'"),
             (#"{"tensors": [{"name": "", "shape": [1]}]}"#, [1], "invalid name"),
             (#"{"tensors": [{"name": "a\u0001", "shape": [1]}]}"#, [1], "invalid name"),
+            (#"{"tensors": [{"name": "a\u0085", "shape": [1]}]}"#, [1], "invalid name"),
             (#"{"tensors": [{"name": "a", "shape": [0]}]}"#, [], "the shape [0]"),
             (#"{"tensors": [{"name": "a", "shape": [2.5]}]}"#, [1, 2], "not {\"tensors\""),
             (#"{"tensors": [{"name": "a", "shape": [1,1,1,1,1,1,1,1,1]}]}"#, [1], "the shape"),
