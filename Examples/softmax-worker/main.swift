@@ -2,6 +2,10 @@
 //
 //     smlt train --dataset digits --model softmax --function .build/debug/softmax-worker
 //
+// or, defining the model itself (its tensors, version 0 and evaluation):
+//
+//     smlt train --dataset digits --model function --lr 0.5 --function .build/debug/softmax-worker
+//
 // Its float operations run in the order of SMLT's built-in model, so a run with it ends with the
 // parameters (the param_digest) of the same run with `smlt worker`; a test checks that.
 import Foundation
@@ -18,8 +22,53 @@ struct WrongJob: Error, CustomStringConvertible {
     var description: String
 }
 
-FunctionWorker.run { job in
-    guard job.workload["model"] == "softmax", let batchSize = Int(job.workload["batch_size"] ?? "") else {
+/// softmax(x · weight + bias) in the order of SMLT's float operations, and the index of the first
+/// largest logit (the prediction).
+func softmax(_ x: ArraySlice<Float>, _ weight: Tensor, _ bias: Tensor) -> (p: [Float], top: Int) {
+    let classes = bias.values.count
+    var z = bias.values
+    for (f, xf) in zip(0..., x) where xf != 0 {
+        for j in 0..<classes { z[j] += xf * weight.values[f * classes + j] }
+    }
+    let top = z.indices.max { z[$0] < z[$1] }!
+    let largest = z[top]
+    var sum: Float = 0
+    for j in 0..<classes {
+        z[j] = Float(exp(Double(z[j] - largest)))
+        sum += z[j]
+    }
+    let inverse = 1 / sum
+    for j in 0..<classes { z[j] *= inverse }
+    return (z, top)
+}
+
+/// For `--model function`: the model's tensors (zeros at version 0, as SMLT's softmax), and the
+/// mean loss and accuracy of the final parameters on the test set.
+let model = FunctionWorker.Model { data in
+    [
+        "weight": try Tensor(
+            shape: [data.features, data.classes], values: [Float](repeating: 0, count: data.features * data.classes)),
+        "bias": try Tensor(shape: [data.classes], values: [Float](repeating: 0, count: data.classes)),
+    ]
+} evaluate: { data, parameters, test in
+    guard let weight = parameters["weight"], let bias = parameters["bias"] else {
+        throw WrongJob(description: "the job has no 'weight' and 'bias' tensors")
+    }
+    let m = test.labels.values.count
+    var loss = 0.0
+    var correct = 0
+    for i in 0..<m {
+        let (p, top) = softmax(test.features.values[(i * data.features)..<((i + 1) * data.features)], weight, bias)
+        let label = Int(test.labels.values[i])
+        loss -= log(Double(max(p[label], 1e-30)))
+        if top == label { correct += 1 }
+    }
+    return FunctionWorker.Evaluation(testLoss: loss / Double(m), testAccuracy: Double(correct) / Double(m))
+}
+
+FunctionWorker.run(model: model) { job in
+    guard ["softmax", "function"].contains(job.workload["model"]), let batchSize = Int(job.workload["batch_size"] ?? "")
+    else {
         throw WrongJob(description: "this worker trains softmax jobs, not \(job.workload)")
     }
     let name = "data-\(job.workers)-\(job.worker)"
@@ -41,22 +90,9 @@ FunctionWorker.run { job in
         let i = (step.index * n + k) % data.labels.count
         let x = data.features[(i * inputs)..<((i + 1) * inputs)]
         let label = Int(data.labels[i])
-        // z = x · weight + bias
-        var z = bias.values
-        for (f, xf) in zip(0..., x) where xf != 0 {
-            for j in 0..<classes { z[j] += xf * weight.values[f * classes + j] }
-        }
         // Softmax cross-entropy; z becomes dLoss/dz = softmax(z) - onehot(label).
-        let top = z.indices.max { z[$0] < z[$1] }!  // the first of the largest
+        var (z, top) = softmax(x, weight, bias)
         if top == label { correct += 1 }
-        let largest = z[top]
-        var sum: Float = 0
-        for j in 0..<classes {
-            z[j] = Float(exp(Double(z[j] - largest)))
-            sum += z[j]
-        }
-        let inverse = 1 / sum
-        for j in 0..<classes { z[j] *= inverse }
         loss -= log(Double(max(z[label], 1e-30)))
         z[label] -= 1
         // The gradient of the mean loss: x ⊗ z for the weight, z for the bias, over n.

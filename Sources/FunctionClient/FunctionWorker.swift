@@ -89,18 +89,21 @@ public enum FunctionWorker {
     /// (0, 75, 65; 1 after an error, printed to standard error).
     ///
     /// - Parameters:
+    ///   - model: for a job whose function defines the model (`smlt train --model function`):
+    ///     its tensors and initial values, and its evaluation; nil for a job whose tensors the
+    ///     driver registers (the describe and evaluate invocations are then refused).
     ///   - prepare: runs once the job is open, before the first step, and again after a
     ///     reconfiguration: loads what the steps need (the worker's data partition, say) and
     ///     returns it.
     ///   - step: computes the gradients of batch `step.index` from what `prepare` returned and
     ///     the parameters.
     public static func run<State>(
-        prepare: (Job) throws -> State, step: (State, Step, Tensors) throws -> StepResult
+        model: Model? = nil, prepare: (Job) throws -> State, step: (State, Step, Tensors) throws -> StepResult
     ) -> Never {
         let environment = ProcessInfo.processInfo.environment
         let worker = Invocation.describe(environment)
         do {
-            let outcome = try run(environment: environment, prepare: prepare, step: step)
+            let outcome = try run(environment: environment, model: model, prepare: prepare, step: step)
             if case .stopJob(let why) = outcome { printError("\(worker): \(why)") }
             exit(outcome.exitCode)
         } catch {
@@ -117,18 +120,33 @@ public enum FunctionWorker {
     ///     `SMLT_REDIS_PASSWORD`, `SMLT_FUNCTION_TIMEOUT_MS`, `SMLT_FUNCTION_INVOKED_AT_NS`,
     ///     `SMLT_FUNCTION_CACHE`.
     ///   - log: where notes about reconfigurations go (standard error when nil).
+    ///   - model: as in `run(model:prepare:step:)`.
     ///   - prepare: as in `run(prepare:step:)`.
     ///   - step: as in `run(prepare:step:)`.
     /// - Throws: a `FunctionClientError` when the invocation cannot go on; `prepare`'s and
     ///   `step`'s own errors come as `.functionFailed` (or keep their code when they are
     ///   `FunctionClientError`s).
     public static func run<State>(
-        environment: [String: String], log: ((String) -> Void)? = nil, prepare: (Job) throws -> State,
-        step: (State, Step, Tensors) throws -> StepResult
+        environment: [String: String], log: ((String) -> Void)? = nil, model: Model? = nil,
+        prepare: (Job) throws -> State, step: (State, Step, Tensors) throws -> StepResult
     ) throws(FunctionClientError) -> Outcome {
         let invocation = try Invocation(environment: environment)
+        let event = invocation.event
         var loop = WorkerLoop(invocation: invocation, log: log ?? { printError($0, prefix: "") })
-        do { return try loop.run(prepare: prepare, step: step) } catch let error as FunctionClientError {
+        do {
+            switch event.phase ?? .train {
+            case .train: return try loop.run(prepare: prepare, step: step)
+            case let phase:
+                guard let model else {
+                    throw FunctionClientError(
+                        .invalidInvocation,
+                        "invoked for the \(phase.rawValue) phase of a model the function defines (smlt train --model function), but run(model:prepare:step:) was given no model"
+                    )
+                }
+                return try phase == .describe
+                    ? ModelPhases.describe(invocation, model) : ModelPhases.evaluate(invocation, model)
+            }
+        } catch let error as FunctionClientError {
             throw error
         } catch let error as ShardError {
             throw FunctionClientError(error)

@@ -25,12 +25,6 @@ struct Invocation: Sendable {
             throw FunctionClientError(
                 .invalidInvocation, "\(FunctionEnvironment.event) is not a valid worker event: \(error)")
         }
-        if let phase = event.phase, phase != .train {
-            throw FunctionClientError(
-                .invalidInvocation,
-                "invoked for the \(phase.rawValue) phase of a model the function defines (smlt train --model function); the Swift SDK trains jobs whose tensors the driver registers, and has no \(phase.rawValue) hook (use the Python client's smlt.worker.main or smlt.torch)"
-            )
-        }
         guard event.leaseMilliseconds > 0 else {
             throw FunctionClientError(
                 .invalidInvocation, "the event's lease_ms is \(event.leaseMilliseconds); it must be positive")

@@ -40,6 +40,25 @@ extension EndToEnd {
             let starts = out["starts"] as? [String: Any] ?? [:]
             #expect((starts["warm"] as? Int ?? 0) >= 1, "\(starts)")
         }
+
+        /// With `--model function` the example defines the model too (zeros, as the built-in
+        /// softmax) and evaluates it: the run ends with the built-in run's parameters and test
+        /// accuracy, through a killed worker.
+        @Test func theSoftmaxExampleDefinesItsModel() throws {
+            let flags = ["--lr", "0.5"]
+            let builtin = try smlt(Self.base + flags + ["--job", "ex-\(UUID().uuidString.prefix(8))"])
+            #expect(builtin.status.succeeded, "\(builtin.stderr)")
+            let quoted = "'" + Self.example.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+            var args = Self.base + flags + ["--function", quoted, "--inject-faults", "worker-kill=1"]
+            args[args.firstIndex(of: "softmax")!] = "function"
+            let r = try smlt(args + ["--job", "ex-\(UUID().uuidString.prefix(8))"])
+            #expect(r.status.succeeded, "\(r.stderr.suffix(3000))")
+            let out = json(r.stdout)
+            #expect(out["model"] as? String == "function")
+            #expect(out["param_digest"] as? String == json(builtin.stdout)["param_digest"] as? String)
+            #expect(out["test_accuracy"] as? Double == json(builtin.stdout)["test_accuracy"] as? Double)
+            #expect((out["test_loss"] as? Double ?? 9) < 1)
+        }
     }
 }
 
