@@ -164,27 +164,15 @@ F16C static size_t from_f16_f16c(const uint16_t *src, float *dst, size_t n) {
 }
 #endif
 
-/* bf16 paths: portable, SSE2, AVX2; f16 paths: portable, F16C. AUTO takes the fastest the CPU
- * has. 0 when `impl` is not available here or not a path of that conversion. */
-static int bf16_impl(int impl) {
-    if (impl == CTK_IMPL_AUTO) {
-        if (ctk_cpu_simd() & CTK_CPU_AVX2) return CTK_IMPL_AVX2;
-#if defined(__x86_64__)
-        return CTK_IMPL_SSE2;
-#else
-        return CTK_IMPL_PORTABLE;
-#endif
-    }
-    return impl != CTK_IMPL_F16C && ctk_impl_available(impl) ? impl : 0;
-}
-
+/* f16 paths: portable, F16C (AUTO takes F16C when the CPU has it); 0 when `impl` is not available
+ * here or not a path of this conversion. The bf16 paths are `ctk_lane_impl`'s. */
 static int f16_impl(int impl) {
     if (impl == CTK_IMPL_AUTO) return (ctk_cpu_simd() & CTK_CPU_F16C) ? CTK_IMPL_F16C : CTK_IMPL_PORTABLE;
     return (impl == CTK_IMPL_PORTABLE || impl == CTK_IMPL_F16C) && ctk_impl_available(impl) ? impl : 0;
 }
 
 int ctk_f32_to_bf16_with(const float *src, uint16_t *dst, size_t n, int impl) {
-    impl = bf16_impl(impl);
+    impl = ctk_lane_impl(impl);
     size_t done = 0;
 #if defined(__x86_64__)
     if (impl == CTK_IMPL_AVX2) done = to_bf16_avx2(src, dst, n);
@@ -195,7 +183,7 @@ int ctk_f32_to_bf16_with(const float *src, uint16_t *dst, size_t n, int impl) {
 }
 
 int ctk_bf16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl) {
-    impl = bf16_impl(impl);
+    impl = ctk_lane_impl(impl);
     size_t done = 0;
 #if defined(__x86_64__)
     if (impl == CTK_IMPL_AVX2) done = from_bf16_avx2(src, dst, n);

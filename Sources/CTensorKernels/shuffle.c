@@ -201,21 +201,11 @@ AVX2 static size_t unshuffle4_avx2(const unsigned char *s, unsigned char *d, siz
 }
 #endif
 
-static int resolve(int impl) {
-    if (impl != CTK_IMPL_AUTO) return impl;
-    if (ctk_cpu_simd() & CTK_CPU_AVX2) return CTK_IMPL_AVX2;
-#if defined(__x86_64__)
-    return CTK_IMPL_SSE2;
-#else
-    return CTK_IMPL_PORTABLE;
-#endif
-}
-
 int ctk_shuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl) {
     const unsigned char *s = src;
     unsigned char *d = dst;
-    impl = resolve(impl);
-    if (!ctk_impl_available(impl) || impl == CTK_IMPL_F16C) return 0;
+    impl = ctk_lane_impl(impl);
+    if (!impl) return 0;
     size_t done = 0;
 #if defined(__x86_64__)
     if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = shuffle2_avx2(s, d, d + count, count);
@@ -230,8 +220,8 @@ int ctk_shuffle_with(const void *src, void *dst, size_t count, size_t elementSiz
 int ctk_unshuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl) {
     const unsigned char *s = src;
     unsigned char *d = dst;
-    impl = resolve(impl);
-    if (!ctk_impl_available(impl) || impl == CTK_IMPL_F16C) return 0;
+    impl = ctk_lane_impl(impl);
+    if (!impl) return 0;
     size_t done = 0;
 #if defined(__x86_64__)
     if (impl == CTK_IMPL_AVX2 && elementSize == 2) done = unshuffle2_avx2(s, s + count, d, count);

@@ -22,4 +22,19 @@ static inline int ctk_cpu_simd(void) {
     return 0;
 #endif
 }
+
+/* The path of a kernel with portable, SSE2 and AVX2 versions (the byte shuffles, the bf16
+ * conversions): AUTO is the fastest the CPU has; 0 when `impl` is not available here or is not
+ * one of those (F16C). */
+static inline int ctk_lane_impl(int impl) {
+    if (impl == CTK_IMPL_AUTO) {
+        if (ctk_cpu_simd() & CTK_CPU_AVX2) return CTK_IMPL_AVX2;
+#if defined(__x86_64__)
+        return CTK_IMPL_SSE2;
+#else
+        return CTK_IMPL_PORTABLE;
+#endif
+    }
+    return impl != CTK_IMPL_F16C && ctk_impl_available(impl) ? impl : 0;
+}
 #endif

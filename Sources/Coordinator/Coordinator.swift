@@ -185,7 +185,8 @@ public final class Coordinator {
             if !isFunctionModel { plan = try TrainingPlan(request, train: loaded.train, test: loaded.test) }
         }
         let eps = try setUpShards()
-        platform = makePlatform()
+        // A resumed run makes its platform from its saved request (in `reopen`).
+        if !resume { platform = makePlatform() }
         if let data, isFunctionModel {
             // The function defines the model: ask it, on the shards, before the job exists.
             dataShape = Self.shape(data)
