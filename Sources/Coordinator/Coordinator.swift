@@ -313,7 +313,7 @@ public final class Coordinator {
             let (loss, trainAcc, testAcc) = TrainingSummary.evaluate(params, plan: plan, model: model)
             metrics = (loss, trainAcc, testAcc, nil)
         } else {
-            let e = try evaluateModel()
+            let e = try evaluateModel(control)
             metrics = (e.trainLoss, e.trainAccuracy, e.testAccuracy, e.testLoss)
         }
         let outcomes = fleet.outcomes + phaseOutcomes
@@ -466,9 +466,9 @@ public final class Coordinator {
         return described
     }
 
-    /// Asks the function to evaluate the final model on the staged test set.
-    private func evaluateModel() throws -> FunctionEvaluation {
-        let home = try RedisConnection(try RedisEndpoint(parsing: manager.map.shards[0]), options: options)
+    /// Asks the function to evaluate the final model on the staged test set; `home` is the home
+    /// shard's connection.
+    private func evaluateModel(_ home: RedisConnection) throws -> FunctionEvaluation {
         _ = try home.run(["UNLINK", manager.keys.evaluation])
         try invoke(.evaluate, endpoints: manager.map.shards)
         let evaluation = try FunctionEvaluation.read(manager.keys, from: home)
