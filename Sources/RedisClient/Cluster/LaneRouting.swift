@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -31,6 +33,23 @@ final class LaneState {
         self.tag = tag
         namespace = KeyNamespace(tag: tag)
         slot = HashSlot(key: "{\(tag)}")
+        known = ClusterNodes.known(seeds: seeds)
+    }
+}
+
+/// The nodes of each cluster this process has read a slot map of, by seed list: a new connection
+/// to a lane asks them before its seeds, so a process whose seed node died still finds the
+/// cluster.
+enum ClusterNodes {
+    private static let table = Mutex<[[RedisEndpoint]: [RedisEndpoint]]>([:])
+
+    static func known(seeds: [RedisEndpoint]) -> [RedisEndpoint] { table.withLock { $0[seeds] ?? [] } }
+
+    static func learn(seeds: [RedisEndpoint], nodes: [RedisEndpoint]) {
+        table.withLock { t in
+            if t.count > 64 { t.removeAll() }
+            t[seeds] = nodes
+        }
     }
 }
 
@@ -71,6 +90,7 @@ extension RedisConnection {
                 }
             }
             lane.known = map.ranges.flatMap { [$0.master] + $0.replicas }
+            ClusterNodes.learn(seeds: lane.seeds, nodes: lane.known)
             guard let master = map.master(for: lane.slot) else {
                 lastError = RedisError(
                     .serverError, endpoint: endpoint.description,
