@@ -78,3 +78,60 @@ import Testing
         #expect(error?.message.contains("not in cluster mode") == true, "\(String(describing: error))")
     }
 }
+
+/// Clusters that cannot serve a lane give a clear error within a bound, never an endless retry.
+@Suite(.serialized) struct ClusterLaneFailureTests {
+    /// The slot's master says the key moved on (ASK), and the node it names sends it back
+    /// (MOVED): the lane gives up after its redirect limit.
+    @Test func aRedirectLoopIsAnError() throws {
+        let cluster = try RedisClusterProcesses()
+        let client = try ClusterClient(seeds: cluster.endpoints)
+        let slot = HashSlot(key: "{loop}")
+        let owner = try #require(client.slots.master(for: slot))
+        let other = try #require(client.slots.allMasters.first { $0 != owner })
+        let otherID = try #require(try RedisConnection(other).run(["CLUSTER", "MYID"]).text)
+        // MIGRATING without IMPORTING on the other side: a missing key bounces between the two.
+        try RedisConnection(owner).run(["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", otherID])
+        let lane = try RedisConnection(RedisEndpoint(cluster: cluster.endpoints, tag: "loop"))
+        let start = ContinuousClock.now
+        let error = #expect(throws: RedisError.self) { try lane.run(["GET", "missing"]) }
+        #expect(error?.message.contains("redirect") == true, "\(String(describing: error))")
+        #expect(ContinuousClock.now - start < .seconds(20))
+    }
+
+    /// A node that refuses the credentials the others accept is named.
+    @Test func credentialsOnlySomeNodesAcceptAreNamed() throws {
+        let cluster = try RedisClusterProcesses(password: "right")
+        let options = RedisOptions(password: "right")
+        let client = try ClusterClient(seeds: cluster.endpoints, options: options)
+        let master = try #require(client.slots.master(for: HashSlot(key: "{creds}")))
+        let direct = try RedisConnection(master, options: options)
+        try direct.run(["CONFIG", "SET", "requirepass", "other"])
+        let seeds = cluster.endpoints.filter { $0 != master }
+        let error = #expect(throws: RedisError.self) {
+            try RedisConnection(RedisEndpoint(cluster: seeds, tag: "creds"), options: options).run(["GET", "k"])
+        }
+        #expect(error?.code == .authenticationFailed, "\(String(describing: error))")
+        #expect(error?.description.contains(master.description) == true, "\(String(describing: error))")
+    }
+
+    /// A cluster with a slot nobody serves: the lane on it says so, after its retry window.
+    @Test func anUncoveredSlotIsNamed() throws {
+        let cluster = try RedisClusterProcesses()
+        let client = try ClusterClient(seeds: cluster.endpoints)
+        let slot = HashSlot(key: "{hole}")
+        let master = try #require(client.slots.master(for: slot))
+        for node in cluster.endpoints {
+            _ = try? RedisConnection(node).run(["CLUSTER", "DELSLOTS", "\(slot)"])
+        }
+        _ = master
+        let start = ContinuousClock.now
+        let error = #expect(throws: RedisError.self) {
+            let lane = try RedisConnection(RedisEndpoint(cluster: cluster.endpoints, tag: "hole"))
+            try lane.run(["GET", "k"])
+        }
+        let text = String(describing: error)
+        #expect(text.contains("slot") && (text.contains("uncovered") || text.contains("CLUSTERDOWN")), "\(text)")
+        #expect(ContinuousClock.now - start < .seconds(45))
+    }
+}

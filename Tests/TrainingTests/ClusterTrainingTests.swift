@@ -2,6 +2,7 @@ import Foundation
 import LocalProcesses
 import RedisClient
 import ShardManager
+import TestSupport
 import Testing
 import TrainingProtocol
 
@@ -38,6 +39,57 @@ import TrainingProtocol
             try migrate(slot, from: source, to: target, masters: client.slots.allMasters, options: options)
             #expect(try ClusterClient(seeds: [target], options: options).slots.master(for: slot) == target)
         }
+    }
+
+    /// `smlt admin` on a cluster: every node with its role, slots and reachability, the lanes and
+    /// their jobs; `jobs` and `chunks` as on plain shards. A server not in cluster mode is refused.
+    @Test func adminShowsTheCluster() throws {
+        let plain = try startTestRedis()
+        let refused = try smlt(["train", "--steps", "5", "--redis", "cluster://\(plain.endpoint)", "--job", "x"])
+        #expect(!refused.status.succeeded)
+        #expect(refused.stderr.contains("not in cluster mode"), "\(refused.stderr)")
+        plain.stop()
+
+        let cluster = try RedisClusterProcesses()
+        defer { cluster.stop() }
+        let seeds = "cluster://\(cluster.endpoints[1])"
+        let serve = try ChildProcess(
+            smltBinary(), arguments: ["serve", "--redis", seeds], stdout: .discard, stderr: .discard)
+        defer { _ = serve.terminate() }
+        let job = "cluster-admin-\(UUID().uuidString.prefix(6))"
+        let run = try smlt(["train", "--dataset", "digits", "--steps", "20", "--redis", seeds, "--job", job, "--json"])
+        #expect(run.status.succeeded, "\(run.stderr.suffix(2000))")
+
+        let shards = try smlt(["admin", "shards", "--redis", seeds, "--json"])
+        #expect(shards.status.succeeded, "\(shards.stderr)")
+        let status = json(shards.stdout)
+        let nodes = try #require(status["nodes"] as? [[String: Any]])
+        #expect(nodes.count == 6)
+        #expect(nodes.allSatisfy { $0["reachable"] as? Bool == true && $0["role"] != nil && $0["slots"] != nil })
+        let masters = nodes.filter { $0["role"] as? String == "master" }
+        #expect(masters.count == 3)
+        #expect(masters.map { $0["slot_count"] as? Int ?? 0 }.reduce(0, +) == 16_384)
+        #expect(masters.allSatisfy { ($0["lanes"] as? [String])?.count == 1 && ($0["jobs"] as? [String]) == [job] })
+        #expect(nodes.filter { $0["role"] as? String == "replica" }.allSatisfy { $0["replication_lag_bytes"] != nil })
+        #expect((status["lanes"] as? [Any])?.count == 3)
+
+        let jobs = try smlt(["admin", "jobs", "--redis", seeds])
+        #expect(jobs.status.succeeded && jobs.stdout.contains(job), "\(jobs.stdout)\(jobs.stderr)")
+        let chunks = try smlt(["admin", "chunks", "--redis", seeds, "--job", job, "--json"])
+        #expect(chunks.status.succeeded, "\(chunks.stderr)")
+        #expect(
+            chunks.stdout.contains("\"version\" : 20") || chunks.stdout.contains("\"version\":20"), "\(chunks.stdout)")
+
+        // A replica that died is reported, and the command fails.
+        let replica = try #require(
+            nodes.first { $0["role"] as? String == "replica" }.flatMap { $0["endpoint"] as? String })
+        try #require(cluster.nodes.first { $0.endpoint.description == replica }).kill()
+        let after = try smlt(["admin", "shards", "--redis", seeds, "--json"])
+        #expect(!after.status.succeeded)
+        let down = (json(after.stdout)["nodes"] as? [[String: Any]] ?? []).first {
+            $0["endpoint"] as? String == replica
+        }
+        #expect(down?["reachable"] as? Bool == false, "\(after.stdout)")
     }
 
     /// Starts a cluster and `smlt serve` for it, runs the digits job on it, calls `disturb`
