@@ -11,7 +11,9 @@ import TrainingProtocol
 /// mid-run, ends with the same `param_digest` as the same job on independent shards.
 @Suite(.serialized) struct ClusterTrainingTests {
     static let password = "cluster-train-secret"
-    static let args = ["train", "--dataset", "digits", "--workers", "3", "--steps", "300", "--json"]
+    static let args = [
+        "train", "--dataset", "digits", "--workers", "3", "--steps", "300", "--chunk-elements", "128", "--json",
+    ]
 
     /// The digest of the same job on shards `smlt train` starts itself (independent servers).
     static let independentDigest: String? = {
