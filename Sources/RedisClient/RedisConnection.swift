@@ -12,6 +12,9 @@ public struct RedisOptions: Sendable, Equatable {
     public var connectTimeout: Duration = .seconds(2)
     /// How long a command may wait for its reply; blocking commands pass their own.
     public var commandTimeout: Duration = .seconds(30)
+    /// On a cluster lane, whether writes wait (`WAIT 1`) until the master's replica has them, so
+    /// that a failover loses nothing a caller saw done. Off only to measure what it costs.
+    public var waitForReplica = true
 
     public init(password: String? = nil, username: String? = nil) {
         self.password = password

@@ -88,14 +88,26 @@ public struct RedisEndpoint: Hashable, Sendable, Codable, CustomStringConvertibl
         address = .tcp(host: String(host), port: port)
     }
 
-    /// Parses a comma-separated list such as `127.0.0.1:7001,127.0.0.1:7002`; a text that
-    /// starts with `cluster://` is one cluster (its commas separate seed nodes).
+    /// Parses a comma-separated list such as `127.0.0.1:7001,127.0.0.1:7002`. Inside a
+    /// `cluster://` item, commas separate its seed nodes: the item goes on to its `/TAG`, or to
+    /// the end of the text when it has none.
     public static func list(parsing text: String) throws(RedisError) -> [RedisEndpoint] {
-        if text.trimmingWhitespace().hasPrefix("cluster://") { return [try RedisEndpoint(parsing: text)] }
         var result: [RedisEndpoint] = []
+        var cluster: [Substring] = []
         for part in text.split(separator: ",") where !part.trimmingWhitespace().isEmpty {
-            result.append(try RedisEndpoint(parsing: String(part)))
+            if cluster.isEmpty && !part.trimmingWhitespace().hasPrefix("cluster://") {
+                result.append(try RedisEndpoint(parsing: String(part)))
+                continue
+            }
+            cluster.append(part)
+            let item = part.trimmingWhitespace()
+            // The tag's `/` (the one in `cluster://` does not count).
+            if (cluster.count == 1 ? item.dropFirst("cluster://".count) : Substring(item)).contains("/") {
+                result.append(try RedisEndpoint(parsing: cluster.joined(separator: ",")))
+                cluster = []
+            }
         }
+        if !cluster.isEmpty { result.append(try RedisEndpoint(parsing: cluster.joined(separator: ","))) }
         guard !result.isEmpty else { throw RedisError(.invalidEndpoint, endpoint: text, "no endpoint given") }
         return result
     }

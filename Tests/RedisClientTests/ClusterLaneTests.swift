@@ -14,6 +14,11 @@ import Testing
         #expect(e.description == "cluster://127.0.0.1:7000,[::1]:7001/smlt-3")
         #expect(
             try RedisEndpoint.list(parsing: "cluster://a:1,b:2") == [try RedisEndpoint(parsing: "cluster://a:1,b:2")])
+        let lanes = try RedisEndpoint.list(parsing: "a:1,cluster://b:2,c:3/t0,cluster://b:2/t1,d:4,cluster://e:5,f:6")
+        #expect(
+            lanes.map(\.description) == [
+                "a:1", "cluster://b:2,c:3/t0", "cluster://b:2/t1", "d:4", "cluster://e:5,f:6",
+            ])
         let other = try RedisEndpoint(parsing: "cluster://10.0.0.9:7005/smlt-3")
         #expect(e.sameShard(as: other) && !e.sameShard(as: other.lane("smlt-4")))
         for bad in [

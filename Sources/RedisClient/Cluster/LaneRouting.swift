@@ -246,7 +246,7 @@ extension RedisConnection {
             default: break
             }
         }
-        if lane.replicas > 0, ContinuousClock.now >= lane.waitPausedUntil,
+        if options.waitForReplica, lane.replicas > 0, ContinuousClock.now >= lane.waitPausedUntil,
             upper.contains(where: { KeyNamespace.writes($0) })
         {
             let acked = try directSend(["WAIT", "1", "\(lane.replicaWait)"])
