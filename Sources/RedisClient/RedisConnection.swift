@@ -119,6 +119,10 @@ public final class RedisConnection {
         if lane != nil { try laneConnected() }
     }
 
+    /// The server the socket goes to: `endpoint`, or for a cluster lane the master serving it
+    /// as far as the connection knows.
+    public var currentNode: RedisEndpoint { node }
+
     /// How errors name this connection: the endpoint, and for a lane also the node.
     var errorEndpoint: String { lane == nil ? endpoint.description : "\(endpoint) (node \(node))" }
 
