@@ -29,6 +29,8 @@ struct SweepBench: ParsableCommand {
     @Flag(help: "Run SMLT only, without the redis-limit and scatter-reduce baselines.") var smltOnly = false
     @Option(help: "CSV output path.") var csv = "bench/results/sweep.csv"
     @Option(help: "SVG chart output path.") var chart = "bench/results/sweep.svg"
+    @Flag(help: "Measure nothing: draw --chart again from the rows in --csv (written by an earlier sweep).")
+    var replot = false
 
     func ints(_ s: String, _ name: String) throws -> [Int] {
         let v = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -61,6 +63,12 @@ struct SweepBench: ParsableCommand {
     }
 
     func run() throws {
+        if replot {
+            let rows = try read(csv: csv)
+            try write(chart: rows)
+            print("wrote \(chart) from \(csv) (\(rows.count) rows)")
+            return
+        }
         ChildRegistry.installSignalHandlers()
         let workerCounts = try ints(workers, "workers")
         let shardCounts = try ints(shards, "shards")
@@ -131,6 +139,39 @@ struct SweepBench: ParsableCommand {
         }
         try create(csv)
         try out.write(toFile: csv, atomically: true, encoding: .utf8)
+    }
+
+    /// The rows of a CSV `write(csv:)` wrote (the fields the chart needs; no checked elements).
+    func read(csv path: String) throws -> [AggregateResult] {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(whereSeparator: \.isNewline)
+        guard let header = lines.first?.split(separator: ",", omittingEmptySubsequences: false).map(String.init) else {
+            throw BenchError("\(path) is empty")
+        }
+        return try lines.dropFirst().enumerated().map { (i, line) in
+            let cells = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            let row = Dictionary(uniqueKeysWithValues: zip(header, cells))
+            func field<T>(_ name: String, _ parse: (String) -> T?) throws -> T {
+                guard let text = row[name], let v = parse(text) else {
+                    throw BenchError("\(path), line \(i + 2): no valid \(name)")
+                }
+                return v
+            }
+            let rate = try field("link_rate") { $0 }
+            return AggregateResult(
+                method: try field("method", AggregationMethod.init(rawValue:)),
+                workers: try field("workers") { Int($0) },
+                params: try field("params") { Int($0) }, shards: try field("shards") { Int($0) },
+                codec: try field("codec", BlobCodec.init(name:)), linkRate: rate,
+                linkRateBitsPerSecond: rate == "loopback" ? nil : try LinkRate(parsing: rate).bitsPerSecond,
+                steps: try field("steps") { Int($0) },
+                stepSecondsMedian: try field("step_seconds_median") { Double($0) },
+                stepSecondsMin: try field("step_seconds_min") { Double($0) },
+                stepSecondsMax: try field("step_seconds_max") { Double($0) },
+                gradientGBps: try field("gradient_gbps") { Double($0) },
+                wireBytesPerStep: try field("wire_bytes_per_step") { Double($0) },
+                compressionRatio: try field("compression_ratio") { Double($0) }, checkedElements: 0,
+                vsRedisLimit: row["vs_redis_limit"].flatMap { Double($0) })
+        }
     }
 
     func write(chart rows: [AggregateResult]) throws {

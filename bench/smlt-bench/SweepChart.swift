@@ -35,7 +35,8 @@ struct SweepChart {
 
     func svg() -> String {
         let panels = Array(Set(rows.map(Panel.init))).sorted()
-        let columns = min(panels.count, Set(rows.map(\.shards)).count)
+        // A row of panels per link rate and size: its codecs x shard counts side by side.
+        let columns = min(panels.count, Set(rows.map(\.shards)).count * Set(rows.map(\.codec.description)).count, 4)
         let rowsOfPanels = (panels.count + max(columns, 1) - 1) / max(columns, 1)
         let (pw, ph) = (360.0, 250.0)
         let (left, top, right, bottom) = (55.0, 40.0, 15.0, 45.0)
