@@ -115,18 +115,18 @@ public final class RateLimitedNetwork: Sendable {
             try Self.run([command] + args, log: log)
         }
         try run("ip", ["netns", "add", br])
-        try run("ip", ["-n", br, "link", "set", "lo", "up"])
+        try run("ip", ["-n", br, "link", "set", "dev", "lo", "up"])
         try run("ip", ["-n", br, "link", "add", "name", "br0", "type", "bridge"])
         try run("ip", ["-n", br, "addr", "add", "\(Layout.bridgeAddress)/16", "dev", "br0"])
-        try run("ip", ["-n", br, "link", "set", "br0", "up"])
+        try run("ip", ["-n", br, "link", "set", "dev", "br0", "up"])
         for host in layout.hosts {
             let ns = layout.namespace(of: host)
             try run("ip", ["netns", "add", ns])
             try run("ip", ["-n", br, "link", "add", "name", host, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            try run("ip", ["-n", br, "link", "set", host, "master", "br0", "up"])
-            try run("ip", ["-n", ns, "link", "set", "lo", "up"])
+            try run("ip", ["-n", br, "link", "set", "dev", host, "master", "br0", "up"])
+            try run("ip", ["-n", ns, "link", "set", "dev", "lo", "up"])
             try run("ip", ["-n", ns, "addr", "add", "\(layout.address(of: host))/16", "dev", "eth0"])
-            try run("ip", ["-n", ns, "link", "set", "eth0", "up"])
+            try run("ip", ["-n", ns, "link", "set", "dev", "eth0", "up"])
             try run("tc", ["-n", ns, "qdisc", "add", "dev", "eth0"] + tbf)
             try run("tc", ["-n", br, "qdisc", "add", "dev", host] + tbf)
         }

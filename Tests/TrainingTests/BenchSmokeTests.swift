@@ -77,6 +77,39 @@ extension EndToEnd {
             #expect(processes(containing: "--network-prefix \(prefix)").isEmpty)
         }
 
+        /// The sweep with link rate as a dimension: one aggregate process per cell, a CSV row per
+        /// cell with its rate, and no namespace left.
+        @Test(.enabled(if: NetworkNamespace.isPermitted, "--link-rates needs root for network namespaces and tc"))
+        func sweepOverLinkRatesRecordsEachRate() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try ChildProcess(
+                benchBinary(),
+                arguments: [
+                    "sweep", "--workers", "2", "--shards", "1", "--codecs", "raw", "--params", "4000", "--steps", "1",
+                    "--warmup", "1", "--chunk-elements", "1000", "--smlt-only", "--link-rates", "loopback,100mbit",
+                    "--csv", "\(dir)/sweep.csv", "--chart", "\(dir)/sweep.svg",
+                ],
+                stdout: .discard, stderr: .file("\(dir)/err"))
+            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
+            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+            #expect(status.succeeded, "\(err)")
+            let lines = ((try? String(contentsOfFile: "\(dir)/sweep.csv", encoding: .utf8)) ?? "")
+                .split(whereSeparator: \.isNewline)
+            let column = lines.first?.split(separator: ",").firstIndex(of: "link_rate")
+            #expect(column != nil)
+            let rates = lines.dropFirst().map {
+                $0.split(separator: ",", omittingEmptySubsequences: false)[column ?? 0]
+            }
+            #expect(rates == ["loopback", "100mbit"])
+            let svg = (try? String(contentsOfFile: "\(dir)/sweep.svg", encoding: .utf8)) ?? ""
+            #expect(svg.contains("100mbit, K=1 shards"))
+            // Each cell's namespaces are named after its own process, gone by now: any left over
+            // would be stale.
+            #expect(RateLimitedNetwork.removeStale() == [], "namespaces left behind")
+        }
+
         /// A rate that is not one is refused before anything starts, naming the flag.
         @Test func aggregateRefusesABadLinkRate() throws {
             let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"

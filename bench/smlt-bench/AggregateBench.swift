@@ -137,8 +137,16 @@ struct AggregateBench: ParsableCommand {
                 return m == .smlt ? .smltMetrics : m == .smltMetrics ? .smlt : m
             }
         }
-        var results = try AggregateRunner(setup: setup, verbose: verbose, network: network).run(
-            sequence, codecs: setup.codecs())
+        var results: [AggregateResult]
+        do {
+            results = try AggregateRunner(setup: setup, verbose: verbose, network: network).run(
+                sequence, codecs: setup.codecs())
+        } catch {
+            // On Ctrl-C the signal handler stops everything and exits; the failures it causes
+            // here (a worker or a shard gone) are not worth reporting.
+            while ChildRegistry.isStopping { sleepFor(.seconds(1)) }
+            throw error
+        }
         if results.contains(where: { $0.method == .smltMetrics }) {
             let cost = try MetricsCost.measure(workers: setup.workers)
             for i in results.indices where results[i].method == .smltMetrics {
