@@ -37,6 +37,11 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "Use these Redis servers (host:port,...) instead of starting shards. No `smlt serve` may serve them.",
             valueName: "endpoints"))
     var redis: String?
+    @Flag(
+        help: ArgumentHelp(
+            "Also run SMLT on the lanes of a local Redis Cluster: as many masters as --shards (at least 3), one replica each (rows smlt-cluster, and smlt-cluster-nowait without WAIT after writes)."
+        ))
+    var cluster = false
     @Option(
         help: ArgumentHelp(
             "Run each worker and each shard in its own network namespace behind a link of this rate in each direction (tc tbf), as 100mbit, 1gbit or 2.5gbit. Needs root; without it the run is on loopback.",
@@ -70,6 +75,9 @@ struct AggregateSetup: ParsableArguments, Sendable {
         _ = try codecs()
         if try rate() != nil && redis != nil {
             throw ValidationError("--link-rate starts its own shards in network namespaces; it cannot use --redis")
+        }
+        if try rate() != nil && cluster {
+            throw ValidationError("--link-rate cannot be combined with --cluster (the cluster's nodes run on loopback)")
         }
         guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be from 1 to 256") }
         guard params >= workers else { throw ValidationError("--params must be at least --workers") }
@@ -127,6 +135,7 @@ struct AggregateBench: ParsableCommand {
         }
         var methods: [AggregationMethod] =
             only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
+        if setup.cluster && only == nil { methods += [.smltCluster, .smltClusterNoWait] }
         if metrics && only == nil { methods.insert(.smltMetrics, at: 1) }
         // With metrics, every other round runs smlt-metrics before smlt, so that neither always
         // comes second.
@@ -226,10 +235,10 @@ struct AggregateResult: Codable, Sendable {
                 ? "loopback" : "links of \(first.linkRate) per worker and per shard"))
             + "\n"
         out +=
-            "method          codec          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
+            "method               codec          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
         for r in rows {
             out +=
-                r.method.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0) + "  "
+                r.method.rawValue.padding(toLength: 19, withPad: " ", startingAt: 0) + "  "
                 + r.codec.description.padding(toLength: 13, withPad: " ", startingAt: 0)
                 + String(
                     format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f %15.1f ms", r.stepSecondsMedian * 1e3,
@@ -301,10 +310,20 @@ struct AggregateRunner {
             for _ in 0..<setup.shards { servers.append(try RedisServerProcess()) }
             endpoints = servers.map(\.endpoint)
         }
+        // The cluster methods run on lanes of a cluster of their own, one lane per shard.
+        var cluster: RedisClusterProcesses?
+        defer { cluster?.stop() }
+        var lanes: [RedisEndpoint] = []
+        if methods.contains(where: \.onCluster) {
+            let c = try RedisClusterProcesses(masters: max(3, setup.shards))
+            cluster = c
+            lanes = try ClusterLanes.choose(
+                on: RedisEndpoint(cluster: c.endpoints), count: setup.shards, options: RedisOptions())
+        }
         var results: [AggregateResult] = []
         for codec in codecs {
             var rows: [AggregateResult] = []
-            for m in methods { rows.append(try measure(m, codec, endpoints)) }
+            for m in methods { rows.append(try measure(m, codec, m.onCluster ? lanes : endpoints)) }
             if let limit = rows.first(where: { $0.method == .redisLimit }) {
                 for i in rows.indices { rows[i].vsRedisLimit = rows[i].gradientGBps / limit.gradientGBps }
             }
@@ -347,12 +366,14 @@ struct AggregateRunner {
             endpoint?.stop()
             try? manager?.deleteJob()
         }
-        if method == .smlt || method == .smltMetrics {
+        var options = RedisOptions()
+        options.waitForReplica = method != .smltClusterNoWait
+        if method.isSMLT {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
                 chunkElements: setup.chunkElements, codec: codec)
-            manager = try ShardManager.register(spec, on: endpoints, replace: true)
+            manager = try ShardManager.register(spec, on: endpoints, options: options, replace: true)
             try TrainingConfig(
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
             )
@@ -377,7 +398,7 @@ struct AggregateRunner {
                 network.map { net in endpoints.indices.map { (net.shardNamespace($0), [endpoints[$0]]) } }
                 ?? [(nil, endpoints)]
             for (namespace, shardEndpoints) in groups {
-                let s = ParamServer(endpoints: shardEndpoints, logger: logger, metrics: metrics)
+                let s = ParamServer(endpoints: shardEndpoints, options: options, logger: logger, metrics: metrics)
                 servers.append(s)
                 try startServer(s, in: namespace, done: serverDone)
             }
