@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -68,6 +70,11 @@ static void child_run(const cprocess_spawn_request *r, int pipe_fd, pid_t parent
     child_redirect(pipe_fd, 0, r->stdin_path, r->stdin_flags, CPROCESS_STAGE_STDIN);
     child_redirect(pipe_fd, 1, r->stdout_path, r->stdout_flags, CPROCESS_STAGE_STDOUT);
     child_redirect(pipe_fd, 2, r->stderr_path, r->stderr_flags, CPROCESS_STAGE_STDERR);
+    if (r->netns_path != NULL) {
+        int ns = open(r->netns_path, O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) child_fail(pipe_fd, CPROCESS_STAGE_NETNS);
+        close(ns);
+    }
     child_close_others_on_exec();
     // Handlers inherited from the parent must not run here once signals are unblocked, and
     // ignored signals (the parent ignores SIGINT and SIGTERM while it handles them through
@@ -209,4 +216,18 @@ int cprocess_spawn(const cprocess_spawn_request *request, cprocess_spawn_result 
     pthread_mutex_unlock(&spawner_lock);
     pthread_mutex_unlock(&spawner_callers);
     return result->error;
+}
+
+int cprocess_enter_netns(const char *path) {
+    int ns = open(path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return errno;
+    int error = setns(ns, CLONE_NEWNET) == 0 ? 0 : errno;
+    close(ns);
+    return error;
+}
+
+int cprocess_remove_netns(const char *path) {
+    // EINVAL: not a mount point (a half-made namespace file); unlink it anyway.
+    if (umount2(path, MNT_DETACH) != 0 && errno != EINVAL) return errno;
+    return unlink(path) == 0 ? 0 : errno;
 }

@@ -72,21 +72,24 @@ public final class ChildProcess: Sendable {
     ///   - environment: the whole environment; this process's when nil.
     ///   - stdout: where standard output goes (standard input is always /dev/null).
     ///   - stderr: where standard error goes.
+    ///   - networkNamespace: the name of a network namespace (`ip netns`, a file in /run/netns)
+    ///     the child runs in; nil for the namespace this process started in.
     /// - Throws: `SpawnError` when the executable is missing or cannot be executed, a file for
-    ///   the output cannot be opened, or the process is shutting down.
+    ///   the output cannot be opened, the namespace cannot be entered, or the process is shutting
+    ///   down.
     public convenience init(
         _ executable: String, arguments: [String], environment: [String: String]? = nil,
-        stdout: ChildOutput = .inherit, stderr: ChildOutput = .inherit
+        stdout: ChildOutput = .inherit, stderr: ChildOutput = .inherit, networkNamespace: String? = nil
     ) throws(SpawnError) {
         try self.init(
             executable, arguments: arguments, environment: environment, stdout: stdout, stderr: stderr,
-            table: .shared)
+            networkNamespace: networkNamespace, table: .shared)
     }
 
     /// Starts a child registered in `table` (tests use a table of their own).
     init(
         _ executable: String, arguments: [String], environment: [String: String]?, stdout: ChildOutput,
-        stderr: ChildOutput, table: ChildTable
+        stderr: ChildOutput, networkNamespace: String? = nil, table: ChildTable
     ) throws(SpawnError) {
         guard let path = Self.resolve(executable) else {
             throw SpawnError(executable: executable, message: "not found in PATH")
@@ -104,7 +107,8 @@ public final class ChildProcess: Sendable {
         let pid: pid_t
         do throws(SpawnError) {
             pid = try Self.spawn(
-                executable, path: path, argv: [path] + arguments, env: env!, stdout: stdout, stderr: stderr)
+                executable, path: path, argv: [path] + arguments, env: env!, stdout: stdout, stderr: stderr,
+                netns: networkNamespace.map(NetworkNamespace.path(of:)))
         } catch {
             table.cancelReservation()
             throw error
@@ -117,13 +121,14 @@ public final class ChildProcess: Sendable {
 
     /// Forks and execs through `cprocess_spawn`; returns the pid.
     private static func spawn(
-        _ executable: String, path: String, argv: [String], env: [String], stdout: ChildOutput, stderr: ChildOutput
+        _ executable: String, path: String, argv: [String], env: [String], stdout: ChildOutput, stderr: ChildOutput,
+        netns: String?
     ) throws(SpawnError) -> pid_t {
         let (outFile, outFlags) = stdout.file
         let (errFile, errFlags) = stderr.file
         var cArgs = argv.map { strdup($0) } + [nil]
         var cEnv = env.map { strdup($0) } + [nil]
-        let strings = [path, "/dev/null", outFile, errFile].map { $0.map { strdup($0) } ?? nil }
+        let strings = [path, "/dev/null", outFile, errFile, netns].map { $0.map { strdup($0) } ?? nil }
         defer {
             for p in cArgs + cEnv + strings { free(p) }
         }
@@ -133,7 +138,7 @@ public final class ChildProcess: Sendable {
                 var request = cprocess_spawn_request(
                     path: strings[0], argv: a.baseAddress, envp: e.baseAddress, stdin_path: strings[1],
                     stdin_flags: O_RDONLY, stdout_path: strings[2], stdout_flags: outFlags, stderr_path: strings[3],
-                    stderr_flags: errFlags)
+                    stderr_flags: errFlags, netns_path: strings[4])
                 return cprocess_spawn(&request, &result)
             }
         }
@@ -148,6 +153,7 @@ public final class ChildProcess: Sendable {
         case Int(CPROCESS_STAGE_THREAD): message = "cannot start the spawner thread: \(reason)"
         case Int(CPROCESS_STAGE_PIPE): message = "cannot create a pipe: \(reason)"
         case Int(CPROCESS_STAGE_FORK): message = "fork: \(reason)"
+        case Int(CPROCESS_STAGE_NETNS): message = "cannot enter the network namespace \(netns ?? ""): \(reason)"
         case Int(CPROCESS_STAGE_PDEATHSIG): message = "prctl(PR_SET_PDEATHSIG): \(reason)"
         case Int(CPROCESS_STAGE_SETPGID): message = "setpgid: \(reason)"
         default: message = reason

@@ -4,9 +4,9 @@ import RedisClient
     import Glibc
 #endif
 
-/// A throw-away `redis-server` child process on a free loopback port, for tests, demos and
-/// `smlt train`. Persistence is off unless `extraArguments` turn it on; `stop()` (also run on
-/// deinit) terminates it.
+/// A throw-away `redis-server` child process on a free loopback port (or in a network namespace
+/// of its own, on an address given), for tests, demos, benchmarks and `smlt train`. Persistence
+/// is off unless `extraArguments` turn it on; `stop()` (also run on deinit) terminates it.
 public final class RedisServerProcess: Sendable {
     public let endpoint: RedisEndpoint
     public let port: Int
@@ -18,25 +18,36 @@ public final class RedisServerProcess: Sendable {
     ///   - password: sets `requirepass` when given.
     ///   - port: a fixed port (to restart a server in place); a free one when nil.
     ///   - extraArguments: more `--option value` pairs for redis-server.
-    public init(password: String? = nil, port fixedPort: Int? = nil, extraArguments: [String] = []) throws {
-        var lastError: any Error = RedisError(.connectionFailed, endpoint: "127.0.0.1", "redis-server did not start")
+    ///   - networkNamespace: the network namespace (`ip netns` name) to run in; it listens on
+    ///     `host` there, on `port` or 6379, and this process must reach `host` from where it runs.
+    ///   - host: the address to listen on (protected mode is off unless it is 127.0.0.1).
+    public init(
+        password: String? = nil, port fixedPort: Int? = nil, extraArguments: [String] = [],
+        networkNamespace: String? = nil, host: String = "127.0.0.1"
+    ) throws {
+        var lastError: any Error = RedisError(.connectionFailed, endpoint: host, "redis-server did not start")
+        let fixedPort = fixedPort ?? (networkNamespace == nil ? nil : 6379)
         for _ in 0..<(fixedPort == nil ? 5 : 1) {
             let port = try fixedPort ?? freeLoopbackPort()
             var args = [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--port", "\(port)", "--bind", host, "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--loglevel", "warning", "--dir", "/tmp",
             ]
+            if host != "127.0.0.1" { args += ["--protected-mode", "no"] }
             if let password { args += ["--requirepass", password] }
             args += extraArguments
             let process: ChildProcess
-            do { process = try ChildProcess("redis-server", arguments: args, stdout: .discard) } catch {
+            do {
+                process = try ChildProcess(
+                    "redis-server", arguments: args, stdout: .discard, networkNamespace: networkNamespace)
+            } catch {
                 // The hint only where it helps: not when the process is shutting down.
                 let hint =
                     ChildProcess.resolve("redis-server") == nil
                     ? " (install it with apt-get install redis-server, or run make test / make demo)" : ""
                 throw RedisError(.connectionFailed, endpoint: "redis-server", "\(error)\(hint)")
             }
-            let endpoint = RedisEndpoint(host: "127.0.0.1", port: port)
+            let endpoint = RedisEndpoint(host: host, port: port)
             let deadline = ContinuousClock.now + .seconds(5)
             while ContinuousClock.now < deadline && process.isRunning {
                 do {

@@ -43,5 +43,100 @@ extension EndToEnd {
             #expect(rows.last?["checked_elements"] as? Int == 20_000)
             #expect(processes(containing: "aggregate-worker").isEmpty)
         }
+
+        /// `--link-rate` as root: the workers and the shard each in a network namespace behind a
+        /// 100mbit link; the run completes, every row records the rate, and none of the run's
+        /// namespaces (nor, with them, its links) is left afterwards.
+        @Test(.enabled(if: NetworkNamespace.isPermitted, "--link-rate needs root for network namespaces and tc"))
+        func aggregateBehindRateLimitedLinksLeavesNoNamespace() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try ChildProcess(
+                benchBinary(),
+                arguments: [
+                    "aggregate", "--workers", "2", "--params", "4000", "--shards", "1", "--steps", "2", "--warmup", "1",
+                    "--chunk-elements", "1000", "--compare", "--link-rate", "100mbit", "--json",
+                ],
+                stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
+            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
+            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+            #expect(status.succeeded, "\(err)")
+            let data = FileManager.default.contents(atPath: "\(dir)/out") ?? Data()
+            let rows = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
+            #expect(rows.compactMap { $0["method"] as? String } == ["smlt", "redis-limit", "scatter-reduce"])
+            for row in rows {
+                #expect(row["link_rate"] as? String == "100mbit")
+                #expect(row["link_rate_bits_per_second"] as? Int == 100_000_000)
+                #expect((row["gradient_gbps"] as? Double ?? 0) > 0)
+            }
+            // The run's namespaces are named smltnet-PID-…, after the process that made them.
+            let prefix = "\(RateLimitedNetwork.Layout.namePrefix)\(p.pid)-"
+            #expect(NetworkNamespace.list().filter { $0.hasPrefix(prefix) } == [])
+            #expect(processes(containing: "aggregate-worker").isEmpty)
+            #expect(processes(containing: "--network-prefix \(prefix)").isEmpty)
+        }
+
+        /// The sweep with link rate as a dimension: one aggregate process per cell, a CSV row per
+        /// cell with its rate, and no namespace left.
+        @Test(.enabled(if: NetworkNamespace.isPermitted, "--link-rates needs root for network namespaces and tc"))
+        func sweepOverLinkRatesRecordsEachRate() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try ChildProcess(
+                benchBinary(),
+                arguments: [
+                    "sweep", "--workers", "2", "--shards", "1", "--codecs", "raw", "--params", "4000", "--steps", "1",
+                    "--warmup", "1", "--chunk-elements", "1000", "--smlt-only", "--link-rates", "loopback,100mbit",
+                    "--csv", "\(dir)/sweep.csv", "--chart", "\(dir)/sweep.svg",
+                ],
+                stdout: .discard, stderr: .file("\(dir)/err"))
+            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
+            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+            #expect(status.succeeded, "\(err)")
+            let lines = ((try? String(contentsOfFile: "\(dir)/sweep.csv", encoding: .utf8)) ?? "")
+                .split(whereSeparator: \.isNewline)
+            let column = lines.first?.split(separator: ",").firstIndex(of: "link_rate")
+            #expect(column != nil)
+            let rates = lines.dropFirst().map {
+                $0.split(separator: ",", omittingEmptySubsequences: false)[column ?? 0]
+            }
+            #expect(rates == ["loopback", "100mbit"])
+            let svg = (try? String(contentsOfFile: "\(dir)/sweep.svg", encoding: .utf8)) ?? ""
+            #expect(svg.contains("100mbit, K=1 shards"))
+            // Each cell's namespaces are named after its own process, gone by now: any left over
+            // would be stale.
+            #expect(RateLimitedNetwork.removeStale() == [], "namespaces left behind")
+        }
+
+        /// A rate that is not one is refused before anything starts, naming the flag.
+        @Test func aggregateRefusesABadLinkRate() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try ChildProcess(
+                benchBinary(), arguments: ["aggregate", "--link-rate", "1gb"], stdout: .discard,
+                stderr: .file("\(dir)/err"))
+            let status = p.wait(timeout: .seconds(30)) ?? p.terminate()
+            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+            #expect(!status.succeeded)
+            #expect(err.contains("--link-rate: '1gb' is not a rate"), "\(err)")
+        }
+
+        @Test func linkRatesParseAsTcWritesThem() throws {
+            #expect(try LinkRate(parsing: "100mbit").bitsPerSecond == 100_000_000)
+            #expect(try LinkRate(parsing: "1gbit").bitsPerSecond == 1_000_000_000)
+            #expect(try LinkRate(parsing: "2.5Gbit").bitsPerSecond == 2_500_000_000)
+            #expect(try LinkRate(parsing: "2.5gbit").text == "2.5gbit")
+            for bad in ["", "1gb", "gbit", "-1gbit", "0mbit", "nanmbit", "1 gbit", "10kbit", "100tbit"] {
+                #expect(throws: NetworkError.self, "\(bad)") { try LinkRate(parsing: bad, flag: "--x") }
+            }
+        }
     }
+}
+
+/// The smlt-bench binary built next to smlt.
+func benchBinary() -> String {
+    URL(fileURLWithPath: smltBinary()).deletingLastPathComponent().appendingPathComponent("smlt-bench").path
 }

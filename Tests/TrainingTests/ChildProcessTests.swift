@@ -16,6 +16,36 @@ import Testing
         try ChildProcess("sleep", arguments: ["30"], environment: nil, stdout: .discard, stderr: .discard, table: table)
     }
 
+    /// A child in a network namespace that does not exist is not started, and the error says
+    /// which namespace it could not enter.
+    @Test func aMissingNetworkNamespaceIsReported() throws {
+        let name = "smlt-test-missing-\(UUID().uuidString.prefix(8))"
+        do {
+            let p = try ChildProcess("true", arguments: [], stdout: .discard, networkNamespace: name)
+            p.terminate()
+            Issue.record("a child started in a namespace that does not exist")
+        } catch {
+            #expect(error.description.contains("cannot enter the network namespace /run/netns/\(name)"), "\(error)")
+        }
+    }
+
+    /// As root: a child runs in the namespace it is given, which `ip netns identify` names.
+    @Test(.enabled(if: NetworkNamespace.isPermitted, "network namespaces need root"))
+    func aChildRunsInItsNetworkNamespace() throws {
+        let network = try RateLimitedNetwork(hosts: ["a"], rate: LinkRate(parsing: "100mbit"))
+        defer { network.remove() }
+        let ns = network.layout.namespace(of: "a")
+        #expect(NetworkNamespace.list().contains(ns))
+        let out = NSTemporaryDirectory() + "smlt-netns-\(UUID().uuidString)"
+        defer { unlink(out) }
+        let p = try ChildProcess(
+            "ip", arguments: ["netns", "identify"], stdout: .file(out), stderr: .discard, networkNamespace: ns)
+        #expect(p.wait(timeout: .seconds(10))?.succeeded == true)
+        #expect((try? String(contentsOfFile: out, encoding: .utf8))?.contains(ns) == true)
+        network.remove()
+        #expect(!NetworkNamespace.list().contains(where: { $0.hasPrefix(network.layout.prefix) }))
+    }
+
     @Test func startingIsRefusedOnceShutdownHasBegun() throws {
         let table = ChildTable()
         let before = try sleeper(in: table)

@@ -20,7 +20,12 @@ struct AggregateSetup: ParsableArguments, Sendable {
     @Option(help: "Timed steps.") var steps = 20
     @Option(help: "Untimed steps before the timed ones.") var warmup = 2
     @Option(help: "Redis shards to start (K); ignored with --redis.") var shards = 2
-    @Option(help: "Blob codec: raw, lz4 or shuffle-lz4.") var codec = BlobCodec.raw
+    @Option(
+        name: .customLong("codec"),
+        help: ArgumentHelp(
+            "Blob codecs, comma separated (\(BlobCodec.allValueStrings.joined(separator: ", "))): each is measured in turn, with every method.",
+            valueName: "codecs"))
+    var codecNames = "raw"
     @Option(help: "Elements per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(
         help: ArgumentHelp(
@@ -37,8 +42,43 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "Also run SMLT on the lanes of a local Redis Cluster: as many masters as --shards (at least 3), one replica each (rows smlt-cluster, and smlt-cluster-nowait without WAIT after writes)."
         ))
     var cluster = false
+    @Option(
+        help: ArgumentHelp(
+            "Run each worker and each shard in its own network namespace behind a link of this rate in each direction (tc tbf), as 100mbit, 1gbit or 2.5gbit. Needs root; without it the run is on loopback.",
+            valueName: "rate"))
+    var linkRate: String?
+
+    /// The codecs of `--codec`, in order.
+    func codecs() throws(ValidationError) -> [BlobCodec] {
+        var list: [BlobCodec] = []
+        for name in codecNames.split(separator: ",", omittingEmptySubsequences: false) {
+            let n = name.trimmingCharacters(in: .whitespaces)
+            guard let c = BlobCodec(name: n) else {
+                throw ValidationError(
+                    "--codec: unknown codec '\(n)' (known: \(BlobCodec.allValueStrings.joined(separator: ", ")))")
+            }
+            if !list.contains(c) { list.append(c) }
+        }
+        return list
+    }
+
+    /// The rate of `--link-rate`, nil without it.
+    func rate() throws(ValidationError) -> LinkRate? {
+        do throws(NetworkError) {
+            return try linkRate.map { r throws(NetworkError) in try LinkRate(parsing: r, flag: "--link-rate") }
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
 
     func validate() throws {
+        _ = try codecs()
+        if try rate() != nil && redis != nil {
+            throw ValidationError("--link-rate starts its own shards in network namespaces; it cannot use --redis")
+        }
+        if try rate() != nil && cluster {
+            throw ValidationError("--link-rate cannot be combined with --cluster (the cluster's nodes run on loopback)")
+        }
         guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be from 1 to 256") }
         guard params >= workers else { throw ValidationError("--params must be at least --workers") }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1") }
@@ -73,9 +113,26 @@ struct AggregateBench: ParsableCommand {
     var only: AggregationMethod?
     @Flag(help: "Print JSON: one object per method.") var json = false
     @Flag(help: "Show the parameter server's log.") var verbose = false
+    @Option(help: ArgumentHelp("The network this run is inside (set by --link-rate).", visibility: .private))
+    var networkPrefix: String?
 
     func run() throws {
         ChildRegistry.installSignalHandlers()
+        var network: BenchNetwork?
+        if let rate = try setup.rate() {
+            if let prefix = networkPrefix {
+                network = try BenchNetwork(prefix: prefix, workers: setup.workers, shards: setup.shards, rate: rate)
+            } else if NetworkNamespace.isPermitted {
+                let status = try BenchNetwork.runInside(workers: setup.workers, shards: setup.shards, rate: rate)
+                guard status.succeeded else { throw ExitCode(status.code ?? 1) }
+                return
+            } else {
+                FileHandle.standardError.write(
+                    Data(
+                        "note: --link-rate \(rate) needs root (network namespaces and tc); running on loopback, without rate limits\n"
+                            .utf8))
+            }
+        }
         var methods: [AggregationMethod] =
             only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
         if setup.cluster && only == nil { methods += [.smltCluster, .smltClusterNoWait] }
@@ -89,7 +146,16 @@ struct AggregateBench: ParsableCommand {
                 return m == .smlt ? .smltMetrics : m == .smltMetrics ? .smlt : m
             }
         }
-        var results = try AggregateRunner(setup: setup, verbose: verbose).run(sequence)
+        var results: [AggregateResult]
+        do {
+            results = try AggregateRunner(setup: setup, verbose: verbose, network: network).run(
+                sequence, codecs: setup.codecs())
+        } catch {
+            // On Ctrl-C the signal handler stops everything and exits; the failures it causes
+            // here (a worker or a shard gone) are not worth reporting.
+            while ChildRegistry.isStopping { sleepFor(.seconds(1)) }
+            throw error
+        }
         if results.contains(where: { $0.method == .smltMetrics }) {
             let cost = try MetricsCost.measure(workers: setup.workers)
             for i in results.indices where results[i].method == .smltMetrics {
@@ -114,6 +180,10 @@ struct AggregateResult: Codable, Sendable {
     var params: Int
     var shards: Int
     var codec: BlobCodec
+    /// The rate of each worker's and each shard's link (`--link-rate`), or `loopback`.
+    var linkRate: String
+    /// The same in bits per second; nil on loopback.
+    var linkRateBitsPerSecond: Int?
     var steps: Int
     var stepSecondsMedian: Double
     var stepSecondsMin: Double
@@ -137,6 +207,8 @@ struct AggregateResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case method, workers, params, shards, codec, steps
+        case linkRate = "link_rate"
+        case linkRateBitsPerSecond = "link_rate_bits_per_second"
         case stepSecondsMedian = "step_seconds_median"
         case stepSecondsMin = "step_seconds_min"
         case stepSecondsMax = "step_seconds_max"
@@ -153,14 +225,21 @@ struct AggregateResult: Codable, Sendable {
 
     static func table(_ rows: [AggregateResult]) -> String {
         guard let first = rows.first else { return "" }
+        let codecs = rows.reduce(into: [String]()) { list, r in
+            if !list.contains(r.codec.description) { list.append(r.codec.description) }
+        }
         var out =
-            "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(first.codec), "
-            + "\(first.steps) timed steps\n"
+            "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(codecs.joined(separator: ", ")), "
+            + "\(first.steps) timed steps, "
+            + ((first.linkRateBitsPerSecond == nil
+                ? "loopback" : "links of \(first.linkRate) per worker and per shard"))
+            + "\n"
         out +=
-            "method               step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
+            "method               codec          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
         for r in rows {
             out +=
-                r.method.rawValue.padding(toLength: 19, withPad: " ", startingAt: 0)
+                r.method.rawValue.padding(toLength: 19, withPad: " ", startingAt: 0) + "  "
+                + r.codec.description.padding(toLength: 13, withPad: " ", startingAt: 0)
                 + String(
                     format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f %15.1f ms", r.stepSecondsMedian * 1e3,
                     r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6,
@@ -204,17 +283,29 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs the methods one after another on the same shards (its own, or `--redis`).
+/// Runs the methods one after another on the same shards (its own, or `--redis`), for each codec
+/// in turn.
 struct AggregateRunner {
     let setup: AggregateSetup
     let verbose: Bool
+    /// The network this process runs inside (`--link-rate` as root); nil on loopback.
+    let network: BenchNetwork?
 
-    func run(_ methods: [AggregationMethod]) throws -> [AggregateResult] {
+    func run(_ methods: [AggregationMethod], codecs: [BlobCodec]) throws -> [AggregateResult] {
         var servers: [RedisServerProcess] = []
         defer { for s in servers { s.stop() } }
         let endpoints: [RedisEndpoint]
         if let redis = setup.redis {
             endpoints = try RedisEndpoint.list(parsing: redis)
+        } else if let network {
+            // Each shard in its namespace, on its address there: what the workers and this
+            // process reach it through is its link.
+            for s in 0..<setup.shards {
+                servers.append(
+                    try RedisServerProcess(
+                        networkNamespace: network.shardNamespace(s), host: network.shardAddress(s)))
+            }
+            endpoints = servers.map(\.endpoint)
         } else {
             for _ in 0..<setup.shards { servers.append(try RedisServerProcess()) }
             endpoints = servers.map(\.endpoint)
@@ -230,9 +321,13 @@ struct AggregateRunner {
                 on: RedisEndpoint(cluster: c.endpoints), count: setup.shards, options: RedisOptions())
         }
         var results: [AggregateResult] = []
-        for m in methods { results.append(try measure(m, m.onCluster ? lanes : endpoints)) }
-        if let limit = results.first(where: { $0.method == .redisLimit }) {
-            for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
+        for codec in codecs {
+            var rows: [AggregateResult] = []
+            for m in methods { rows.append(try measure(m, codec, m.onCluster ? lanes : endpoints)) }
+            if let limit = rows.first(where: { $0.method == .redisLimit }) {
+                for i in rows.indices { rows[i].vsRedisLimit = rows[i].gradientGBps / limit.gradientGBps }
+            }
+            results += rows
         }
         // Each smlt-metrics run against the smlt run next to it (before or after it).
         for i in results.indices where results[i].method == .smltMetrics {
@@ -244,7 +339,9 @@ struct AggregateRunner {
         return results
     }
 
-    func measure(_ method: AggregationMethod, _ endpoints: [RedisEndpoint]) throws -> AggregateResult {
+    func measure(_ method: AggregationMethod, _ codec: BlobCodec, _ endpoints: [RedisEndpoint]) throws
+        -> AggregateResult
+    {
         let n = setup.workers
         let run = "\(getpid())-\(method.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
         let keys = BenchKeys(run: run)
@@ -254,15 +351,16 @@ struct AggregateRunner {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         defer { cleanUp(shards, keys) }
 
-        // SMLT: the job, version 0, and the parameter server (in this process, one thread per shard).
+        // SMLT: the job, version 0, and the parameter server (in this process, one thread per
+        // shard; with a network, each of those threads in its shard's namespace).
         var job = ""
-        var server: ParamServer?
+        var servers: [ParamServer] = []
         let serverDone = DispatchGroup()
         var manager: ShardManager?
         var endpoint: MetricsEndpoint?
         let scraping = ScrapeLoop()
         defer {
-            server?.stop()
+            for s in servers { s.stop() }
             serverDone.wait()
             scraping.stop()
             endpoint?.stop()
@@ -274,7 +372,7 @@ struct AggregateRunner {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
-                chunkElements: setup.chunkElements, codec: setup.codec)
+                chunkElements: setup.chunkElements, codec: codec)
             manager = try ShardManager.register(spec, on: endpoints, options: options, replace: true)
             try TrainingConfig(
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
@@ -293,13 +391,17 @@ struct AggregateRunner {
                 endpoint = e
                 try scraping.start(port: Int(e.address.split(separator: ":").last!)!)
             }
-            let s = ParamServer(endpoints: endpoints, options: options, logger: logger, metrics: metrics)
-            server = s
-            serverDone.enter()
-            Thread {
-                s.run()
-                serverDone.leave()
-            }.start()
+            // On loopback one server for all shards; in a network one per shard, so that each
+            // shard's thread can enter that shard's namespace: a server sits next to its shard,
+            // and what it reads and writes there does not cross the shard's link.
+            let groups: [(namespace: String?, endpoints: [RedisEndpoint])] =
+                network.map { net in endpoints.indices.map { (net.shardNamespace($0), [endpoints[$0]]) } }
+                ?? [(nil, endpoints)]
+            for (namespace, shardEndpoints) in groups {
+                let s = ParamServer(endpoints: shardEndpoints, options: options, logger: logger, metrics: metrics)
+                servers.append(s)
+                try startServer(s, in: namespace, done: serverDone)
+            }
         }
 
         var workers: [ChildProcess] = []
@@ -312,11 +414,12 @@ struct AggregateRunner {
                         "aggregate-worker", "--method", (method == .smltMetrics ? .smlt : method).rawValue, "--worker",
                         "\(w)", "--workers", "\(n)",
                         "--params", "\(setup.params)", "--steps", "\(setup.steps)", "--warmup", "\(setup.warmup)",
-                        "--codec", setup.codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
+                        "--codec", codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
                         "\(setup.momentum)",
                         "--redis", endpoints.map(\.description).joined(separator: ","), "--run", run, "--job", job,
                     ],
-                    stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err")))
+                    stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err"),
+                    networkNamespace: network?.workerNamespace(w)))
         }
         func failIfExited() throws {
             for (w, p) in workers.enumerated() {
@@ -357,7 +460,7 @@ struct AggregateRunner {
             let text = try String(contentsOfFile: "\(dir)/\(w).json", encoding: .utf8)
             return try decoder.decode(WorkerTimes.self, from: Data(text.utf8))
         }
-        let blobBytes = encodedGradientBytes()
+        let blobBytes = encodedGradientBytes(codec)
         var stepTimes: [Double] = []
         for t in 0..<setup.steps {
             // From the moment every worker has started (the last start) to the last end: a worker
@@ -366,10 +469,17 @@ struct AggregateRunner {
             let first = times.map { $0.start[t] }.max()!
             let last = times.map { $0.end[t] }.max()!
             if method == .redisLimit {
-                // The rates of this step's SET and GET phases, applied to the design's minimal
-                // traffic: N gradients and the model written, 2N gradients' worth read.
                 let get = times.map { $0.getEnd[t] }.max()! - times.map { $0.getStart[t] }.max()!
-                stepTimes.append((last - first) * Double(n + 1) / Double(n) + get * 2)
+                if network == nil {
+                    // The rates of this step's SET and GET phases, applied to the design's minimal
+                    // traffic: N gradients and the model written, 2N gradients' worth read.
+                    stepTimes.append((last - first) * Double(n + 1) / Double(n) + get * 2)
+                } else {
+                    // Behind links, an aggregator next to its shard reads the gradients and
+                    // writes the model off the links: the least any design sends over them is
+                    // the workers' pushes and pulls, which the two phases are.
+                    stepTimes.append((last - first) + get)
+                }
             } else {
                 stepTimes.append(last - first)
             }
@@ -380,22 +490,46 @@ struct AggregateRunner {
             method == .redisLimit
             ? Double((3 * n + 1) * blobBytes) : Double(after - before) / Double(setup.steps)
         return AggregateResult(
-            method: method, workers: n, params: setup.params, shards: endpoints.count, codec: setup.codec,
-            steps: setup.steps, stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,
+            method: method, workers: n, params: setup.params, shards: endpoints.count, codec: codec,
+            linkRate: network?.rate.text ?? "loopback", linkRateBitsPerSecond: network?.rate.bitsPerSecond,
+            steps: setup.steps,
+            stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,
             stepSecondsMax: stepTimes.last!, gradientGBps: Double(n * setup.params * 4) / median / 1e9,
             wireBytesPerStep: wire, compressionRatio: Double(setup.params * 4) / Double(blobBytes),
             checkedElements: times.reduce(0) { $0 + $1.checked }, processCPUSecondsPerStep: cpu / Double(setup.steps))
     }
 
-    /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, with `--codec`.
-    func encodedGradientBytes() -> Int {
+    /// Starts `server` on a thread of its own that first enters `namespace` (when given); returns
+    /// once the thread is serving, or throws why it could not enter the namespace.
+    func startServer(_ server: ParamServer, in namespace: String?, done: DispatchGroup) throws {
+        let entered = DispatchSemaphore(value: 0)
+        let failure = Mutex<NetworkError?>(nil)
+        done.enter()
+        try DedicatedThread.start(name: "bench-serve") {
+            defer { done.leave() }
+            if let namespace {
+                do throws(NetworkError) { try NetworkNamespace.enterOnThisThread(namespace) } catch {
+                    failure.withLock { $0 = error }
+                    entered.signal()
+                    return
+                }
+            }
+            entered.signal()
+            server.run()
+        }
+        entered.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, with `codec`.
+    func encodedGradientBytes(_ codec: BlobCodec) -> Int {
         let g = KnownGradient(workers: setup.workers, params: setup.params).base(worker: 0)
         return g.withUnsafeBufferPointer { p in
             stride(from: 0, to: setup.params, by: setup.chunkElements).reduce(0) { total, start in
                 total
                     + TensorBlob.encode(
                         UnsafeBufferPointer(rebasing: p[start..<min(setup.params, start + setup.chunkElements)]),
-                        codec: setup.codec, step: 0, producer: 0
+                        codec: codec, step: 0, producer: 0
                     ).count
             }
         }

@@ -1,8 +1,8 @@
 import Foundation
 import TensorBlob
 
-/// Small multiples of gradient GB/s against worker count: one panel per (shards, codec, params),
-/// one line per method. Plain SVG, no dependencies.
+/// Small multiples of gradient GB/s against worker count: one panel per (link rate, shards,
+/// codec, params), one line per method. Plain SVG, no dependencies.
 struct SweepChart {
     let rows: [AggregateResult]
 
@@ -10,10 +10,23 @@ struct SweepChart {
         let shards: Int
         let codec: String
         let params: Int
-        static func < (a: Panel, b: Panel) -> Bool {
-            (a.params, a.codec, a.shards) < (b.params, b.codec, b.shards)
+        /// Bits per second of each link; 0 for loopback.
+        let linkRate: Int
+        let linkRateText: String
+        init(_ r: AggregateResult) {
+            shards = r.shards
+            codec = r.codec.description
+            params = r.params
+            linkRate = r.linkRateBitsPerSecond ?? 0
+            linkRateText = r.linkRate
         }
-        var title: String { "K=\(shards) shards, \(codec), P=\(params.formatted())" }
+        /// Loopback first, then the rates from the fastest.
+        static func < (a: Panel, b: Panel) -> Bool {
+            func order(_ rate: Int) -> Int { rate == 0 ? Int.min : -rate }
+            return (order(a.linkRate), a.params, a.codec, a.shards) < (order(b.linkRate), b.params, b.codec, b.shards)
+        }
+        var title: String { "\(linkRateText), K=\(shards) shards, \(codec), P=\(params.formatted())" }
+        func contains(_ r: AggregateResult) -> Bool { Panel(r) == self }
     }
 
     static let colors: [AggregationMethod: String] = [
@@ -21,15 +34,20 @@ struct SweepChart {
     ]
 
     func svg() -> String {
-        let panels = Array(Set(rows.map { Panel(shards: $0.shards, codec: $0.codec.description, params: $0.params) }))
-            .sorted()
-        let columns = min(panels.count, Set(rows.map(\.shards)).count)
+        let panels = Array(Set(rows.map(Panel.init))).sorted()
+        // A row of panels per link rate and size: its codecs x shard counts side by side.
+        let columns = min(panels.count, Set(rows.map(\.shards)).count * Set(rows.map(\.codec.description)).count, 4)
         let rowsOfPanels = (panels.count + max(columns, 1) - 1) / max(columns, 1)
         let (pw, ph) = (360.0, 250.0)
         let (left, top, right, bottom) = (55.0, 40.0, 15.0, 45.0)
         let width = Double(max(columns, 1)) * pw
         let height = Double(rowsOfPanels) * ph + 60
-        let yMax = niceCeiling((rows.map(\.gradientGBps).max() ?? 1) * 1.1)
+        // One scale per link rate: a slow link's panels would be flat on loopback's scale.
+        func yMax(_ panel: Panel) -> Double {
+            niceCeiling(
+                (rows.filter { ($0.linkRateBitsPerSecond ?? 0) == panel.linkRate }.map(\.gradientGBps).max() ?? 1) * 1.1
+            )
+        }
         let workerCounts = Array(Set(rows.map(\.workers))).sorted()
         var s = """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
@@ -48,6 +66,7 @@ struct SweepChart {
                 guard workerCounts.count > 1, let idx = workerCounts.firstIndex(of: workers) else { return x0 + w / 2 }
                 return x0 + w * Double(idx) / Double(workerCounts.count - 1)
             }
+            let yMax = yMax(panel)
             func y(_ v: Double) -> Double { y0 + h - h * v / yMax }
             s += "<text x=\"\(Int(ox + pw / 2))\" y=\"\(Int(oy + 25))\" text-anchor=\"middle\">\(panel.title)</text>\n"
             s += "<rect x=\"\(x0)\" y=\"\(y0)\" width=\"\(w)\" height=\"\(h)\" fill=\"none\" stroke=\"#ccc\"/>\n"
@@ -61,10 +80,9 @@ struct SweepChart {
             }
             s += "<text x=\"\(x0 + w / 2)\" y=\"\(y0 + h + 32)\" text-anchor=\"middle\">workers (N)</text>\n"
             for method in AggregationMethod.allCases {
-                let points = rows.filter {
-                    $0.method == method && $0.shards == panel.shards && $0.codec.description == panel.codec
-                        && $0.params == panel.params
-                }.sorted { $0.workers < $1.workers }
+                let points = rows.filter { $0.method == method && panel.contains($0) }.sorted {
+                    $0.workers < $1.workers
+                }
                 guard !points.isEmpty else { continue }
                 let color = Self.colors[method] ?? "black"
                 let path = points.map { "\(x($0.workers)),\(y($0.gradientGBps))" }.joined(separator: " ")

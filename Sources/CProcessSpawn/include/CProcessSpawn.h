@@ -19,6 +19,8 @@ enum {
     CPROCESS_STAGE_STDOUT = 7,
     CPROCESS_STAGE_STDERR = 8,
     CPROCESS_STAGE_EXEC = 9,
+    /// Opening the network namespace file or setns(2) into it, in the child.
+    CPROCESS_STAGE_NETNS = 10,
 };
 
 /// One process to start. Every pointer must stay valid until `cprocess_spawn` returns.
@@ -36,6 +38,9 @@ typedef struct cprocess_spawn_request {
     int stdout_flags;
     const char *stderr_path;
     int stderr_flags;
+    /// A network namespace file (as /run/netns/NAME) the child enters before exec; NULL keeps
+    /// the spawner thread's.
+    const char *netns_path;
 } cprocess_spawn_request;
 
 typedef struct cprocess_spawn_result {
@@ -60,4 +65,17 @@ typedef struct cprocess_spawn_result {
 ///
 /// Returns 0 with `result->pid` set, or the errno with `result->stage` saying which step failed.
 int cprocess_spawn(const cprocess_spawn_request *request, cprocess_spawn_result *result);
+
+/// Moves the calling thread (only it: the network namespace is per thread) into the network
+/// namespace of the file at `path` (as /run/netns/NAME or /proc/thread-self/ns/net). Sockets it
+/// opens afterwards, and threads it starts, belong to that namespace; sockets opened before
+/// keep theirs. Returns 0 or the errno of open(2) or setns(2).
+int cprocess_enter_netns(const char *path);
+
+/// Removes a named network namespace as `ip netns delete` does: detaches the bind mount at
+/// `path` (/run/netns/NAME) and unlinks the file. The namespace itself ends when nothing uses it
+/// any more (no process or thread in it, no open file of it), and its interfaces with it (a veth
+/// pair goes when either end goes). Starts no process, so it also works while shutting down.
+/// Returns 0 or the errno of umount2(2) or unlink(2).
+int cprocess_remove_netns(const char *path);
 #endif
