@@ -99,6 +99,7 @@ public struct Resharder {
     }
 
     /// Checks that every endpoint answers and accepts the credentials; nothing is written.
+    /// New cluster lanes are recorded (`smlt:lanes`), so that servers of the cluster serve them.
     public static func preflight(_ endpoints: [RedisEndpoint], options: RedisOptions) throws(ReshardError) {
         for e in endpoints {
             do {
@@ -107,6 +108,9 @@ public struct Resharder {
             } catch {
                 throw ReshardError("cannot use \(e) as a shard: \(error); nothing was moved")
             }
+        }
+        do { try ClusterLanes.record(endpoints, options: options) } catch {
+            throw ReshardError("cannot record the new cluster lanes: \(error); nothing was moved")
         }
     }
 
@@ -117,6 +121,10 @@ public struct Resharder {
         to targets: [RedisEndpoint], step: Int, config: TrainingConfig, beforeSwitch: () -> Void = {}
     ) throws(ReshardError) -> Outcome {
         let old = manager.map
+        // A cluster lane already in the map keeps its name there, whatever seeds reach it.
+        let targets = targets.map { t in
+            old.index(of: t).flatMap { try? RedisEndpoint(parsing: old.shards[$0]) } ?? t
+        }
         let names = Self.shardList(current: old.shards, targets: targets.map(\.description))
         guard names.first == old.shards.first else {
             throw ReshardError(

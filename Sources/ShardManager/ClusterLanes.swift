@@ -4,11 +4,11 @@ import RedisClient
 /// The shards of jobs on a Redis Cluster: lanes, each a hash tag whose slot one master serves
 /// (docs/wire-format.md, "Redis Cluster").
 ///
-/// Lane tags are `smlt-N`. The lanes of a new job are spread over the masters: the job's shard
+/// The lanes SMLT chooses have tags `smlt-N`. The lanes of a new job are spread over the masters: the job's shard
 /// `i` goes to master `i mod M` (masters in the order of their first slot), on the `i / M`-th
 /// tag, in the order of N, whose slot that master serves. Every lane ever used is recorded in
-/// the set `smlt:lanes`, which is how parameter servers and tools given only the cluster find
-/// them.
+/// the set `smlt:lanes` (also lanes `smlt admin reshard` moves a job to), which is how
+/// parameter servers and tools given only the cluster find them.
 public enum ClusterLanes {
     /// The set of lane tags in use on a cluster.
     public static let registry = "smlt:lanes"
@@ -44,6 +44,17 @@ public enum ClusterLanes {
                 RedisCommand(strings: ["SADD", registry] + chosen), slot: HashSlot(key: registry))
         } catch { throw ShardError(error) }
         return chosen.map { RedisEndpoint(cluster: seeds, tag: $0) }
+    }
+
+    /// Records the lanes among `endpoints` in their cluster's `smlt:lanes`.
+    public static func record(_ endpoints: [RedisEndpoint], options: RedisOptions) throws(ShardError) {
+        for lane in endpoints {
+            guard let tag = lane.laneTag else { continue }
+            do {
+                let client = try ClusterClient(seeds: lane.clusterSeeds, options: options)
+                try client.run(["SADD", registry, tag], slot: HashSlot(key: registry))
+            } catch { throw ShardError(describe(error, lane)) }
+        }
     }
 
     /// The lanes recorded on `cluster`, by tag.
@@ -110,9 +121,9 @@ public enum ClusterLanes {
         (try? ClusterClient(seeds: seeds, options: options))?.slots.allNodes ?? []
     }
 
-    /// Whether `text` is a lane tag SMLT chose.
+    /// Whether `text` is a valid lane tag.
     static func isTag(_ text: String) -> Bool {
-        text.hasPrefix("smlt-") && Int(text.dropFirst(5)) != nil
+        (try? RedisEndpoint(parsing: "cluster://127.0.0.1:1/\(text)")) != nil
     }
 
     /// A Redis error reaching a cluster, with a hint when the node is not in cluster mode.

@@ -4,7 +4,11 @@ import RedisClient
 
 /// `--redis`, `--password` and `--user`, with SMLT_REDIS / SMLT_REDIS_PASSWORD / SMLT_REDIS_USER.
 struct RedisOptionGroup: ParsableArguments {
-    @Option(name: .customLong("redis"), help: "Shard endpoints, host:port,host:port (default: $SMLT_REDIS).")
+    @Option(
+        name: .customLong("redis"),
+        help:
+            "Shard endpoints, host:port,host:port, or a Redis Cluster, cluster://host:port[,...] (default: $SMLT_REDIS)."
+    )
     var redis: String?
 
     @Option(help: "Redis password (default: $SMLT_REDIS_PASSWORD).")
@@ -21,10 +25,18 @@ struct RedisOptionGroup: ParsableArguments {
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
-    /// The endpoints given, or nil when neither --redis nor SMLT_REDIS is set.
+    /// The endpoints given, or nil when neither --redis nor SMLT_REDIS is set. Servers given
+    /// as `host:port` that turn out to be nodes of a Redis Cluster (`cluster_enabled:1`) are
+    /// taken as that cluster (`cluster://` with them as seeds).
     func endpointsIfGiven() throws -> [RedisEndpoint]? {
         guard let text = redis ?? environment["SMLT_REDIS"], !text.isEmpty else { return nil }
-        do { return try RedisEndpoint.list(parsing: text) } catch { throw ValidationError(error.description) }
+        let given: [RedisEndpoint]
+        do { given = try RedisEndpoint.list(parsing: text) } catch { throw ValidationError(error.description) }
+        guard given.allSatisfy({ if case .tcp = $0.address { true } else { false } }),
+            let probe = try? RedisConnection(given[0], options: options),
+            let info = try? probe.run(["INFO", "cluster"]).text, info.contains("cluster_enabled:1")
+        else { return given }
+        return [RedisEndpoint(cluster: given)]
     }
 
     func endpoints() throws -> [RedisEndpoint] {
@@ -36,9 +48,9 @@ struct RedisOptionGroup: ParsableArguments {
 
     /// Endpoints besides `--redis` that may receive the credentials.
     var allowedEndpoints: [String] {
-        (allowEndpoints ?? environment["SMLT_ALLOWED_ENDPOINTS"] ?? "").split(separator: ",").map {
-            String($0).trimmingCharacters(in: .whitespaces)
-        }.filter { !$0.isEmpty }
+        let text = allowEndpoints ?? environment["SMLT_ALLOWED_ENDPOINTS"] ?? ""
+        if let parsed = try? RedisEndpoint.list(parsing: text) { return parsed.map(\.description) }
+        return text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     /// Runs when any command parses these options.

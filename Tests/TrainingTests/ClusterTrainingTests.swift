@@ -43,6 +43,22 @@ import TrainingProtocol
         }
     }
 
+    /// SMLT's own live re-sharding on a cluster: the job moves onto a fourth lane mid-run.
+    @Test func aJobReshardsOntoANewLane() throws {
+        try withClusterJob("reshard", shards: 4) { cluster, manager, seeds in
+            var env = ProcessInfo.processInfo.environment
+            env["SMLT_REDIS_PASSWORD"] = Self.password
+            let targets = manager.map.shards + ["\(seeds)/extra-lane"]
+            let moved = try smlt(
+                [
+                    "admin", "reshard", "--redis", seeds, "--job", manager.map.job, "--to",
+                    targets.joined(separator: ","),
+                ],
+                environment: env)
+            #expect(moved.status.succeeded, "\(moved.stderr)")
+        }
+    }
+
     /// `smlt admin` on a cluster: every node with its role, slots and reachability, the lanes and
     /// their jobs; `jobs` and `chunks` as on plain shards. A server not in cluster mode is refused.
     @Test func adminShowsTheCluster() throws {
@@ -97,7 +113,7 @@ import TrainingProtocol
     /// Starts a cluster and `smlt serve` for it, runs the digits job on it, calls `disturb`
     /// once the home lane has published version 40, and checks the run's digest.
     private func withClusterJob(
-        _ name: String,
+        _ name: String, shards: Int = 3,
         _ disturb: (RedisClusterProcesses, ShardManager, String) throws -> Void
     ) throws {
         let cluster = try RedisClusterProcesses(password: Self.password)
@@ -137,7 +153,7 @@ import TrainingProtocol
         let out = json(read("\(dir)/out"))
         #expect(status.succeeded, "\(status): \(read("\(dir)/err").suffix(2000))")
         #expect(out["steps"] as? Int == 300)
-        #expect(out["shards"] as? Int == 3)
+        #expect(out["shards"] as? Int == shards)
         let digest = try #require(out["param_digest"] as? String)
         #expect(digest == Self.independentDigest, "the cluster run differs from the run on independent shards")
         #expect(serve.isRunning, "smlt serve died: \(read("\(dir)/serve.log").suffix(2000))")
