@@ -12,7 +12,9 @@ import redis
 
 from . import keys
 from .blob import PRODUCER_SERVER, Codec, decode, encode
-from .layout import DEFAULT_CHUNK_ELEMENTS, ShardMap, SpecError, TrainingConfig, object_shard, parse_endpoint
+from .lanes import LaneRedis, cluster_nodes, record_lanes, registered_lanes
+from .layout import (DEFAULT_CHUNK_ELEMENTS, ClusterEndpoint, ShardMap, SpecError, TrainingConfig, object_shard,
+                     parse_endpoint)
 from .tensors import flatten, join_chunks, specs_of, split_chunks, unflatten
 
 __all__ = ["SMLTError", "JobNotFound", "JobExists", "UntrustedEndpoint", "connect", "Job", "register_job"]
@@ -40,8 +42,15 @@ class UntrustedEndpoint(SMLTError):
 
 def connect(endpoint: str, password: str | None = None, user: str | None = None,
             socket_timeout: float | None = 30.0) -> redis.Redis:
-    """A Redis connection to one endpoint (``host:port``, ``[ipv6]:port`` or ``unix:/path``)."""
+    """A Redis connection to one shard: ``host:port``, ``[ipv6]:port``, ``unix:/path``, or a
+    cluster lane ``cluster://HOST:PORT[,...]/TAG`` (a :class:`smlt.lanes.LaneRedis`: every key
+    gets the lane's ``{TAG}`` in front, and commands follow the lane's master)."""
     where = parse_endpoint(endpoint)
+    if isinstance(where, ClusterEndpoint):
+        if where.tag is None:
+            raise SpecError(f"{endpoint} names a whole Redis Cluster, not a shard; a shard of it is a lane "
+                            "cluster://SEEDS/TAG (Job.open finds a job's lanes from the whole cluster)")
+        return LaneRedis(where, password, user, socket_timeout)
     common = dict(password=password, username=user, socket_timeout=socket_timeout)
     if isinstance(where, str):
         return redis.Redis(unix_socket_path=where, **common)
@@ -62,7 +71,7 @@ class Job:
         self._allowed = set(allowed)
         self._conns: dict[str, redis.Redis] = {}
         if password is not None:
-            strangers = [s for s in shard_map.shards if s not in self._allowed]
+            strangers = _untrusted(shard_map.shards, self._allowed, password, user)
             if strangers:
                 raise UntrustedEndpoint(
                     f"job {shard_map.job}'s map names endpoints that were not given: {', '.join(strangers)}")
@@ -74,11 +83,14 @@ class Job:
     @classmethod
     def open(cls, endpoints: list[str], job: str, password: str | None = None, user: str | None = None,
              allowed: Iterable[str] = ()) -> "Job":
-        """Load the map (the home shard's copy wins) and the home shard's config."""
+        """Load the map (the home shard's copy wins) and the home shard's config.
+
+        A whole Redis Cluster among ``endpoints`` (``cluster://SEEDS``) stands for the lanes
+        recorded on it (``smlt:lanes``)."""
         keys.check_job_id(job)
         allowed = set(endpoints) | set(allowed)
         found = None
-        for e in endpoints:
+        for e in expand_clusters(endpoints, password, user):
             conn = connect(e, password, user)
             try:
                 raw = _get_bounded(conn, keys.map_key(job), MAX_MAP_BYTES, "map")
@@ -176,6 +188,48 @@ class Job:
         return steps.pop(), unflatten(flat, self.map.layout)
 
 
+def expand_clusters(endpoints: Iterable[str], password: str | None = None, user: str | None = None) -> list[str]:
+    """``endpoints`` with every whole cluster (``cluster://SEEDS``) replaced by its recorded lanes."""
+    out: list[str] = []
+    for e in endpoints:
+        where = parse_endpoint(e)
+        if isinstance(where, ClusterEndpoint) and where.tag is None:
+            out += registered_lanes(where, password, user)
+        else:
+            out.append(e)
+    return out
+
+
+def _untrusted(shards: Iterable[str], allowed: set[str], password: str | None, user: str | None) -> list[str]:
+    """The shards of a map that credentials must not be sent to (as ShardManager.load decides):
+    an endpoint is trusted when it was given (or allowed); a lane when each of its seed nodes was
+    given as a seed of a cluster, or is a node that a given cluster's ``CLUSTER SLOTS`` names
+    (asked only when needed)."""
+    given = [w.seeds for w in map(_parsed, allowed) if isinstance(w, ClusterEndpoint)]
+    given_seeds = [n for seeds in given for n in seeds]
+    trusted = set(given_seeds)
+    asked = not given_seeds
+    out = []
+    for s in shards:
+        where = _parsed(s)
+        if isinstance(where, ClusterEndpoint) and where.tag is not None:
+            if not asked and not trusted.issuperset(where.seeds):
+                asked = True
+                trusted.update(cluster_nodes(given_seeds, password, user))
+            if not trusted.issuperset(where.seeds):
+                out.append(s)
+        elif s not in allowed:
+            out.append(s)
+    return out
+
+
+def _parsed(endpoint: str) -> tuple[str, int] | str | ClusterEndpoint | None:
+    try:
+        return parse_endpoint(endpoint)
+    except SpecError:
+        return None
+
+
 def _get_bounded(conn: redis.Redis, key: str, limit: int, what: str) -> bytes | None:
     size = conn.strlen(key)
     if size > limit:
@@ -204,7 +258,13 @@ def register_job(endpoints: list[str], job: str, parameters: Mapping[str, np.nda
         if handle.shard(i).exists(keys.map_key(job)):
             handle.close()
             raise JobExists(f"job {job} already has a map on {endpoints[i]}")
-    # 3. the map: other shards first, the home shard last
+    # 3. the map: other shards first, the home shard last; lanes are recorded in smlt:lanes
+    clusters: dict[tuple, list[ClusterEndpoint]] = {}
+    for w in map(parse_endpoint, endpoints):
+        if isinstance(w, ClusterEndpoint):
+            clusters.setdefault(w.seeds, []).append(w)
+    for lanes in clusters.values():
+        record_lanes(lanes[0], [w.tag for w in lanes], password, user)
     for i in list(range(1, n)) + [0]:
         pipe = handle.shard(i).pipeline(transaction=True)
         pipe.set(keys.map_key(job), shard_map.to_json())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from .blob import Codec
@@ -16,7 +17,7 @@ from .keys import check_job_id
 __all__ = [
     "SpecError", "TensorSpec", "Layout", "ShardMap", "TrainingConfig",
     "fnv1a64", "splitmix64_finalize", "rendezvous_weight", "place_chunks", "object_shard",
-    "parse_endpoint",
+    "parse_endpoint", "ClusterEndpoint", "format_node",
 ]
 
 MASK = (1 << 64) - 1
@@ -105,10 +106,50 @@ def object_shard(job: str, shards: list[str], name: str) -> int:
     return max(range(len(shards)), key=lambda i: (rendezvous_weight(job, shards[i], chunk), _Neg(shards[i])))
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
-    """``(host, port)`` for ``host:port`` / ``[ipv6]:port``, or the path for ``unix:/path``."""
+#: A cluster lane's tag: 1-64 characters from A-Z a-z 0-9 . _ -
+LANE_TAG = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+
+
+def format_node(node: tuple[str, int]) -> str:
+    """``host:port`` (``[host]:port`` for an IPv6 address)."""
+    return f"[{node[0]}]:{node[1]}" if ":" in node[0] else f"{node[0]}:{node[1]}"
+
+
+@dataclass(frozen=True)
+class ClusterEndpoint:
+    """A Redis Cluster reached through ``seeds`` (TCP nodes), and with a ``tag`` one lane of it
+    (``cluster://HOST:PORT[,HOST:PORT...]/TAG``, see "Redis Cluster" in docs/wire-format.md).
+    Without a tag it names the whole cluster, which is not a shard."""
+
+    seeds: tuple[tuple[str, int], ...]
+    tag: str | None = None
+
+    def lane(self, tag: str) -> "ClusterEndpoint":
+        """The lane ``tag`` of this cluster, through the same seeds."""
+        return ClusterEndpoint(self.seeds, tag)
+
+    def __str__(self) -> str:
+        return "cluster://" + ",".join(map(format_node, self.seeds)) + (f"/{self.tag}" if self.tag else "")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int] | str | ClusterEndpoint:
+    """``(host, port)`` for ``host:port`` / ``[ipv6]:port``, the path for ``unix:/path``, or a
+    :class:`ClusterEndpoint` for ``cluster://HOST:PORT[,HOST:PORT...][/TAG]``."""
     if not isinstance(endpoint, str) or not endpoint or any(c.isspace() for c in endpoint):
         raise SpecError(f"invalid endpoint {endpoint!r}")
+    if endpoint.startswith("cluster://"):
+        rest, slash, tag = endpoint[len("cluster://"):].partition("/")
+        if slash and not LANE_TAG.fullmatch(tag):
+            raise SpecError(f"invalid endpoint {endpoint!r}: a cluster lane tag is 1 to 64 characters "
+                            "from A-Z a-z 0-9 . _ -")
+        seeds = []
+        for part in rest.split(","):
+            seed = parse_endpoint(part) if part else None
+            if not isinstance(seed, tuple):
+                raise SpecError(f"invalid endpoint {endpoint!r}: expected cluster://HOST:PORT[,HOST:PORT...][/TAG] "
+                                "(cluster seed nodes are host:port)")
+            seeds.append(seed)
+        return ClusterEndpoint(tuple(seeds), tag if slash else None)
     if endpoint.startswith("unix:"):
         path = endpoint[5:]
         if not path.startswith("/"):
@@ -263,8 +304,16 @@ class ShardMap:
             raise SpecError(f"{what}: 'shards' must be a non-empty array of strings")
         if len(set(shards)) != len(shards):
             raise SpecError(f"{what}: 'shards' names an endpoint twice")
+        tags = []
         for s in shards:
-            parse_endpoint(s)
+            where = parse_endpoint(s)
+            if isinstance(where, ClusterEndpoint):
+                if where.tag is None:
+                    raise SpecError(f"{what}: 'shards' names the whole cluster {s}; a shard of a cluster is a "
+                                    "lane cluster://SEEDS/TAG")
+                tags.append(where.tag)
+        if len(set(tags)) != len(tags):
+            raise SpecError(f"{what}: 'shards' names a cluster lane twice (lanes are the same shard by tag)")
         tensors = _parse_tensors(m["tensors"], what)
         chunk_elements = _int_field(m, "chunk_elements", 1, 1 << 26, what)
         try:

@@ -38,11 +38,11 @@ def initial():
 
 
 def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4", lr=0.5, momentum=0.9,
-             weight_decay=0.001) -> Job:
+             weight_decay=0.001, password=None) -> Job:
     config = TrainingConfig(workers=workers, steps=steps, learning_rate=lr, momentum=momentum,
                             weight_decay=weight_decay, workload=WORKLOAD)
     return register_job(endpoints, job, initial(), config, chunk_elements=chunk_elements, codec=codec,
-                        objects=staged_objects(workers, x, y))
+                        objects=staged_objects(workers, x, y), password=password)
 
 
 def gradient(params, px, py, step):
