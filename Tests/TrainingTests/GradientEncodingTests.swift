@@ -1,0 +1,183 @@
+import Foundation
+import KeySchema
+import LocalProcesses
+import RedisClient
+import ShardManager
+import TensorBlob
+import TestSupport
+import Testing
+import TrainingProtocol
+
+/// Gradient encodings (`--codec`, the config's `gradient_encoding`) and error feedback: the specs,
+/// the residual's arithmetic, and the residual as worker state in Redis.
+@Suite struct GradientEncodingTests {
+    @Test func specsParseToTheirDtypeAndCodec() throws {
+        let cases: [(String, DType, BlobCodec, String)] = [
+            ("raw", .f32, .raw, "raw"), ("lz4", .f32, .lz4, "lz4"), ("shuffle-lz4", .f32, .shuffleLZ4, "shuffle-lz4"),
+            ("f32", .f32, .raw, "raw"), ("bf16", .bf16, .raw, "bf16-raw"), ("f16", .f16, .raw, "f16-raw"),
+            ("bf16-shuffle-lz4", .bf16, .shuffleLZ4, "bf16-shuffle-lz4"), ("f16-lz4", .f16, .lz4, "f16-lz4"),
+            ("f32-shuffle-lz4", .f32, .shuffleLZ4, "shuffle-lz4"),
+        ]
+        for (spec, dtype, codec, canonical) in cases {
+            let e = try GradientEncoding(parsing: spec)
+            #expect(e.dtype == dtype && e.codec == codec, "\(spec)")
+            #expect(e.description == canonical)
+            #expect(e.isLossy == (dtype != .f32))
+            #expect(try GradientEncoding(parsing: canonical) == e)
+        }
+    }
+
+    @Test func badSpecsNameTheSpecAndTheProblem() {
+        for (spec, problem) in [
+            ("", "not an encoding"), ("bf17", "not an encoding"), ("bf16-zstd", "unknown codec 'zstd'"),
+            ("BF16", "not an encoding"), ("bf16-", "unknown codec ''"), ("lz4-bf16", "not an encoding"),
+        ] {
+            #expect {
+                try GradientEncoding(parsing: spec)
+            } throws: { error in
+                let e = error as? GradientEncodingError
+                return e?.spec == spec && "\(error)".contains(problem) && "\(error)".contains("'\(spec)'")
+            }
+        }
+    }
+
+    @Test func aConfigWithAnUnknownEncodingIsInvalid() throws {
+        var config = TrainingConfig(workers: 1, steps: 1, learningRate: 0.1, gradientEncoding: "bf16-shuffle-lz4")
+        try config.validate()
+        let json = try JSONEncoder().encode(config)
+        #expect(String(decoding: json, as: UTF8.self).contains("\"gradient_encoding\":\"bf16-shuffle-lz4\""))
+        #expect(try JSONDecoder().decode(TrainingConfig.self, from: json) == config)
+        config.gradientEncoding = "bf16-gzip"
+        #expect(throws: ShardError.self) { try config.validate() }
+        // Without the field: f32 with the map's codec, and the field is not written.
+        config.gradientEncoding = nil
+        #expect(try config.encoding(mapCodec: .lz4) == GradientEncoding(codec: .lz4))
+        #expect(!String(decoding: try JSONEncoder().encode(config), as: UTF8.self).contains("gradient_encoding"))
+    }
+
+    /// q + r' is exactly g + r, q is what the blob holds, and the residual carries into the next
+    /// step: over many steps the pushed values sum to the gradients' sum minus the last residual.
+    @Test func errorFeedbackKeepsWhatRoundingTookOff() throws {
+        for dtype in [DType.bf16, .f16] {
+            let encoding = GradientEncoding(dtype: dtype, codec: .shuffleLZ4)
+            var rng = SystemRandomNumberGenerator()
+            var residual: [Float]?
+            var pushedSum = [Double](repeating: 0, count: 257)
+            var gradientSum = [Double](repeating: 0, count: 257)
+            for _ in 0..<20 {
+                let g = (0..<257).map { _ in Float.random(in: -0.01...0.01, using: &rng) }
+                let fb = ErrorFeedback(gradient: g, residual: residual, encoding: encoding)
+                let r = try #require(fb.residual)
+                for i in g.indices {
+                    let v = g[i] + (residual?[i] ?? 0)
+                    #expect(fb.sent[i] + r[i] == v)
+                    #expect(abs(r[i]) <= max(abs(v) / (dtype == .bf16 ? 255 : 2047), dtype == .f16 ? 0x1p-25 : 0))
+                    pushedSum[i] += Double(fb.sent[i])
+                    gradientSum[i] += Double(g[i])
+                }
+                let decoded = try TensorBlob.decode(
+                    TensorBlob.encode(
+                        g.indices.map { g[$0] + (residual?[$0] ?? 0) }, dtype: dtype, codec: .raw,
+                        step: 0, producer: 0))
+                #expect(decoded.values.map(\.bitPattern) == fb.sent.map(\.bitPattern))
+                residual = r
+            }
+            // The gradients' sum is what was pushed plus what is still held back.
+            for i in pushedSum.indices {
+                #expect(abs(gradientSum[i] - pushedSum[i] - Double(residual![i])) < 1e-6)
+            }
+        }
+        let lossless = ErrorFeedback(gradient: [1.5, 2], residual: nil, encoding: GradientEncoding(codec: .lz4))
+        #expect(lossless.sent == [1.5, 2] && lossless.residual == nil)
+    }
+
+    /// The residual is stored with the push's first phase, under the slot of the step it belongs
+    /// to, and read back only as exactly that step's, this worker's, of the model's size.
+    @Test func theResidualIsStoredWithThePushAndCheckedOnLoad() throws {
+        try withRedisServers(2) { servers in
+            let eps = servers.map(\.endpoint)
+            let m = try makeJob("ef", servers, workers: 2)
+            let n = m.layout.totalElements
+            let session = try WorkerSession(job: "ef", worker: 1, endpoints: eps)
+            let encoding = try GradientEncoding(parsing: "bf16-lz4")
+            let g = (0..<n).map { Float($0) * 0.001 + 1e-5 }
+            let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding)
+            let name = try session.push(sent: fb.sent, step: 0, encoding: encoding, residual: fb.residual)
+            #expect(name == "residual-1-1")
+            // The gradient chunks are bf16 blobs holding exactly `sent`.
+            let keys = JobKeys(job: "ef")
+            let blob = try #require(
+                try m.onShard(m.map.assignment[0]) { c throws(RedisError) in
+                    try c.run(["GET", keys.gradient(chunk: 0, step: 0, worker: 1)]).bytes
+                })
+            let chunk = try TensorBlob.decode(blob)
+            #expect(chunk.header.dtype == .bf16)
+            #expect(chunk.values == Array(fb.sent[0..<chunk.values.count]))
+            let progress = WorkerProgress(nextStep: 1, generation: 0, residual: name)
+            #expect(try session.loadResidual(progress) == fb.residual)
+            #expect(try session.loadResidual(WorkerProgress(nextStep: 1, generation: 0)) == nil)
+            // Another step's slot, a slot holding another step, another worker's, a missing one.
+            for bad in [
+                WorkerProgress(nextStep: 3, generation: 0, residual: name),
+                WorkerProgress(nextStep: 2, generation: 0, residual: "residual-1-0"),
+                WorkerProgress(nextStep: 1, generation: 0, residual: "residual-0-1"),
+            ] {
+                #expect(throws: ShardError.self) { try session.loadResidual(bad) }
+            }
+            try session.setObject(
+                "residual-1-1", TensorBlob.encode(fb.residual!, codec: .raw, step: 1, producer: 0))
+            #expect(throws: ShardError.self) { try session.loadResidual(progress) }
+            // Progress JSON carries the name; without it, there is no residual.
+            let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
+            #expect(json.contains("\"residual\":\"residual-1-1\""))
+            let old = try JSONDecoder().decode(WorkerProgress.self, from: Data(#"{"next_step":4,"generation":2}"#.utf8))
+            #expect(old.residual == nil && old.nextStep == 4)
+        }
+    }
+}
+
+extension EndToEnd {
+    /// `smlt train --codec bf16-shuffle-lz4` on digits/MLP: deterministic, exact through faults and
+    /// time limits (the residual is worker state), and within 0.01 test accuracy of raw.
+    @Suite(.serialized) struct LossyGradientTests {
+        static let base = [
+            "train", "--dataset", "digits", "--model", "mlp", "--workers", "4", "--shards", "2", "--json",
+        ]
+
+        func train(_ extra: [String]) throws -> [String: Any] {
+            let job = "ef-\(UUID().uuidString.prefix(8))"
+            let r = try smlt(Self.base + extra + ["--job", job])
+            #expect(r.status.succeeded, "\(r.stderr.suffix(2000))")
+            #expect(processes(containing: job).isEmpty, "processes of \(job) left running")
+            return json(r.stdout)
+        }
+
+        @Test func bf16WithErrorFeedbackIsExactThroughFaultsAndKeepsAccuracy() throws {
+            let raw = try train(["--codec", "raw"])
+            let bf16 = try train(["--codec", "bf16-shuffle-lz4"])
+            let again = try train(["--codec", "bf16-shuffle-lz4"])
+            let digest = try #require(bf16["param_digest"] as? String)
+            #expect(again["param_digest"] as? String == digest)
+            #expect(raw["param_digest"] as? String != digest, "bf16 pushed the same bits as raw")
+            // Killed and frozen workers, a killed server, and 3 s time limits: the residual each
+            // worker resumes from is the one it would have had.
+            let faulty = try train([
+                "--codec", "bf16-shuffle-lz4", "--inject-faults", "worker-kill=2,worker-hang=1,server-kill=1",
+                "--function-timeout", "3s",
+            ])
+            #expect(faulty["param_digest"] as? String == digest)
+            #expect((faulty["faults_injected"] as? Int ?? 0) >= 2)
+            #expect((faulty["continuations"] as? Int ?? 0) >= 1)
+            // Same seed, same bits: this comparison is deterministic.
+            let rawAccuracy = try #require(raw["test_accuracy"] as? Double)
+            let bf16Accuracy = try #require(bf16["test_accuracy"] as? Double)
+            #expect(abs(rawAccuracy - bf16Accuracy) <= 0.01, "raw \(rawAccuracy), bf16 \(bf16Accuracy)")
+        }
+
+        @Test func anUnknownCodecIsRefusedNamingTheFlag() throws {
+            let r = try smlt(["train", "--codec", "bf16-zstd", "--steps", "3"])
+            #expect(!r.status.succeeded)
+            #expect(r.stderr.contains("--codec") && r.stderr.contains("bf16-zstd"), "\(r.stderr)")
+        }
+    }
+}
