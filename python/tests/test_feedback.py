@@ -6,6 +6,7 @@ job with the same bits as one that ran through, with a Swift worker beside it in
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +123,60 @@ def test_a_python_worker_resumes_its_residual_exactly_beside_a_swift_worker(clus
             # f32 significand are zero.
             normal = b.values[np.abs(b.values) >= np.finfo(np.float32).tiny]
             assert not (normal.view(np.uint32) & 0xFF).any()
+
+
+def test_a_half_finished_bf16_push_resumes_from_the_residual_it_stored(cluster):
+    """Worker 0 stores its step-0 push (gradient chunks and the residual of step 1) and counts it on
+    the home shard only, then "dies" before saving progress; its next invocation finishes that
+    push, goes on at step 1 from the stored residual, and the job ends as an all-Python reference
+    with error feedback."""
+    from smlt import Worker
+    from smlt.tensors import flatten, unflatten
+    x, y = softmax.dataset()
+    encoding = GradientEncoding.parse("bf16-shuffle-lz4")
+    job = softmax.register(cluster, "ef-half", 2, 3, x, y, gradient_encoding=encoding.spec)
+    parts = softmax.partitions(2, x, y)
+    a, b = Worker(event(cluster, "ef-half", 0)), Worker(event(cluster, "ef-half", 1))
+    with job:
+        layout = job.map.layout
+        pa, pb = a.pull(0, 5), b.pull(0, 5)
+        ga = flatten(softmax.gradient(unflatten(pa.params, layout), *parts[0], 0).gradients, layout)
+        gb = flatten(softmax.gradient(unflatten(pb.params, layout), *parts[1], 0).gradients, layout)
+        sa, ra = apply_feedback(ga, None, encoding)
+        sb, rb = apply_feedback(gb, None, encoding)
+        assert a._store(sa, 0, ra) == "residual-0-1"
+        a._announce(0, 0)
+        a.close()
+        b.save_progress(1, b.push(sb, 0, rb))
+        deadline = time.monotonic() + 10
+        while job.version(0) != 1:
+            assert time.monotonic() < deadline, "the home shard did not commit step 0"
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert job.version(1) == 0 and all(job.map.chunks_of(i) for i in range(2))
+        again = Worker(event(cluster, "ef-half", 0, generation=1))  # no saved progress: starts at 0
+        codes = {}
+        thread = threading.Thread(target=lambda: codes.update(
+            b=b.run(lambda t, p: softmax.gradient(p, *parts[1], t))), daemon=True)
+        thread.start()
+        seen = []
+
+        def compute(t, p):
+            seen.append((t, json.loads(job.get_object("state-0"))))
+            return softmax.gradient(p, *parts[0], t)
+
+        try:
+            codes["a"] = again.run(compute)
+        finally:
+            thread.join(60 if "a" in codes else 1)
+            again.close()
+            b.close()
+        assert codes == {"a": 0, "b": 0}
+        # Step 0 is not computed again; step 1 starts from the residual step 0's push stored.
+        assert [t for t, _ in seen] == [1, 2]
+        assert seen[0][1] == {"next_step": 1, "generation": 1, "residual": "residual-0-1"}
+        version, params = job.read_parameters()
+        assert version == 3
+        want = softmax.reference(2, 3, x, y, encoding=encoding)
+        for k in want:
+            np.testing.assert_allclose(params[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
