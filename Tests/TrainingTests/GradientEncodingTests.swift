@@ -1,4 +1,5 @@
 import Foundation
+import FunctionClient
 import KeySchema
 import LocalProcesses
 import RedisClient
@@ -132,6 +133,122 @@ import TrainingProtocol
             #expect(json.contains("\"residual\":\"residual-1-1\""))
             let old = try JSONDecoder().decode(WorkerProgress.self, from: Data(#"{"next_step":4,"generation":2}"#.utf8))
             #expect(old.residual == nil && old.nextStep == 4)
+        }
+    }
+}
+
+/// The Swift SDK's worker loop with bf16 error feedback, against a real parameter server: workers
+/// with known gradients (independent of the parameters) whose invocations die every few steps,
+/// one of them after a push it never saved progress for, end with exactly the parameters of an
+/// uninterrupted run with error feedback.
+@Suite struct ErrorFeedbackResumeTests {
+    struct Crash: Error {}
+
+    @Test func workersResumeTheirResidualExactlyAcrossCrashesAndAHalfFinishedPush() throws {
+        try withRedisServers(2) { servers in
+            let steps = 9
+            let eps = servers.map(\.endpoint)
+            let m = try makeJob("ef-sdk", servers, workers: 2, steps: steps)
+            let encoding = try GradientEncoding(parsing: "bf16-shuffle-lz4")
+            var config = TrainingConfig(
+                workers: 2, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01,
+                gradientEncoding: encoding.description)
+            try config.store(on: m)
+            let server = RunningServer(eps)
+            defer { server.stop() }
+            let n = m.layout.totalElements
+            // Small values next to large ones, so that bf16 rounding loses a lot of each step.
+            let known: @Sendable (Int, Int) -> [Float] = { w, t in
+                gradient(UInt64(100 * w + t + 1), n).enumerated().map { $1 * ($0 % 3 == 0 ? 1 : 1e-3) + 1 }
+            }
+            // Worker 0's generation 0 pushed step 0 (with its residual), counted it on shard 0
+            // only and died before saving progress.
+            let first = ErrorFeedback(gradient: known(0, 0), residual: nil, encoding: encoding)
+            let w0 = try WorkerSession(job: "ef-sdk", worker: 0, endpoints: eps)
+            try first.sent.withUnsafeBufferPointer { (g) throws(ShardError) in
+                try w0.shards.write(
+                    g, as: .gradient(step: 0, worker: 0), step: 0, producer: 0, expireSeconds: 3600,
+                    codec: encoding.codec, dtype: encoding.dtype)
+            }
+            try w0.setObject(
+                "residual-0-1", TensorBlob.encode(first.residual!, codec: .raw, step: 1, producer: 0))
+            let keys = JobKeys(job: "ef-sdk")
+            try m.onShard(0) { c throws(RedisError) in
+                _ = try c.pipeline([
+                    ["SADD", keys.pushed(shard: 0, step: 0), "0"], ["RPUSH", keys.inbox(shard: 0), "0:0"],
+                ])
+            }
+            let outcomes = Locked<[FunctionWorker.Outcome]>([])
+            let computed = Locked<[Int]>([])
+            let group = DispatchGroup()
+            // Worker 1 first: once it has pushed step 0, shard 0 commits it and moves on, so
+            // worker 0's next invocation finds the push half finished.
+            for w in [1, 0] {
+                if w == 0 {
+                    for _ in 0..<500 {
+                        let v = try m.onShard(0) { c throws(RedisError) in try keys.latestVersion(shard: 0, on: c) }
+                        if v == 1 { break }
+                        sleepFor(.milliseconds(10))
+                    }
+                }
+                group.enter()
+                Thread {
+                    defer { group.leave() }
+                    // Generation 0 of worker 0 is the one that died above.
+                    var generation = w == 0 ? 1 : 0
+                    while generation < 50 {
+                        let environment = FunctionWorkerTests.environment(
+                            job: "ef-sdk", worker: w, generation: generation, servers: servers)
+                        var taken = 0
+                        let outcome = try? FunctionWorker.run(environment: environment, log: { _ in }) { _ in
+                        } step: { _, step, parameters in
+                            taken += 1
+                            // Each invocation dies in its third step, before pushing it.
+                            if taken > 2 { throw Crash() }
+                            if w == 0 { computed.withLock { $0.append(step.index) } }
+                            var gradients = parameters
+                            let g = known(w, step.index)
+                            gradients.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = g[i] } }
+                            return FunctionWorker.StepResult(gradients: gradients, loss: 1, accuracy: 0, examples: 1)
+                        }
+                        generation += 1
+                        if let outcome {
+                            outcomes.withLock { $0.append(outcome) }
+                            return
+                        }
+                    }
+                }.start()
+            }
+            #expect(group.wait(timeout: .now() + 120) == .success)
+            #expect(outcomes.withLock { $0 } == [.finished, .finished])
+            // Worker 0 never computed step 0 again: the half-finished push was finished.
+            #expect(computed.withLock { $0 }.first == 1)
+            config.gradientEncoding = nil
+            var expected = ExpectedModel(count: n, config: config)
+            var residuals: [[Float]?] = [nil, nil]
+            for t in 0..<steps {
+                var sent: [[Float]] = []
+                for w in 0..<2 {
+                    let fb = ErrorFeedback(gradient: known(w, t), residual: residuals[w], encoding: encoding)
+                    sent.append(fb.sent)
+                    residuals[w] = fb.residual
+                }
+                expected.step(sent)
+            }
+            let final = try w0.pull(step: steps, timeout: .seconds(30))
+            #expect(final.map(\.bitPattern) == expected.params.map(\.bitPattern))
+            // And error feedback did something: without it, the parameters differ.
+            var plain = ExpectedModel(count: n, config: config)
+            for t in 0..<steps {
+                plain.step(
+                    (0..<2).map { w in
+                        ErrorFeedback(gradient: known(w, t), residual: nil, encoding: encoding).sent
+                    })
+            }
+            #expect(plain.params != expected.params)
+            let progress = try #require(try w0.loadProgress())
+            #expect(progress.nextStep == steps && progress.residual == "residual-0-1")
+            #expect(try w0.loadResidual(progress) == residuals[0])
         }
     }
 }
