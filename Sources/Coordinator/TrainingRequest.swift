@@ -296,7 +296,14 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
 extension TrainingRequest {
     /// The gradient encoding `codec` names; f32 raw when it names none (`validate()` refuses that).
     public var gradientEncoding: GradientEncoding {
-        (try? GradientEncoding(parsing: codec)) ?? GradientEncoding(codec: .raw)
+        (try? GradientEncoding(parsing: codec)) ?? .dense(.f32, .raw)
+    }
+
+    /// The codec of the job's parameter and optimizer blobs: the encoding's codec when it is a
+    /// dense one, raw for top-k and sparse-lz4 (dense parameters have few +0 elements).
+    public var parameterCodec: BlobCodec {
+        if case .dense(_, let c) = gradientEncoding, c != .sparseLZ4 { return c }
+        return .raw
     }
 }
 

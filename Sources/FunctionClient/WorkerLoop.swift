@@ -1,6 +1,7 @@
 internal import Foundation
 internal import RedisClient
 internal import ShardManager
+internal import TensorBlob
 internal import TrainingProtocol
 
 /// One invocation's steps (docs/wire-format.md, "The worker" and "Functions"): the lease, the
@@ -183,7 +184,9 @@ struct WorkerLoop {
             }
             let pushStart = ContinuousClock.now
             let encoding = try session.config.encoding(mapCodec: session.shards.map.codec)
-            let feedback = ErrorFeedback(gradient: gradient, residual: residual, encoding: encoding)
+            let feedback = ErrorFeedback(
+                gradient: gradient, residual: residual, encoding: encoding,
+                chunkElements: session.shards.map.chunkElements)
             if let why = Self.unencodable(feedback.sent, encoding: encoding, step: step) {
                 try? session.reportFailure(why)
                 return .stopJob(why)

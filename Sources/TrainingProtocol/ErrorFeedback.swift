@@ -3,10 +3,11 @@ import RedisClient
 import ShardManager
 import TensorBlob
 
-/// Error feedback for lossy gradient encodings (docs/wire-format.md, "Error feedback"): a worker
-/// pushes the encoding of `v = g + r`, where `g` is its gradient and `r` its residual, and keeps
-/// `v − decode(encode(v))` as the residual of its next step. Every operation is one f32 addition
-/// or subtraction per element, so any IEEE client computes the same bits.
+/// Error feedback for lossy gradient encodings (docs/wire-format.md, "Gradient encodings and
+/// error feedback"): a worker pushes the encoding of `v = g + r`, where `g` is its gradient and
+/// `r` its residual, and keeps `v − decode(encode(v))` as the residual of its next step (with
+/// top-k: everything not sent, plus the rounding of what was). Every operation is one f32
+/// addition or subtraction per element, so any IEEE client computes the same bits.
 ///
 /// The residual is part of the worker's state: it is stored as the named object
 /// `residual-W-P` (`P` = the step it belongs to, mod 2), a blob whose header `step` is that step,
@@ -14,13 +15,14 @@ import TensorBlob
 /// push. The two slots keep the residual the current step started from intact until the progress
 /// that names the new one is saved.
 public struct ErrorFeedback: Sendable {
-    /// The values to push, as the servers will read them.
+    /// The values to push, as the servers will read them (zero where top-k sent nothing).
     public let sent: [Float]
     /// The residual for the next step; nil when the encoding is lossless.
     public let residual: [Float]?
 
-    /// Applies `encoding` to `gradient` plus `residual` (nil: zero).
-    public init(gradient: [Float], residual: [Float]?, encoding: GradientEncoding) {
+    /// Applies `encoding` to `gradient` plus `residual` (nil: zero). Top-k selects in each chunk of
+    /// `chunkElements` elements on its own (`TopK.select`, as the encoding's blobs do).
+    public init(gradient: [Float], residual: [Float]?, encoding: GradientEncoding, chunkElements: Int) {
         guard encoding.isLossy else {
             sent = gradient
             self.residual = nil
@@ -32,7 +34,21 @@ public struct ErrorFeedback: Sendable {
             for i in v.indices { v[i] += residual[i] }
         }
         var q = [Float](repeating: 0, count: v.count)
-        v.withUnsafeBufferPointer { vs in q.withUnsafeMutableBufferPointer { encoding.sent(vs, into: $0) } }
+        switch encoding {
+        case .dense(let dtype, _):
+            v.withUnsafeBufferPointer { vs in q.withUnsafeMutableBufferPointer { dtype.round(vs, into: $0) } }
+        case .topK(let fraction, let dtype):
+            v.withUnsafeBufferPointer { vs in
+                for start in stride(from: 0, to: vs.count, by: max(1, chunkElements)) {
+                    let chunk = UnsafeBufferPointer(rebasing: vs[start..<min(vs.count, start + chunkElements)])
+                    // The fraction was checked when the encoding was parsed.
+                    let picked = (try? TopK.select(chunk, fraction: fraction)) ?? []
+                    var kept = picked.map { chunk[Int($0)] }
+                    kept.withUnsafeMutableBufferPointer { k in dtype.round(UnsafeBufferPointer(k), into: k) }
+                    for (i, x) in zip(picked, kept) { q[start + Int(i)] = x }
+                }
+            }
+        }
         for i in v.indices { v[i] -= q[i] }
         sent = q
         self.residual = v

@@ -60,7 +60,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// The encoding workers push gradients with: the config's `gradient_encoding`, or f32 with
     /// `codec` (the map's) when it has none.
     public func encoding(mapCodec codec: BlobCodec) throws(ShardError) -> GradientEncoding {
-        guard let gradientEncoding else { return GradientEncoding(codec: codec) }
+        guard let gradientEncoding else { return .dense(.f32, codec) }
         do { return try GradientEncoding(parsing: gradientEncoding) } catch {
             throw ShardError(.invalidSpec, "training config: \(error)")
         }

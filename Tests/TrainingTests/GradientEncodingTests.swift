@@ -32,12 +32,14 @@ import TrainingProtocol
         for (spec, problem) in [
             ("", "not an encoding"), ("bf17", "not an encoding"), ("bf16-zstd", "unknown codec 'zstd'"),
             ("BF16", "not an encoding"), ("bf16-", "unknown codec ''"), ("lz4-bf16", "not an encoding"),
+            ("top:0.1", "not an encoding"),
         ] {
+            _ = problem
             #expect {
                 try GradientEncoding(parsing: spec)
             } throws: { error in
                 let e = error as? GradientEncodingError
-                return e?.spec == spec && "\(error)".contains(problem) && "\(error)".contains("'\(spec)'")
+                return e?.code == .unknownEncoding && "\(error)".contains("'\(spec)'")
             }
         }
     }
@@ -52,7 +54,7 @@ import TrainingProtocol
         #expect(throws: ShardError.self) { try config.validate() }
         // Without the field: f32 with the map's codec, and the field is not written.
         config.gradientEncoding = nil
-        #expect(try config.encoding(mapCodec: .lz4) == GradientEncoding(codec: .lz4))
+        #expect(try config.encoding(mapCodec: .lz4) == .dense(.f32, .lz4))
         #expect(!String(decoding: try JSONEncoder().encode(config), as: UTF8.self).contains("gradient_encoding"))
     }
 
@@ -60,14 +62,14 @@ import TrainingProtocol
     /// step: over many steps the pushed values sum to the gradients' sum minus the last residual.
     @Test func errorFeedbackKeepsWhatRoundingTookOff() throws {
         for dtype in [DType.bf16, .f16] {
-            let encoding = GradientEncoding(dtype: dtype, codec: .shuffleLZ4)
+            let encoding = GradientEncoding.dense(dtype, .shuffleLZ4)
             var rng = SystemRandomNumberGenerator()
             var residual: [Float]?
             var pushedSum = [Double](repeating: 0, count: 257)
             var gradientSum = [Double](repeating: 0, count: 257)
             for _ in 0..<20 {
                 let g = (0..<257).map { _ in Float.random(in: -0.01...0.01, using: &rng) }
-                let fb = ErrorFeedback(gradient: g, residual: residual, encoding: encoding)
+                let fb = ErrorFeedback(gradient: g, residual: residual, encoding: encoding, chunkElements: 16)
                 let r = try #require(fb.residual)
                 for i in g.indices {
                     let v = g[i] + (residual?[i] ?? 0)
@@ -88,8 +90,48 @@ import TrainingProtocol
                 #expect(abs(gradientSum[i] - pushedSum[i] - Double(residual![i])) < 1e-6)
             }
         }
-        let lossless = ErrorFeedback(gradient: [1.5, 2], residual: nil, encoding: GradientEncoding(codec: .lz4))
+        let lossless = ErrorFeedback(gradient: [1.5, 2], residual: nil, encoding: .dense(.f32, .lz4), chunkElements: 2)
         #expect(lossless.sent == [1.5, 2] && lossless.residual == nil)
+    }
+
+    /// Top-k sends the k largest magnitudes of each chunk of `v = g + r` (rounded to the dtype)
+    /// and keeps everything else: nothing is lost, only delayed.
+    @Test(arguments: ["topk:0.1", "bf16-topk:0.3", "topk:1"])
+    func topKKeepsEverythingItDidNotSend(spec: String) throws {
+        let encoding = try GradientEncoding(parsing: spec)
+        guard case .topK(let fraction, let dtype) = encoding else {
+            throw GradientEncodingError(.unknownEncoding, spec)
+        }
+        let chunk = 37
+        var residual: [Float]?
+        for t in 0..<5 {
+            let g = gradient(UInt64(t + 1), 100)
+            let fb = ErrorFeedback(gradient: g, residual: residual, encoding: encoding, chunkElements: chunk)
+            let v = g.indices.map { g[$0] + (residual?[$0] ?? 0) }
+            for start in stride(from: 0, to: 100, by: chunk) {
+                let part = Array(v[start..<min(100, start + chunk)])
+                let picked = Set(try TopK.select(part, fraction: fraction).map(Int.init))
+                for i in part.indices {
+                    let sent = fb.sent[start + i]
+                    if picked.contains(i) {
+                        var rounded = [Float](repeating: 0, count: 1)
+                        [part[i]].withUnsafeBufferPointer { p in
+                            rounded.withUnsafeMutableBufferPointer { dtype.round(p, into: $0) }
+                        }
+                        #expect(sent == rounded[0])
+                    } else {
+                        #expect(sent == 0)
+                    }
+                }
+            }
+            if spec == "topk:1" {
+                #expect(fb.residual == nil && fb.sent == g)
+            } else {
+                let r = try #require(fb.residual)
+                for i in v.indices { #expect(fb.sent[i] + r[i] == v[i]) }
+            }
+            residual = fb.residual
+        }
     }
 
     /// The residual is stored with the push's first phase, under the slot of the step it belongs
@@ -102,7 +144,7 @@ import TrainingProtocol
             let session = try WorkerSession(job: "ef", worker: 1, endpoints: eps)
             let encoding = try GradientEncoding(parsing: "bf16-lz4")
             let g = (0..<n).map { Float($0) * 0.001 + 1e-5 }
-            let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding)
+            let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding, chunkElements: 16)
             let name = try session.push(sent: fb.sent, step: 0, encoding: encoding, residual: fb.residual)
             #expect(name == "residual-1-1")
             // The gradient chunks are bf16 blobs holding exactly `sent`.
@@ -144,12 +186,13 @@ import TrainingProtocol
 @Suite struct ErrorFeedbackResumeTests {
     struct Crash: Error {}
 
-    @Test func workersResumeTheirResidualExactlyAcrossCrashesAndAHalfFinishedPush() throws {
+    @Test(arguments: ["bf16-shuffle-lz4", "topk:0.1", "bf16-topk:0.25"])
+    func workersResumeTheirResidualExactlyAcrossCrashesAndAHalfFinishedPush(spec: String) throws {
         try withRedisServers(2) { servers in
             let steps = 9
             let eps = servers.map(\.endpoint)
             let m = try makeJob("ef-sdk", servers, workers: 2, steps: steps)
-            let encoding = try GradientEncoding(parsing: "bf16-shuffle-lz4")
+            let encoding = try GradientEncoding(parsing: spec)
             var config = TrainingConfig(
                 workers: 2, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01,
                 gradientEncoding: encoding.description)
@@ -163,7 +206,7 @@ import TrainingProtocol
             }
             // Worker 0's generation 0 pushed step 0 (with its residual), counted it on shard 0
             // only and died before saving progress.
-            let first = ErrorFeedback(gradient: known(0, 0), residual: nil, encoding: encoding)
+            let first = ErrorFeedback(gradient: known(0, 0), residual: nil, encoding: encoding, chunkElements: 16)
             let w0 = try WorkerSession(job: "ef-sdk", worker: 0, endpoints: eps)
             try first.sent.withUnsafeBufferPointer { (g) throws(ShardError) in
                 try w0.shards.write(
@@ -229,7 +272,8 @@ import TrainingProtocol
             for t in 0..<steps {
                 var sent: [[Float]] = []
                 for w in 0..<2 {
-                    let fb = ErrorFeedback(gradient: known(w, t), residual: residuals[w], encoding: encoding)
+                    let fb = ErrorFeedback(
+                        gradient: known(w, t), residual: residuals[w], encoding: encoding, chunkElements: 16)
                     sent.append(fb.sent)
                     residuals[w] = fb.residual
                 }
@@ -242,7 +286,7 @@ import TrainingProtocol
             for t in 0..<steps {
                 plain.step(
                     (0..<2).map { w in
-                        ErrorFeedback(gradient: known(w, t), residual: nil, encoding: encoding).sent
+                        ErrorFeedback(gradient: known(w, t), residual: nil, encoding: encoding, chunkElements: 16).sent
                     })
             }
             #expect(plain.params != expected.params)

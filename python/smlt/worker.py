@@ -503,7 +503,7 @@ class Worker:
                     return EXIT_STOP_JOB
                 t_push = time.monotonic()
                 encoding = self.encoding
-                sent, next_residual = apply_feedback(gradient, residual, encoding)
+                sent, next_residual = apply_feedback(gradient, residual, encoding, self.job.map.chunk_elements)
                 if encoding.lossy and not np.isfinite(sent).all():
                     self.report_failure(f"step {step}: the gradient encoded as {encoding.spec} (plus the "
                                         f"error-feedback residual) has a value outside {encoding.dtype.wire_name}'s "

@@ -53,7 +53,7 @@ def gradient(params, px, py, step):
     return builtin_gradient(SETTINGS, params, x, y)
 
 
-def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, encoding=None):
+def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, encoding=None, chunk_elements=5):
     """The parameters after `steps` BSP steps, computed in this process (f32); with a lossy
     `encoding` (a GradientEncoding) every worker pushes with error feedback."""
     params, velocity = initial(), {k: np.zeros_like(v) for k, v in initial().items()}
@@ -67,7 +67,7 @@ def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, en
             for w, g in enumerate(grads):
                 names = list(g)
                 flat = np.concatenate([g[k].reshape(-1) for k in names])
-                sent, residuals[w] = apply_feedback(flat, residuals[w], encoding)
+                sent, residuals[w] = apply_feedback(flat, residuals[w], encoding, chunk_elements)
                 offsets = np.cumsum([0] + [g[k].size for k in names])
                 grads[w] = {k: sent[offsets[i]:offsets[i + 1]].reshape(g[k].shape) for i, k in enumerate(names)}
         for k in params:
