@@ -114,7 +114,7 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
                 "--deadline and --budget need a built-in model (the planner times its gradient before anything starts); with --model function give --workers and --steps or --epochs"
             )
         }
-        try check(BlobCodec(name: codec) != nil, "unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+        try check(BlobCodec(name: codec) != nil, "unknown codec '\(codec)' (\(BlobCodec.names))")
         try check(
             (1...WorkloadSettings.maxBatch).contains(batchSize),
             "--batch-size must be from 1 to \(WorkloadSettings.maxBatch), got \(batchSize)")

@@ -35,7 +35,7 @@ struct SweepBench: ParsableCommand {
         let sizes = try ints(params, "params")
         let codecList = try codecs.split(separator: ",").map { name in
             guard let c = BlobCodec(name: String(name)) else {
-                throw ValidationError("unknown codec '\(name)' (raw, lz4, shuffle-lz4)")
+                throw ValidationError("unknown codec '\(name)' (\(BlobCodec.names))")
             }
             return c
         }
