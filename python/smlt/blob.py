@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import struct
 from dataclasses import dataclass
 
@@ -366,7 +367,7 @@ def topk_count(n: int, fraction: float) -> int:
     """How many of ``n`` elements top-k keeps: ``ceil(fraction × n)`` in double precision, at
     least 1 and at most ``n`` (0 when ``n`` is 0). Raises :class:`InvalidFraction` unless
     ``0 < fraction <= 1``."""
-    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+    if isinstance(fraction, bool) or not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
         raise InvalidFraction(f"top-k fraction {fraction!r} is outside (0, 1]: it must be above 0 and at most 1")
     if n == 0:
         return 0

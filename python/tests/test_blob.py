@@ -386,7 +386,7 @@ def test_topk_selection_is_the_definition(n, fraction):
     assert list(blob.topk_indices(np.array([1, -3, 3, 2, -3], np.float32), 0.4)) == [1, 2]
 
 
-@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), "0.1"])
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), "0.1", True, np.float32(2)])
 def test_topk_fraction_outside_zero_to_one(fraction):
     with pytest.raises(blob.InvalidFraction, match=r"outside \(0, 1\]"):
         blob.encode_topk(np.ones(10, np.float32), fraction)
