@@ -503,6 +503,9 @@ def _read_sparse(header: BlobHeader, payload: bytes) -> tuple[np.ndarray, np.nda
     if len(payload) == 4:
         raise BadLength(f"sparse blob declares {k} pairs but has no LZ4 block")
     total = k * (4 + width)
+    block = len(payload) - 4
+    if total > 256 * block or total > LZ4_MAX_INPUT_SIZE:  # LZ4 expands at most 255-fold
+        raise BadLength(f"sparse blob declares {k} pairs ({total} bytes), more than its {block}-byte LZ4 block can hold")
     try:
         section = _lz4.decompress(payload[4:], uncompressed_size=total)
     except Exception as e:  # lz4.block.LZ4BlockError

@@ -458,6 +458,11 @@ def test_sparse_absurd_pair_count(pairs):
         decode(craft_sparse(100, pairs, [1], [1]))
 
 
+def test_sparse_pairs_more_than_the_block_can_hold():
+    with pytest.raises(blob.BadLength, match="more than its"):
+        decode(craft_sparse(1 << 28, 1 << 28, [1], [1]))
+
+
 def test_sparse_absurd_sizes():
     with pytest.raises(blob.BlobTooLarge):
         decode(craft_sparse(1 << 40, 1, [1], [1]))
