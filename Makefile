@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIDDIR := $(CURDIR)/.build/test-pids
 PYVENV := $(CURDIR)/.build/pyvenv
 
-.PHONY: demo test lint python-test pyvenv deps build release clean
+.PHONY: demo demo-cluster test lint python-test pyvenv deps build release clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,6 +24,11 @@ release: deps
 
 demo: build
 	.build/debug/smlt train --dataset digits --model softmax --workers 4 --shards 2 --chunk-elements 128 --show-shards
+
+# The same training on a local 3-master / 3-replica Redis Cluster, through a master's failover
+# and a rebalance onto a new node (ops/demo-cluster.sh stops everything it starts).
+demo-cluster: build
+	ops/demo-cluster.sh
 
 # Tests start and stop their own redis-server processes on free loopback ports. Each writes a
 # pid file under $(PIDDIR); anything a crashed test left behind is stopped afterwards.

@@ -351,8 +351,15 @@ public final class Coordinator {
 
     /// The shards: the given ones, or new local ones (with a password of their own unless the
     /// user gave one).
+    ///
+    /// A Redis Cluster given as a whole (`cluster://SEEDS`) gets a new job one lane per master;
+    /// a resumed job finds its lanes in its map.
     private func setUpShards() throws -> [RedisEndpoint] {
-        if let endpoints { return endpoints }
+        if let endpoints {
+            guard endpoints.count == 1, endpoints[0].isCluster, endpoints[0].laneTag == nil else { return endpoints }
+            if resume { return try ClusterLanes.expand(endpoints, options: options) }
+            return try ClusterLanes.choose(on: endpoints[0], count: nil, options: options)
+        }
         if options.password == nil { options.password = Self.randomSecret() }
         cluster = try LocalCluster(
             shards: request.shards, serverCommand: launch.server, password: options.password,

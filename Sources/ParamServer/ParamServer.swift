@@ -58,23 +58,67 @@ public final class ParamServer: Sendable {
 
     /// Serves until `stop()`; returns when every shard loop has ended. If a shard's thread cannot
     /// be started, logs why, stops the other loops and returns.
+    ///
+    /// A whole cluster (`cluster://SEEDS` without a lane) is served lane by lane: the server reads
+    /// the cluster's recorded lanes (`ClusterLanes`) every second and serves each new one.
     public func run() {
         let group = DispatchGroup()
         for endpoint in endpoints {
-            group.enter()
-            do throws(ThreadStartError) {
-                try DedicatedThread.start(name: "smlt-serve") {
-                    self.serve(endpoint)
-                    group.leave()
-                }
-            } catch {
-                group.leave()
-                log(.critical, "server_stop", endpoint.description, "\(endpoint): \(error); stopping the server")
-                stop()
-                break
-            }
+            let isWholeCluster = endpoint.isCluster && endpoint.laneTag == nil
+            guard
+                start(
+                    group, name: isWholeCluster ? "smlt-lanes" : "smlt-serve", endpoint,
+                    {
+                        isWholeCluster ? self.discoverLanes(endpoint, group) : self.serve(endpoint)
+                    })
+            else { break }
         }
         group.wait()
+    }
+
+    /// Runs `body` on a thread of its own inside `group`; false (and the server stops) when the
+    /// thread cannot start.
+    private func start(
+        _ group: DispatchGroup, name: String, _ endpoint: RedisEndpoint, _ body: @escaping @Sendable () -> Void
+    ) -> Bool {
+        group.enter()
+        do throws(ThreadStartError) {
+            try DedicatedThread.start(name: name) {
+                body()
+                group.leave()
+            }
+            return true
+        } catch {
+            group.leave()
+            log(.critical, "server_stop", endpoint.description, "\(endpoint): \(error); stopping the server")
+            stop()
+            return false
+        }
+    }
+
+    /// Serves every lane recorded on `cluster`, starting a loop for each new one, until stopped.
+    private func discoverLanes(_ cluster: RedisEndpoint, _ group: DispatchGroup) {
+        var served = Set<String>()
+        var failing: String?
+        while !stopping.load(ordering: .relaxed) {
+            do throws(ShardError) {
+                for lane in try ClusterLanes.registered(on: cluster, options: options) {
+                    guard let tag = lane.laneTag, served.insert(tag).inserted else { continue }
+                    log(.info, "lane_found", lane.description, "\(lane): serving this cluster lane")
+                    guard start(group, name: "smlt-serve", lane, { self.serve(lane) }) else { return }
+                }
+                failing = nil
+            } catch {
+                let message = "\(error)"
+                if message != failing {
+                    logger.error(
+                        "\(cluster): cannot read the cluster's lanes: \(message); retrying every second",
+                        metadata: ["event": "redis_error", "shard": "\(cluster)"])
+                    failing = message
+                }
+            }
+            pause(.seconds(1))
+        }
     }
 
     private func serve(_ endpoint: RedisEndpoint) {

@@ -223,7 +223,7 @@ final class ShardJobs {
             } else {
                 throw Skip("its shard map (\(keys.map)) vanished while being read")
             }
-            guard let shard = map.shards.firstIndex(of: endpoint) else {
+            guard let me = try? RedisEndpoint(parsing: endpoint), let shard = map.index(of: me) else {
                 throw Skip(
                     "its shard map does not list this shard (\(endpoint)); it lists \(map.shards.joined(separator: ", "))"
                 )

@@ -8,32 +8,59 @@ import CHiredis
 /// header followed by a tensor's own bytes), so it reaches the socket without being copied.
 /// The memory must stay valid for the call that sends the command.
 public struct BorrowedCommand {
-    /// RESP bytes up to and including the large argument's `$LENGTH\r\n`, or the whole command.
-    var head: [UInt8]
+    /// The arguments before the large one (all of them for a plain command).
+    var arguments: [[UInt8]]
     var payload: [UnsafeRawBufferPointer]
-    /// `\r\n` after the large argument and the arguments that follow it.
-    var tail: [UInt8]
+    /// Whether the command has the large argument (made of `payload`).
+    var hasPayload: Bool
+    /// The arguments after the large one.
+    var trailing: [[UInt8]]
     let name: String
 
     /// A plain command.
     public init(_ command: RedisCommand) {
-        head = Self.frame(command.arguments, count: command.arguments.count)
+        arguments = command.arguments
         payload = []
-        tail = []
+        hasPayload = false
+        trailing = []
         name = command.name
     }
 
     /// `arguments`, then one argument made of `payload`'s segments in order, then `trailing`.
     public init(_ arguments: [String], payload: [UnsafeRawBufferPointer], trailing: [String] = []) {
-        let before = arguments.map { Array($0.utf8) }
-        let after = trailing.map { Array($0.utf8) }
-        let length = payload.reduce(0) { $0 + $1.count }
-        head = Self.frame(before, count: before.count + 1 + after.count)
-        head += Array("$\(length)\r\n".utf8)
+        self.arguments = arguments.map { Array($0.utf8) }
         self.payload = payload
-        tail = Array("\r\n".utf8) + Self.frame(after, count: nil)
+        hasPayload = true
+        self.trailing = trailing.map { Array($0.utf8) }
         name = arguments.first ?? ""
     }
+
+    /// This command with its key arguments in `namespace`.
+    func prefixed(_ namespace: KeyNamespace, endpoint: String) throws(RedisError) -> BorrowedCommand {
+        var c = self
+        guard hasPayload else {
+            c.arguments = try namespace.apply(arguments, endpoint: endpoint)
+            return c
+        }
+        // Keys are never the large argument; an empty one holds its place while prefixing.
+        let all = try namespace.apply(arguments + [[]] + trailing, endpoint: endpoint)
+        c.arguments = Array(all[0..<arguments.count])
+        c.trailing = Array(all[(arguments.count + 1)...])
+        return c
+    }
+
+    /// RESP bytes up to and including the large argument's `$LENGTH\r\n` (or the whole
+    /// command), and the bytes after the large argument.
+    var framing: (head: [UInt8], tail: [UInt8]) {
+        guard hasPayload else { return (Self.frame(arguments, count: arguments.count), []) }
+        let length = payload.reduce(0) { $0 + $1.count }
+        var head = Self.frame(arguments, count: arguments.count + 1 + trailing.count)
+        head += Array("$\(length)\r\n".utf8)
+        return (head, Array("\r\n".utf8) + Self.frame(trailing, count: nil))
+    }
+
+    /// Whether `name` is `command` (case-insensitively).
+    func isCommand(_ command: String) -> Bool { name.uppercased() == command }
 
     /// RESP framing of `args`, preceded by the array header when `count` is given.
     static func frame(_ args: [[UInt8]], count: Int?) -> [UInt8] {
@@ -64,6 +91,11 @@ extension RedisConnection {
     /// Sends all commands with `writev`, large arguments straight from the caller's memory,
     /// then reads every reply in order. Server error replies come back as `.error`.
     public func pipeline(borrowing commands: [BorrowedCommand]) throws(RedisError) -> [RedisReply] {
+        if let lane { return try lanePipeline(borrowing: commands, lane) }
+        return try directPipeline(borrowing: commands)
+    }
+
+    func directPipeline(borrowing commands: [BorrowedCommand]) throws(RedisError) -> [RedisReply] {
         guard !commands.isEmpty else { return [] }
         let ctx = try liveContext()
         try writeAll(commands, ctx)
@@ -87,6 +119,17 @@ extension RedisConnection {
     /// `done(index, outcome)` sees the result. Both closures run in reply order; the pointers
     /// they receive are valid only during the call.
     public func pipelineStreaming(
+        _ commands: [RedisCommand], prefixLength: Int,
+        target: (Int, UnsafeRawBufferPointer, Int) -> UnsafeMutableRawBufferPointer?,
+        done: (Int, StreamedReply) -> Void
+    ) throws(RedisError) {
+        if let lane {
+            return try lanePipelineStreaming(commands, lane, prefixLength: prefixLength, target: target, done: done)
+        }
+        try directPipelineStreaming(commands, prefixLength: prefixLength, target: target, done: done)
+    }
+
+    func directPipelineStreaming(
         _ commands: [RedisCommand], prefixLength: Int,
         target: (Int, UnsafeRawBufferPointer, Int) -> UnsafeMutableRawBufferPointer?,
         done: (Int, StreamedReply) -> Void
@@ -130,12 +173,12 @@ extension RedisConnection {
                 }
             } catch {
                 disconnect()
-                throw RedisError(.connectionLost, endpoint: endpoint.description, "\(command.name): \(error)")
+                throw RedisError(.connectionLost, endpoint: errorEndpoint, "\(command.name): \(error)")
             }
         }
         if reader.buffered > 0 {
             disconnect()
-            throw RedisError(.unexpectedReply, endpoint: endpoint.description, "data after the last reply")
+            throw RedisError(.unexpectedReply, endpoint: errorEndpoint, "data after the last reply")
         }
     }
 
@@ -151,11 +194,11 @@ extension RedisConnection {
         // hiredis must have nothing buffered of its own, or the byte streams would interleave.
         guard chiredis_output_pending(ctx) == 0 else {
             disconnect()
-            throw RedisError(.unexpectedReply, endpoint: endpoint.description, "output buffer not empty")
+            throw RedisError(.unexpectedReply, endpoint: errorEndpoint, "output buffer not empty")
         }
         var segments: [UnsafeRawBufferPointer] = []
         // Keeps the framing arrays alive while their pointers are in `segments`.
-        let framing = commands.map { ($0.head, $0.tail) }
+        let framing = commands.map(\.framing)
         var failure: Int32 = 0
         withExtendedLifetime(framing) {
             for (c, f) in zip(commands, framing) {
@@ -168,7 +211,7 @@ extension RedisConnection {
         if failure != 0 {
             let message = failure == EAGAIN ? "no progress within the timeout" : String(cString: strerror(failure))
             disconnect()
-            throw RedisError(.connectionLost, endpoint: endpoint.description, "\(commands[0].name): \(message)")
+            throw RedisError(.connectionLost, endpoint: errorEndpoint, "\(commands[0].name): \(message)")
         }
     }
 }

@@ -12,6 +12,9 @@ public struct RedisOptions: Sendable, Equatable {
     public var connectTimeout: Duration = .seconds(2)
     /// How long a command may wait for its reply; blocking commands pass their own.
     public var commandTimeout: Duration = .seconds(30)
+    /// On a cluster lane, whether writes wait (`WAIT 1`) until the master's replica has them, so
+    /// that a failover loses nothing a caller saw done. Off only to measure what it costs.
+    public var waitForReplica = true
 
     public init(password: String? = nil, username: String? = nil) {
         self.password = password
@@ -25,18 +28,43 @@ private let tuneMallocOnce: Void = chiredis_tune_malloc_for_large_values()
 ///
 /// Not thread safe: own it from one thread or behind a lock. A connection that breaks
 /// (server restart, timeout) reports the error once and reconnects, with AUTH, on its next command.
+///
+/// Given a cluster lane (`cluster://HOST:PORT,…/TAG`), it talks to whichever master serves the
+/// lane's slot: every key it sends gets the lane's `{TAG}` prefix, it follows `MOVED` and `ASK`,
+/// waits out `TRYAGAIN`, `CLUSTERDOWN` and failovers within `laneRetryWindow`, and after every
+/// write waits (`WAIT`) until the master's replica has it (LaneRouting.swift).
 public final class RedisConnection {
+    /// The server, or the cluster lane, this connection talks to.
     public let endpoint: RedisEndpoint
     public let options: RedisOptions
     private(set) var context: UnsafeMutablePointer<redisContext>?
     /// Read buffer of the streaming reply reader (LargeValues.swift); allocated on first use.
     var streamBuffer: UnsafeMutableRawBufferPointer?
+    /// The routing state of a cluster lane; nil for a plain server.
+    let lane: LaneState?
+    /// The server the socket goes to: `endpoint`, or the master serving a lane's slot.
+    var node: RedisEndpoint
 
     /// Connects and authenticates.
     public init(_ endpoint: RedisEndpoint, options: RedisOptions = RedisOptions()) throws(RedisError) {
         Self.tuneMalloc()
         self.endpoint = endpoint
         self.options = options
+        switch endpoint.address {
+        case .cluster(let seeds, let tag):
+            guard let tag else {
+                throw RedisError(
+                    .invalidEndpoint, endpoint: endpoint.description,
+                    "a connection goes to a server or to one lane of a cluster (cluster://…/TAG)")
+            }
+            let state = LaneState(seeds: seeds, tag: tag)
+            lane = state
+            node = seeds[0]
+            try resolveLane(state)
+        default:
+            lane = nil
+            node = endpoint
+        }
         try connect()
     }
 
@@ -55,18 +83,19 @@ public final class RedisConnection {
     /// Whether the connection is currently up (it reconnects lazily when it is not).
     public var isConnected: Bool { context != nil }
 
-    private func connect() throws(RedisError) {
+    func connect() throws(RedisError) {
         let tv = timeval(options.connectTimeout)
         let ctx: UnsafeMutablePointer<redisContext>?
-        switch endpoint.address {
+        switch node.address {
         case .tcp(let host, let port): ctx = redisConnectWithTimeout(host, Int32(port), tv)
         case .unix(let path): ctx = redisConnectUnixWithTimeout(path, tv)
+        case .cluster: ctx = nil
         }
-        guard let ctx else { throw RedisError(.connectionFailed, endpoint: endpoint.description, "out of memory") }
+        guard let ctx else { throw RedisError(.connectionFailed, endpoint: errorEndpoint, "out of memory") }
         if ctx.pointee.err != 0 {
             let message = String(cString: chiredis_errstr(ctx))
             redisFree(ctx)
-            throw RedisError(.connectionFailed, endpoint: endpoint.description, message)
+            throw RedisError(.connectionFailed, endpoint: errorEndpoint, message)
         }
         // Child processes (workers, servers) must not inherit the socket.
         _ = fcntl(ctx.pointee.fd, F_SETFD, FD_CLOEXEC)
@@ -77,17 +106,25 @@ public final class RedisConnection {
             if let user = options.username { auth.append(user) }
             auth.append(password)
             let reply: RedisReply
-            do { reply = try send(auth) } catch {
+            do { reply = try directSend(auth) } catch {
                 disconnect()
                 throw error
             }
             if case .error(let message) = reply {
                 disconnect()
                 if message.hasPrefix("NOPERM") { throw permissionError(message, command: "AUTH") }
-                throw RedisError(.authenticationFailed, endpoint: endpoint.description, message)
+                throw RedisError(.authenticationFailed, endpoint: errorEndpoint, message)
             }
         }
+        if lane != nil { try laneConnected() }
     }
+
+    /// The server the socket goes to: `endpoint`, or for a cluster lane the master serving it
+    /// as far as the connection knows.
+    public var currentNode: RedisEndpoint { node }
+
+    /// How errors name this connection: the endpoint, and for a lane also the node.
+    var errorEndpoint: String { lane == nil ? endpoint.description : "\(endpoint) (node \(node))" }
 
     func disconnect() {
         if let context { redisFree(context) }
@@ -107,13 +144,18 @@ public final class RedisConnection {
         var message = String(cString: chiredis_errstr(ctx))
         if message == "Resource temporarily unavailable" { message = "no reply within the timeout" }
         disconnect()
-        return RedisError(.connectionLost, endpoint: endpoint.description, "\(command): \(message)")
+        return RedisError(.connectionLost, endpoint: errorEndpoint, "\(command): \(message)")
     }
 
     /// Sends one command and returns its reply. Server error replies come back as `.error`.
     @discardableResult
     public func send(_ command: RedisCommand) throws(RedisError) -> RedisReply {
-        try withReply(command) { RedisReply($0) }
+        if let lane { return try laneSend(command, lane) }
+        return try directSend(command)
+    }
+
+    func directSend(_ command: RedisCommand) throws(RedisError) -> RedisReply {
+        try directWithReply(command) { RedisReply($0) }
     }
 
     /// Sends one command and throws on an error reply.
@@ -137,6 +179,13 @@ public final class RedisConnection {
     public func withReply<R>(
         _ command: RedisCommand, _ body: (BorrowedReply) throws(RedisError) -> R
     ) throws(RedisError) -> R {
+        if let lane { return try laneWithReply(command, lane, body) }
+        return try directWithReply(command, body)
+    }
+
+    func directWithReply<R>(
+        _ command: RedisCommand, _ body: (BorrowedReply) throws(RedisError) -> R
+    ) throws(RedisError) -> R {
         let ctx = try liveContext()
         let raw: UnsafeMutableRawPointer? = withArgv(command.arguments) { argc, argv, lens in
             redisCommandArgv(ctx, argc, argv, lens)
@@ -149,11 +198,20 @@ public final class RedisConnection {
 
     /// Sends all commands in one write and reads all replies, in order.
     public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
-        try pipeline(commands) { _, reply in RedisReply(reply) }
+        let replies = try pipeline(commands) { _, reply in RedisReply(reply) }
+        guard let lane else { return replies }
+        return zip(commands, replies).map { lane.namespace.strip($1, command: $0.name.uppercased()) }
     }
 
     /// Pipelines `commands`; `body` reads each reply in place (index, reply).
     public func pipeline<R>(
+        _ commands: [RedisCommand], _ body: (Int, BorrowedReply) throws(RedisError) -> R
+    ) throws(RedisError) -> [R] {
+        if let lane { return try lanePipeline(commands, lane, body) }
+        return try directPipeline(commands, body)
+    }
+
+    func directPipeline<R>(
         _ commands: [RedisCommand], _ body: (Int, BorrowedReply) throws(RedisError) -> R
     ) throws(RedisError) -> [R] {
         guard !commands.isEmpty else { return [] }
@@ -187,17 +245,17 @@ public final class RedisConnection {
         if message.hasPrefix("NOPERM") { return permissionError(message, command: command) }
         if message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") {
             return RedisError(
-                .authenticationFailed, endpoint: endpoint.description,
+                .authenticationFailed, endpoint: errorEndpoint,
                 "\(message) (give the password with --password or SMLT_REDIS_PASSWORD)")
         }
-        return RedisError(.serverError, endpoint: endpoint.description, "\(command): \(message)")
+        return RedisError(.serverError, endpoint: errorEndpoint, "\(command): \(message)")
     }
 
     /// A NOPERM reply: the login worked, but the ACL user lacks a permission for `command`.
     private func permissionError(_ message: String, command: String) -> RedisError {
         let user = options.username ?? "default"
         return RedisError(
-            .permissionDenied, endpoint: endpoint.description,
+            .permissionDenied, endpoint: errorEndpoint,
             "the ACL user '\(user)' lacks a permission for \(command.uppercased()): \(message) (grant it with ACL SETUSER)"
         )
     }

@@ -69,7 +69,7 @@ public enum ShardInspector {
             for job in jobs {
                 guard let json = try c.run(["GET", JobKeys(job: job).map]).bytes,
                     let map = try? JSONDecoder().decode(ShardMap.self, from: Data(json)),
-                    let index = map.shards.firstIndex(of: endpoint.description)
+                    let index = map.index(of: endpoint)
                 else { continue }
                 let keys = JobKeys(job: job)
                 let chunks = map.chunks(onShard: index)

@@ -77,9 +77,24 @@ public final class ShardManager: Sendable {
     ) throws(ShardError) -> ShardMap {
         try JobSpec.validateJobName(job)
         let trusted = Set(endpoints.map(\.description) + allowed)
+        // A cluster's lanes are trusted when the seed nodes they name were given.
+        let givenSeeds = (endpoints + allowed.compactMap { try? RedisEndpoint(parsing: $0) }).flatMap(\.clusterSeeds)
+        // ... and so are the nodes the given cluster itself names (asked only when needed).
+        var trustedSeeds = Set(givenSeeds)
+        var askedCluster = givenSeeds.isEmpty
+        let endpoints = try ClusterLanes.expand(endpoints, options: options)
         func check(_ map: ShardMap) throws(ShardError) {
             guard options.password != nil else { return }
-            let foreign = map.shards.filter { !trusted.contains($0) }
+            let foreign = map.shards.filter { shard in
+                if let lane = try? RedisEndpoint(parsing: shard), lane.laneTag != nil {
+                    if !askedCluster && !lane.clusterSeeds.allSatisfy(trustedSeeds.contains) {
+                        askedCluster = true
+                        trustedSeeds.formUnion(ClusterLanes.nodes(seeds: givenSeeds, options: options))
+                    }
+                    return !lane.clusterSeeds.allSatisfy(trustedSeeds.contains)
+                }
+                return !trusted.contains(shard)
+            }
             guard foreign.isEmpty else {
                 throw ShardError(
                     .untrustedEndpoint,
@@ -135,7 +150,7 @@ public final class ShardManager: Sendable {
         var all = Set<String>()
         var reached = 0
         var lastError: RedisError?
-        for e in endpoints {
+        for e in try ClusterLanes.expand(endpoints, options: options) {
             do {
                 let c = try RedisConnection(e, options: options)
                 for m in try c.run(["SMEMBERS", JobKeys.jobs]).array ?? [] { if let t = m.text { all.insert(t) } }

@@ -1,4 +1,5 @@
 import KeySchema
+import RedisClient
 import TensorBlob
 
 /// Where a job's chunks live: the shards, an epoch that grows whenever the map changes, and the
@@ -7,7 +8,8 @@ import TensorBlob
 public struct ShardMap: Codable, Sendable, Equatable {
     public var job: String
     public var epoch: Int
-    /// Shard endpoints (`host:port` or `unix:/path`); their order gives the indices in `assignment`.
+    /// Shard endpoints (`host:port`, `unix:/path` or a cluster lane `cluster://SEEDS/TAG`); their
+    /// order gives the indices in `assignment`.
     public var shards: [String]
     /// `assignment[c]` is the index in `shards` of chunk `c`'s shard.
     public var assignment: [Int]
@@ -18,6 +20,15 @@ public struct ShardMap: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case job, epoch, shards, assignment, tensors, codec
         case chunkElements = "chunk_elements"
+    }
+
+    /// The index of the shard `endpoint` names: the same endpoint text, or for a cluster lane the
+    /// same tag (a lane is one shard whatever seed nodes reach it).
+    public func index(of endpoint: RedisEndpoint) -> Int? {
+        if endpoint.laneTag != nil {
+            return shards.firstIndex { (try? RedisEndpoint(parsing: $0))?.sameShard(as: endpoint) == true }
+        }
+        return shards.firstIndex(of: endpoint.description)
     }
 
     public init(spec: JobSpec, shards: [String], epoch: Int = 1) {

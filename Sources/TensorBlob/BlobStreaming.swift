@@ -124,12 +124,27 @@ extension TensorBlob {
         _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
         into destination: UnsafeMutableBufferPointer<Float>, scratch: DecodeScratch
     ) throws(TensorBlobError) {
+        try verifyChecksum(h, prefix: prefix, payload: payload)
+        if h.codec == .raw && h.dtype == .f32 { return }  // already in place
+        try decodePayload(h, payload: payload, into: destination, scratch: scratch)
+    }
+
+    /// As `finishDecode`, but returns the blob's pairs (`decodeSparse`) instead of writing the
+    /// dense vector: for a reader that adds a sparse-lz4 gradient into a sum.
+    public static func finishDecodeSparse(
+        _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, scratch: DecodeScratch
+    ) throws(TensorBlobError) -> SparseGradient {
+        try verifyChecksum(h, prefix: prefix, payload: payload)
+        return try sparse(h, payload: payload, scratch: scratch)
+    }
+
+    static func verifyChecksum(
+        _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer
+    ) throws(TensorBlobError) {
         var crc = ctk_crc32c(0, prefix.baseAddress, 40)
         crc = ctk_crc32c(crc, payload.baseAddress, payload.count)
         guard crc == h.checksum else {
             throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(h.checksum))")
         }
-        if h.codec == .raw && h.dtype == .f32 { return }  // already in place
-        try decodePayload(h, payload: payload, into: destination, scratch: scratch)
     }
 }

@@ -8,6 +8,8 @@ import CTensorKernels
 extension TensorBlob {
     /// Bytes of the pair count in front of the LZ4 block.
     static let sparsePrefixSize = 4
+    /// A bound on what one LZ4 block byte decodes to (LZ4's ratio is below 255).
+    static let maxLZ4Expansion = 256
 
     /// The sparse-lz4 payload for the pairs (`indices` strictly increasing and below `count`,
     /// `values` theirs, stored as `dtype`), or nil when it would not be smaller than the
@@ -109,6 +111,14 @@ extension TensorBlob {
             throw TensorBlobError(.lengthMismatch, "sparse blob declares \(k) pairs but has no LZ4 block")
         }
         let total = k * (4 + h.dtype.byteWidth)
+        // LZ4 expands at most 255-fold, so a short block cannot hold many pairs: refused before
+        // any buffer is sized by `k`.
+        let block = payload.count - sparsePrefixSize
+        guard total <= maxLZ4Expansion * block, total <= Int(LZ4_MAX_INPUT_SIZE) else {
+            throw TensorBlobError(
+                .lengthMismatch,
+                "sparse blob declares \(k) pairs (\(total) bytes), more than its \(block)-byte LZ4 block can hold")
+        }
         let section = scratch.shuffle(total)
         let n = clz4_decompress_safe(
             payload.baseAddress! + sparsePrefixSize, section.baseAddress, Int32(payload.count - sparsePrefixSize),

@@ -71,7 +71,9 @@ public struct SparseGradient: Sendable, Equatable {
     /// The same bits as adding the dense vector (`ctk_add_f32`, `GradientSum.add`) whenever `sum`
     /// holds no −0: adding +0 changes only −0 (into +0), which this leaves as it is. With
     /// `sumMayHoldNegativeZero` it first turns every −0 of `sum` into +0 (one pass over `sum`), and
-    /// is then the same bits in every case.
+    /// is then the same bits in every case. Afterwards `sum` holds no −0 if it held none before
+    /// (`x + v` is −0 only when both are −0), so a caller that keeps track of that clears a sum
+    /// at most once, however many sparse gradients it adds.
     /// - Returns: false when a value is NaN or infinite (`sum` is updated anyway).
     @discardableResult
     public func add(into sum: UnsafeMutableBufferPointer<Float>, sumMayHoldNegativeZero: Bool = false) -> Bool {
@@ -85,6 +87,9 @@ public struct SparseGradient: Sendable, Equatable {
         }
         return finite
     }
+
+    /// The first pair whose value is NaN or infinite, nil when all are finite.
+    public var firstNonFinite: Int? { values.firstIndex { !$0.isFinite } }
 
     /// Turns every −0 in `s` into +0 (`x + 0` for every element, which changes nothing else).
     static func clearNegativeZeros(_ s: UnsafeMutableBufferPointer<Float>) {

@@ -21,7 +21,11 @@ struct AdminCommand: ParsableCommand {
         @Flag(help: "Print JSON instead of a table.") var json = false
 
         func run() throws {
-            let statuses = ShardInspector.shards(try redis.endpoints(), options: redis.options)
+            let endpoints = try redis.endpoints()
+            if endpoints.count == 1, endpoints[0].isCluster, endpoints[0].laneTag == nil {
+                return try cluster(endpoints[0])
+            }
+            let statuses = ShardInspector.shards(endpoints, options: redis.options)
             if json {
                 try printJSON(statuses)
             } else {
@@ -29,6 +33,21 @@ struct AdminCommand: ParsableCommand {
             }
             let down = statuses.filter { !$0.reachable }
             for s in down { printError("shard \(s.endpoint) is unreachable: \(s.error ?? "unknown error")") }
+            if !down.isEmpty { throw ExitCode(1) }
+        }
+
+        /// A Redis Cluster: its nodes (role, slots, lanes, replication lag), then its lanes.
+        private func cluster(_ cluster: RedisEndpoint) throws {
+            let status = try ClusterInspector.status(of: cluster, options: redis.options)
+            if json {
+                try printJSON(status)
+            } else {
+                print(clusterNodesTable(status.nodes))
+                print("")
+                print(shardsTable(status.lanes))
+            }
+            let down = status.nodes.filter { !$0.reachable }
+            for n in down { printError("node \(n.endpoint) is unreachable: \(n.error ?? "unknown error")") }
             if !down.isEmpty { throw ExitCode(1) }
         }
     }

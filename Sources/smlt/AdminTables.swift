@@ -14,6 +14,23 @@ func shardsTable(_ statuses: [ShardStatus]) -> String {
     return t.render()
 }
 
+/// The nodes of a cluster, for `smlt admin shards` on one.
+func clusterNodesTable(_ nodes: [ClusterNodeStatus]) -> String {
+    var t = TextTable("NODE", "ROLE", "SLOTS", "REACHABLE", "LAG", "USED MEMORY", "LANES", "JOBS")
+    for n in nodes {
+        let slots = n.slots.map { $0[0] == $0[1] ? "\($0[0])" : "\($0[0])-\($0[1])" }.joined(separator: ",")
+        let role =
+            n.role + (n.master.map { " of \($0)" } ?? "")
+            + (n.flags.isEmpty ? "" : " (\(n.flags.joined(separator: ",")))")
+        let lag = n.replicationLagBytes.map { byteCount($0) } ?? (n.masterLinkUp == false ? "link down" : "-")
+        t.add(
+            n.endpoint, role, slots.isEmpty ? "-" : slots, n.reachable ? "yes" : "NO", lag, byteCount(n.usedMemory),
+            n.lanes.isEmpty ? "-" : n.lanes.joined(separator: ","), n.jobs.isEmpty ? "-" : n.jobs.joined(separator: ",")
+        )
+    }
+    return t.render()
+}
+
 /// The `smlt admin chunks` table.
 func chunksTable(_ chunks: [ChunkStatus]) -> String {
     var t = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")

@@ -111,6 +111,15 @@ import Testing
             let e = refusal(Self.craft(count: 100, pairs: pairs, deltas: [1], values: [1]), count: 100)
             #expect(e == TensorBlobError(.lengthMismatch, "sparse blob declares \(pairs) pairs for 100 elements"))
         }
+        // As many pairs as elements, but a block of a few bytes: refused before a buffer is sized.
+        // (Read as pairs: a dense destination of 2^28 elements would be the allocation avoided.)
+        let many = Self.craft(count: 1 << 28, pairs: 1 << 28, deltas: [1], values: [1])
+        #expect {
+            try TensorBlob.decodeSparse(many)
+        } throws: { e in
+            let e = e as! TensorBlobError
+            return e.code == .lengthMismatch && e.message.contains("more than its")
+        }
         // An element count above the limit, or above what 32-bit indices reach.
         let huge = Self.craft(count: 1 << 40, pairs: 1, deltas: [1], values: [1])
         #expect(refusal(huge, count: 4)?.code == .tooLarge)

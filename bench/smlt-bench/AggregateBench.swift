@@ -32,6 +32,11 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "Use these Redis servers (host:port,...) instead of starting shards. No `smlt serve` may serve them.",
             valueName: "endpoints"))
     var redis: String?
+    @Flag(
+        help: ArgumentHelp(
+            "Also run SMLT on the lanes of a local Redis Cluster: as many masters as --shards (at least 3), one replica each (rows smlt-cluster, and smlt-cluster-nowait without WAIT after writes)."
+        ))
+    var cluster = false
 
     func validate() throws {
         guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be from 1 to 256") }
@@ -73,6 +78,7 @@ struct AggregateBench: ParsableCommand {
         ChildRegistry.installSignalHandlers()
         var methods: [AggregationMethod] =
             only.map { [$0] } ?? (compare ? [.smlt, .redisLimit, .scatterReduce] : [.smlt])
+        if setup.cluster && only == nil { methods += [.smltCluster, .smltClusterNoWait] }
         if metrics && only == nil { methods.insert(.smltMetrics, at: 1) }
         // With metrics, every other round runs smlt-metrics before smlt, so that neither always
         // comes second.
@@ -151,10 +157,10 @@ struct AggregateResult: Codable, Sendable {
             "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(first.codec), "
             + "\(first.steps) timed steps\n"
         out +=
-            "method          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
+            "method               step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
         for r in rows {
             out +=
-                r.method.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
+                r.method.rawValue.padding(toLength: 19, withPad: " ", startingAt: 0)
                 + String(
                     format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f %15.1f ms", r.stepSecondsMedian * 1e3,
                     r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6,
@@ -213,8 +219,18 @@ struct AggregateRunner {
             for _ in 0..<setup.shards { servers.append(try RedisServerProcess()) }
             endpoints = servers.map(\.endpoint)
         }
+        // The cluster methods run on lanes of a cluster of their own, one lane per shard.
+        var cluster: RedisClusterProcesses?
+        defer { cluster?.stop() }
+        var lanes: [RedisEndpoint] = []
+        if methods.contains(where: \.onCluster) {
+            let c = try RedisClusterProcesses(masters: max(3, setup.shards))
+            cluster = c
+            lanes = try ClusterLanes.choose(
+                on: RedisEndpoint(cluster: c.endpoints), count: setup.shards, options: RedisOptions())
+        }
         var results: [AggregateResult] = []
-        for m in methods { results.append(try measure(m, endpoints)) }
+        for m in methods { results.append(try measure(m, m.onCluster ? lanes : endpoints)) }
         if let limit = results.first(where: { $0.method == .redisLimit }) {
             for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
         }
@@ -252,12 +268,14 @@ struct AggregateRunner {
             endpoint?.stop()
             try? manager?.deleteJob()
         }
-        if method == .smlt || method == .smltMetrics {
+        var options = RedisOptions()
+        options.waitForReplica = method != .smltClusterNoWait
+        if method.isSMLT {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
                 chunkElements: setup.chunkElements, codec: setup.codec)
-            manager = try ShardManager.register(spec, on: endpoints, replace: true)
+            manager = try ShardManager.register(spec, on: endpoints, options: options, replace: true)
             try TrainingConfig(
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
             )
@@ -275,7 +293,7 @@ struct AggregateRunner {
                 endpoint = e
                 try scraping.start(port: Int(e.address.split(separator: ":").last!)!)
             }
-            let s = ParamServer(endpoints: endpoints, logger: logger, metrics: metrics)
+            let s = ParamServer(endpoints: endpoints, options: options, logger: logger, metrics: metrics)
             server = s
             serverDone.enter()
             Thread {

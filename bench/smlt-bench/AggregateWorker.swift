@@ -16,6 +16,15 @@ enum AggregationMethod: String, CaseIterable, Codable, ExpressibleByArgument, Se
     case redisLimit = "redis-limit"
     /// Serverless reduce-scatter + all-gather through Redis, no server (SMLT paper, LambdaML).
     case scatterReduce = "scatter-reduce"
+    /// SMLT on the lanes of a local Redis Cluster (one replica per master; writes WAIT for it).
+    case smltCluster = "smlt-cluster"
+    /// The same without WAIT after writes: what the durability costs.
+    case smltClusterNoWait = "smlt-cluster-nowait"
+
+    /// Whether SMLT's parameter server runs for this method.
+    var isSMLT: Bool { [.smlt, .smltMetrics, .smltCluster, .smltClusterNoWait].contains(self) }
+    /// Whether this method runs on a cluster's lanes.
+    var onCluster: Bool { self == .smltCluster || self == .smltClusterNoWait }
 }
 
 /// When one worker's timed steps started and ended (system-wide monotonic seconds).
@@ -64,7 +73,7 @@ struct AggregateWorker: ParsableCommand {
         let known = KnownGradient(workers: workers, params: params)
         var times = WorkerTimes(worker: worker)
         switch method {
-        case .smlt, .smltMetrics: try runSMLT(endpoints, keys, known, &times)
+        case .smlt, .smltMetrics, .smltCluster, .smltClusterNoWait: try runSMLT(endpoints, keys, known, &times)
         case .redisLimit: try runRedisLimit(endpoints, keys, known, &times)
         case .scatterReduce: try runScatterReduce(endpoints, keys, known, &times)
         }
@@ -84,8 +93,10 @@ struct AggregateWorker: ParsableCommand {
     func runSMLT(_ endpoints: [RedisEndpoint], _ keys: BenchKeys, _ known: KnownGradient, _ times: inout WorkerTimes)
         throws
     {
-        let client = try WorkerSession(job: job, worker: worker, endpoints: endpoints)
-        let control = ShardConnections(endpoints)
+        var options = RedisOptions()
+        options.waitForReplica = method != .smltClusterNoWait
+        let client = try WorkerSession(job: job, worker: worker, endpoints: endpoints, options: options)
+        let control = ShardConnections(endpoints, options: options)
         let gradients = known.gradients(worker: worker)
         var model = [Float](repeating: 0, count: params)
         var checker = ModelChecker(

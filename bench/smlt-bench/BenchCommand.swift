@@ -9,7 +9,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "smlt-bench", abstract: "Benchmarks for SMLT, each against a baseline run in the same invocation.",
         subcommands: [
             AggregateBench.self, SweepBench.self, RedisValueBench.self, CodecBench.self, ReshardBench.self,
-            ScheduleBench.self, AggregateWorker.self,
+            ScheduleBench.self, FailoverBench.self, AggregateWorker.self,
         ])
 }
 

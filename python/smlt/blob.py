@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import struct
 from dataclasses import dataclass
 
@@ -366,7 +367,7 @@ def topk_count(n: int, fraction: float) -> int:
     """How many of ``n`` elements top-k keeps: ``ceil(fraction × n)`` in double precision, at
     least 1 and at most ``n`` (0 when ``n`` is 0). Raises :class:`InvalidFraction` unless
     ``0 < fraction <= 1``."""
-    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+    if isinstance(fraction, bool) or not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
         raise InvalidFraction(f"top-k fraction {fraction!r} is outside (0, 1]: it must be above 0 and at most 1")
     if n == 0:
         return 0
@@ -502,6 +503,9 @@ def _read_sparse(header: BlobHeader, payload: bytes) -> tuple[np.ndarray, np.nda
     if len(payload) == 4:
         raise BadLength(f"sparse blob declares {k} pairs but has no LZ4 block")
     total = k * (4 + width)
+    block = len(payload) - 4
+    if total > 256 * block or total > LZ4_MAX_INPUT_SIZE:  # LZ4 expands at most 255-fold
+        raise BadLength(f"sparse blob declares {k} pairs ({total} bytes), more than its {block}-byte LZ4 block can hold")
     try:
         section = _lz4.decompress(payload[4:], uncompressed_size=total)
     except Exception as e:  # lz4.block.LZ4BlockError

@@ -386,7 +386,7 @@ def test_topk_selection_is_the_definition(n, fraction):
     assert list(blob.topk_indices(np.array([1, -3, 3, 2, -3], np.float32), 0.4)) == [1, 2]
 
 
-@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), "0.1"])
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), "0.1", True, np.float32(2)])
 def test_topk_fraction_outside_zero_to_one(fraction):
     with pytest.raises(blob.InvalidFraction, match=r"outside \(0, 1\]"):
         blob.encode_topk(np.ones(10, np.float32), fraction)
@@ -456,6 +456,11 @@ def test_sparse_pair_count_disagrees_with_payload():
 def test_sparse_absurd_pair_count(pairs):
     with pytest.raises(blob.BadLength, match=f"declares {pairs} pairs for 100 elements"):
         decode(craft_sparse(100, pairs, [1], [1]))
+
+
+def test_sparse_pairs_more_than_the_block_can_hold():
+    with pytest.raises(blob.BadLength, match="more than its"):
+        decode(craft_sparse(1 << 28, 1 << 28, [1], [1]))
 
 
 def test_sparse_absurd_sizes():

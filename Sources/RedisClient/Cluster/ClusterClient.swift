@@ -39,11 +39,12 @@ public final class ClusterClient {
     public func refresh() throws(RedisError) {
         var lastError = RedisError(.connectionFailed, endpoint: seeds[0].description, "no node answered")
         var tried = Set<RedisEndpoint>()
-        for node in slots.allMasters + seeds where tried.insert(node).inserted {
+        for node in slots.allMasters + seeds + ClusterNodes.known(seeds: seeds) where tried.insert(node).inserted {
             do {
                 let reply = try connection(to: node).run(["CLUSTER", "SLOTS"])
                 slots = try ClusterSlotMap.parse(reply, from: node)
                 refreshes += 1
+                ClusterNodes.learn(seeds: seeds, nodes: slots.allNodes)
                 return
             } catch {
                 if error.code == .connectionFailed || error.code == .connectionLost { pool[node] = nil }

@@ -37,6 +37,12 @@ public struct ClusterSlotMap: Sendable, Equatable {
     /// Every master, in the order of their first range.
     public var allMasters: [RedisEndpoint] { nodes }
 
+    /// Every master and replica, masters first.
+    public var allNodes: [RedisEndpoint] {
+        var seen = Set(nodes)
+        return nodes + ranges.flatMap(\.replicas).filter { seen.insert($0).inserted }
+    }
+
     /// Whether every slot has a master.
     public var coversAllSlots: Bool { !masters.contains(nil) }
 
