@@ -125,7 +125,8 @@ let package = Package(
         .target(
             name: "TestSupport", dependencies: ["RedisClient", "LocalProcesses", "Workloads"], path: "Tests/TestSupport"
         ),
-        .testTarget(name: "TensorBlobTests", dependencies: ["TensorBlob", "CTensorKernels"], swiftSettings: strict),
+        .testTarget(
+            name: "TensorBlobTests", dependencies: ["TensorBlob", "CTensorKernels", "CLZ4"], swiftSettings: strict),
         .testTarget(
             name: "RedisClientTests", dependencies: ["RedisClient", "LocalProcesses", "TestSupport"],
             swiftSettings: strict),

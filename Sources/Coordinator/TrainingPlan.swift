@@ -24,6 +24,8 @@ public struct TrainingPlan: Sendable {
     public let train: Dataset
     public let test: Dataset
     public let checkpointEvery: Int
+    /// How workers encode their gradients (`--codec`).
+    public let gradientEncoding: GradientEncoding
     /// The reconfigurations: the request's, plus those a planner made while the job runs.
     public internal(set) var schedule: Schedule
 
@@ -91,6 +93,7 @@ public struct TrainingPlan: Sendable {
         self.train = train
         self.test = test
         self.checkpointEvery = request.checkpointEvery
+        self.gradientEncoding = request.gradientEncoding
         self.schedule = schedule
     }
 
@@ -123,7 +126,9 @@ public struct TrainingPlan: Sendable {
     public func config(workers: Int) -> TrainingConfig {
         TrainingConfig(
             workers: workers, steps: steps, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay,
-            workload: settings.dictionary, checkpointEvery: checkpointEvery)
+            workload: settings.dictionary, checkpointEvery: checkpointEvery,
+            // f32 encodings are the map's codec alone, as before the config had the field.
+            gradientEncoding: gradientEncoding.isLossy ? gradientEncoding.description : nil)
     }
 
     /// The config in force at `step`.

@@ -1,4 +1,5 @@
 import TensorBlob
+import TrainingProtocol
 import Workloads
 
 /// Everything a user asks of one training run, as `smlt train` takes it: what to train, on how
@@ -25,6 +26,7 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     public var momentum: Float = 0.9
     public var weightDecay: Float = 0
     public var seed: UInt64 = 1
+    /// `--codec`: a gradient encoding spec (`GradientEncoding`), such as `raw` or `bf16-shuffle-lz4`.
     public var codec = "raw"
     public var chunkElements = 262_144
     public var syntheticExamples = 20_000
@@ -114,7 +116,7 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
                 "--deadline and --budget need a built-in model (the planner times its gradient before anything starts); with --model function give --workers and --steps or --epochs"
             )
         }
-        try check(BlobCodec(name: codec) != nil, "unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+        do { _ = try GradientEncoding(parsing: codec) } catch { throw RequestError("--codec: \(error)") }
         try check(
             (1...WorkloadSettings.maxBatch).contains(batchSize),
             "--batch-size must be from 1 to \(WorkloadSettings.maxBatch), got \(batchSize)")
@@ -291,6 +293,20 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
 }
 
 /// A request that cannot run, with a message naming the flag or value.
+extension TrainingRequest {
+    /// The gradient encoding `codec` names; f32 raw when it names none (`validate()` refuses that).
+    public var gradientEncoding: GradientEncoding {
+        (try? GradientEncoding(parsing: codec)) ?? .dense(.f32, .raw)
+    }
+
+    /// The codec of the job's parameter and optimizer blobs: the encoding's codec when it is a
+    /// dense one, raw for top-k and sparse-lz4 (dense parameters have few +0 elements).
+    public var parameterCodec: BlobCodec {
+        if case .dense(_, let c) = gradientEncoding, c != .sparseLZ4 { return c }
+        return .raw
+    }
+}
+
 public struct RequestError: Error, Sendable, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }

@@ -1,6 +1,7 @@
 internal import Foundation
 internal import RedisClient
 internal import ShardManager
+internal import TensorBlob
 internal import TrainingProtocol
 
 /// One invocation's steps (docs/wire-format.md, "The worker" and "Functions"): the lease, the
@@ -46,7 +47,11 @@ struct WorkerLoop {
             ttl: .milliseconds(event.leaseMilliseconds), generation: event.generation, stuckAfter: stuckAfter)
         defer { heartbeat.stop() }
         var state = try prepared(session, prepare)
-        var step = try session.loadProgress()?.nextStep ?? 0
+        let progress = try session.loadProgress()
+        var step = progress?.nextStep ?? 0
+        // Error feedback: the residual to add to `step`'s gradient, and the object holding it.
+        var residual = try session.loadResidual(progress)
+        var residualObject = residual == nil ? nil : progress?.residual
         let sinceInvoked = invocation.sinceInvoked
         try session.reportStart(
             StartReport(
@@ -69,17 +74,21 @@ struct WorkerLoop {
         var done = 0
         // This invocation's last push, kept until the next step's parameters arrive: a server
         // that refuses it (its gradient missing or damaged in Redis) waits for it again.
-        var lastPush: (step: Int, gradient: [Float])?
+        var lastPush: (step: Int, sent: [Float], encoding: GradientEncoding)?
         var waitingSince = ContinuousClock.now
         /// After a wait with nothing published: pushes the last step again where it was refused.
         func pushAgainIfRefused() throws {
             guard let p = lastPush, p.step == step - 1 else { return }
-            if try session.pushAgainIfRefused(gradient: p.gradient, step: p.step) {
+            if try session.pushAgainIfRefused(gradient: p.sent, step: p.step, encoding: p.encoding) {
                 log("worker \(event.worker): a server refused this worker's push of step \(p.step); pushed it again")
             }
         }
+        func save(_ next: Int) throws {
+            try session.saveProgress(
+                WorkerProgress(nextStep: next, generation: event.generation, residual: residualObject))
+        }
         func stopping(_ next: Int) throws -> FunctionWorker.Outcome {
-            try session.saveProgress(WorkerProgress(nextStep: next, generation: event.generation))
+            try save(next)
             return .continueLater
         }
         /// How long a wait may last: until the deadline, keeping room for a step.
@@ -152,7 +161,13 @@ struct WorkerLoop {
                         .lostPush, "step \(step) was half pushed and its gradient is gone from Redis")
                 }
                 step += 1
-                try session.saveProgress(WorkerProgress(nextStep: step, generation: event.generation))
+                // That push stored the residual of step + 1 before it could count anywhere.
+                if try session.config.encoding(mapCodec: session.shards.map.codec).isLossy {
+                    let name = ErrorFeedback.objectName(worker: event.worker, step: step)
+                    residual = try session.loadResidual(named: name, step: step)
+                    residualObject = name
+                }
+                try save(step)
                 continue
             }
             let computeStart = ContinuousClock.now
@@ -168,8 +183,19 @@ struct WorkerLoop {
                 return .stopJob(why)
             }
             let pushStart = ContinuousClock.now
-            try session.push(gradient: gradient, step: step)
-            lastPush = (step, gradient)
+            let encoding = try session.config.encoding(mapCodec: session.shards.map.codec)
+            let feedback = ErrorFeedback(
+                gradient: gradient, residual: residual, encoding: encoding,
+                chunkElements: session.shards.map.chunkElements)
+            if let why = Self.unencodable(feedback.sent, encoding: encoding, step: step) {
+                try? session.reportFailure(why)
+                return .stopJob(why)
+            }
+            let stored = try session.push(
+                sent: feedback.sent, step: step, encoding: encoding, residual: feedback.residual)
+            lastPush = (step, feedback.sent, encoding)
+            residual = feedback.residual
+            residualObject = stored
             let pushed = ContinuousClock.now
             try session.report(
                 StepMetrics(
@@ -179,7 +205,7 @@ struct WorkerLoop {
                     stepSeconds: Self.seconds(pushed - stepStart)))
             step += 1
             done += 1
-            try session.saveProgress(WorkerProgress(nextStep: step, generation: event.generation))
+            try save(step)
             slowest = max(slowest, ContinuousClock.now - stepStart)
         }
         return .finished
@@ -220,6 +246,13 @@ struct WorkerLoop {
         return
             "training diverged at step \(step): the \(r.loss.isFinite ? "gradient" : "loss") is \(r.loss.isFinite ? "not finite" : "\(r.loss)") "
             + "(learning rate \(config.learningRate), momentum \(config.momentum)); try a lower learning rate (--lr)"
+    }
+
+    /// Why an encoded gradient must not be pushed (a value f16 cannot hold became infinite), or nil.
+    static func unencodable(_ sent: [Float], encoding: GradientEncoding, step: Int) -> String? {
+        guard encoding.isLossy, let bad = sent.first(where: { !$0.isFinite }) else { return nil }
+        return
+            "step \(step): the gradient encoded as \(encoding) holds \(bad) (plus the error-feedback residual, a value is outside \(encoding.dtype)'s range); use another --codec or a lower learning rate (--lr)"
     }
 
     static func seconds(_ d: Duration) -> Double {

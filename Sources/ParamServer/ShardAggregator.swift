@@ -13,7 +13,9 @@ import TrainingProtocol
 /// For step `v`, each worker that appears in the step's pushed set has its gradient chunks read
 /// at once, while the others are still pushing, so reading overlaps the push phase. The
 /// gradients are summed in worker-id order (a worker's gradient waits in memory until every lower
-/// id has been added), so the sum never depends on arrival order. Once all N are in, it applies
+/// id has been added), so the sum never depends on arrival order. A sparse-lz4 (top-k) gradient
+/// of a worker other than 0 is kept and added as its pairs (`SparseGradient.add`), never as a
+/// dense vector, with the same bits as adding the dense vector it decodes to. Once all N are in, it applies
 /// SGD with momentum and, in one MULTI/EXEC, writes parameter version `v + 1` and the optimizer
 /// state, deletes the gradients and appends `v + 1` to the shard's version stream. Parameters and
 /// optimizer state are cached in memory; Redis stays the source of truth when a server restarts,
@@ -40,8 +42,11 @@ final class ShardAggregator {
     private var gathering = -1
     private var consumed = Set<Int>()
     private var folded = 0
-    private var waiting: [Int: [Int: UnsafeMutableBufferPointer<Float>]] = [:]
+    private var waiting: [Int: [Int: WaitingChunk]] = [:]
     private var sums: [Int: UnsafeMutableBufferPointer<Float>] = [:]
+    /// Chunks whose sum may hold a −0 (it took a dense gradient). Adding a sparse gradient's pairs
+    /// into such a sum first turns its −0s into +0, as adding the dense vector's +0s would.
+    private var negativeZeroPossible = Set<Int>()
     /// A worker whose waiting gradient `fold` found non-finite, with why (by chunk index).
     private var spoiled: (worker: Int, failures: [Int: PushFault])?
     /// Released gradient buffers by element count, to avoid fresh pages every step.
@@ -217,10 +222,13 @@ final class ShardAggregator {
     }
 
     private func startGathering(_ step: Int) {
-        for (_, buffers) in waiting { for (_, b) in buffers { release(b) } }
+        for (_, buffers) in waiting {
+            for (_, chunk) in buffers { if case .dense(let b) = chunk { release(b) } }
+        }
         for (_, b) in sums { release(b) }
         waiting = [:]
         sums = [:]
+        negativeZeroPossible = []
         consumed = []
         folded = 0
         if step != gathering { stepGradientBytes = 0 }
@@ -235,11 +243,14 @@ final class ShardAggregator {
     /// into a buffer. A missing or invalid blob rejects the push: the worker is taken out of the
     /// step's pushed set (it may push again) and the reason is logged and recorded. So does a
     /// NaN or an infinity: worker 0's gradient (which becomes the sum as it is) is checked right
-    /// after decoding, while in cache; the others' when `fold` adds them.
+    /// after decoding, while in cache; the others' when `fold` adds them. A sparse gradient's
+    /// pairs (of a worker other than 0, whose gradient becomes the sum) are checked when read and
+    /// wait as pairs.
     func consume(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         if w > 0 && w == folded { return try consumeInOrder(c, worker: w, step: v) }
         let buffers = counts.map { buffer($0) }
         var failures: [Int: PushFault] = [:]
+        var pairs: [Int: SparseGradient] = [:]
         do {
             failures = try read(
                 c, worker: w, step: v, into: { buffers[$0] },
@@ -248,6 +259,11 @@ final class ShardAggregator {
                     if w == 0 && b.count > 0 && ctk_all_finite_f32(b.baseAddress!, b.count) == 0 {
                         failures[i] = nonFinite(UnsafeBufferPointer(b))
                     }
+                },
+                pairs: w > 0,
+                sparse: { i, s in
+                    if let j = s.firstNonFinite { failures[i] = nonFinite(s, j) }
+                    pairs[i] = s
                 }
             ).mapValues(PushFault.init).merging(failures) { read, _ in read }
         } catch {
@@ -259,13 +275,23 @@ final class ShardAggregator {
             return try reject(c, worker: w, step: v, failures)
         }
         consumed.insert(w)
-        waiting[w] = Dictionary(uniqueKeysWithValues: zip(chunks, buffers))
+        var read: [Int: WaitingChunk] = [:]
+        for (i, chunk) in chunks.enumerated() {
+            if let s = pairs[i] {
+                release(buffers[i])
+                read[chunk] = .sparse(s)
+            } else {
+                read[chunk] = .dense(buffers[i])
+            }
+        }
+        waiting[w] = read
     }
 
     /// Reads the gradient of the next worker in id order straight into one chunk-sized buffer
     /// and adds each chunk to the sum while it is still in cache, checking in the same pass that
-    /// its values are finite. If the push turns out bad halfway, the sums already changed: the
-    /// step's gathering starts over (everything is still in Redis) and the worker is rejected.
+    /// its values are finite; a sparse gradient's pairs go straight into the sum instead. If the
+    /// push turns out bad halfway, the sums already changed: the step's gathering starts over
+    /// (everything is still in Redis) and the worker is rejected.
     private func consumeInOrder(_ c: RedisConnection, worker w: Int, step v: Int) throws(RedisError) {
         let whole = buffer(counts.max() ?? 0)
         defer { release(whole) }
@@ -279,6 +305,16 @@ final class ShardAggregator {
                 let g = UnsafeBufferPointer(rebasing: whole[0..<counts[i]])
                 added = true
                 if !GradientSum.addCheckingFinite(g, into: sums[chunks[i]]!) { failures[i] = nonFinite(g) }
+                negativeZeroPossible.insert(chunks[i])
+            },
+            pairs: true,
+            sparse: { i, s in
+                if let j = s.firstNonFinite {
+                    failures[i] = nonFinite(s, j)
+                    return
+                }
+                added = true
+                addPairs(s, chunk: chunks[i])
             }
         ).mapValues(PushFault.init).merging(failures) { read, _ in read }
         if !failures.isEmpty {
@@ -287,6 +323,17 @@ final class ShardAggregator {
         }
         consumed.insert(w)
         folded += 1
+    }
+
+    /// Adds a sparse gradient's pairs into a chunk's sum, with the bits of adding its dense vector.
+    private func addPairs(_ s: SparseGradient, chunk: Int) {
+        s.add(into: sums[chunk]!, sumMayHoldNegativeZero: negativeZeroPossible.contains(chunk))
+        negativeZeroPossible.remove(chunk)
+    }
+
+    /// Why a sparse gradient chunk whose pair `j` is NaN or infinite is refused.
+    private func nonFinite(_ s: SparseGradient, _ j: Int) -> PushFault {
+        PushFault(reason: .nonFinite, detail: "element \(s.indices[j]) is \(s.values[j]); gradients must be finite")
     }
 
     /// Why a gradient chunk holding a NaN or an infinity is refused (found again only then).
@@ -298,10 +345,11 @@ final class ShardAggregator {
     }
 
     /// GETs worker `w`'s gradient chunks of step `v`, refusing blobs whose header names another
-    /// step or worker.
+    /// step or worker. With `pairs`, sparse-lz4 chunks go to `sparse` as pairs instead of
+    /// being decoded into `destination`.
     private func read(
         _ c: RedisConnection, worker w: Int, step v: Int, into destination: (Int) -> UnsafeMutableBufferPointer<Float>,
-        decoded: (Int) -> Void = { _ in }
+        decoded: (Int) -> Void = { _ in }, pairs: Bool = false, sparse: (Int, SparseGradient) -> Void = { _, _ in }
     ) throws(RedisError) -> [Int: BlobReadFailure] {
         bytesRead = 0
         defer {
@@ -318,6 +366,11 @@ final class ShardAggregator {
             decoded: { i, h in
                 bytesRead += BlobHeader.size + Int(h.payloadLength)
                 decoded(i)
+            },
+            pairs: pairs,
+            sparse: { i, h, s in
+                bytesRead += BlobHeader.size + Int(h.payloadLength)
+                sparse(i, s)
             })
     }
 
@@ -349,14 +402,20 @@ final class ShardAggregator {
     func fold() {
         while folded < config.workers, let buffers = waiting.removeValue(forKey: folded) {
             var failures: [Int: PushFault] = [:]
-            for (chunk, g) in buffers {
-                if folded == 0 {
+            for (chunk, waiting) in buffers {
+                switch waiting {
+                case .dense(let g) where folded == 0:
                     sums[chunk] = g  // checked when it was decoded
-                } else {
+                    negativeZeroPossible.insert(chunk)
+                case .dense(let g):
                     if !GradientSum.addCheckingFinite(UnsafeBufferPointer(g), into: sums[chunk]!) {
                         failures[chunks.firstIndex(of: chunk)!] = nonFinite(UnsafeBufferPointer(g))
                     }
+                    negativeZeroPossible.insert(chunk)
                     release(g)
+                case .sparse(let s):
+                    // Never worker 0's (read dense, it becomes the sum); checked when read.
+                    addPairs(s, chunk: chunk)
                 }
             }
             if !failures.isEmpty {
@@ -543,6 +602,13 @@ final class ShardAggregator {
         stats.gradientBytes = stepGradientBytes
         return stats
     }
+}
+
+/// A gradient chunk read but not yet added: its dense values (in a pooled buffer), or a sparse
+/// gradient's pairs.
+enum WaitingChunk {
+    case dense(UnsafeMutableBufferPointer<Float>)
+    case sparse(SparseGradient)
 }
 
 /// Float buffers reused by one aggregator across steps, so that gradients land in memory that

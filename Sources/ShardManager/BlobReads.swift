@@ -32,13 +32,16 @@ extension RedisConnection {
     ///   - check: may refuse a blob by its header before the payload is read (the payload is
     ///     then skipped on the wire).
     ///   - decoded: runs, in key order, once blob `i` is verified and in `destination(i)`.
+    ///   - pairs: with `true`, a sparse-lz4 blob is not decoded into `destination(i)`: once
+    ///     verified, its pairs go to `sparse` instead of `decoded` (to be added into a sum).
     /// - Returns: the failures by key index. A failure does not stop the other reads, so the
     ///   connection stays in step; only a connection error throws.
     public func getBlobs(
         _ keys: [String], scratch: DecodeScratch,
         into destination: (Int) -> UnsafeMutableBufferPointer<Float>,
         check: (Int, BlobHeader) throws(TensorBlobError) -> Void = { _, _ in },
-        decoded: (Int, BlobHeader) -> Void = { _, _ in }
+        decoded: (Int, BlobHeader) -> Void = { _, _ in },
+        pairs: Bool = false, sparse: (Int, BlobHeader, SparseGradient) -> Void = { _, _, _ in }
     ) throws(RedisError) -> [Int: BlobReadFailure] {
         var failures: [Int: BlobReadFailure] = [:]
         var pending: BlobHeader?
@@ -63,6 +66,11 @@ extension RedisConnection {
                     // Without `rest`, `target` refused the blob and recorded why.
                     guard let rest, let h = pending else { return }
                     do throws(TensorBlobError) {
+                        if pairs && h.codec == .sparseLZ4 {
+                            let s = try TensorBlob.finishDecodeSparse(
+                                h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), scratch: scratch)
+                            return sparse(i, h, s)
+                        }
                         try TensorBlob.finishDecode(
                             h, prefix: prefix, payload: UnsafeRawBufferPointer(rest), into: destination(i),
                             scratch: scratch)

@@ -47,14 +47,22 @@ public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConve
     case lz4 = 1
     /// Byte shuffle by element width (Blosc's filter), then LZ4.
     case shuffleLZ4 = 2
+    /// Only some elements, as (index, value) pairs: delta-coded indices and the values, in one
+    /// LZ4 block; every other element is zero. Lossless as a codec (the writer keeps every
+    /// element that is not +0); top-k gradients (`SparseGradient.topK`) are blobs of this codec.
+    case sparseLZ4 = 3
 
     public var description: String {
         switch self {
         case .raw: "raw"
         case .lz4: "lz4"
         case .shuffleLZ4: "shuffle-lz4"
+        case .sparseLZ4: "sparse-lz4"
         }
     }
+
+    /// The names `init(name:)` accepts, for error messages.
+    public static let names = allCases.map(\.description).joined(separator: ", ")
 
     /// Parses the names used on the command line and in job specs.
     public init?(name: String) {
@@ -67,7 +75,7 @@ public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConve
         guard let c = BlobCodec(name: name) else {
             throw DecodingError.dataCorrupted(
                 .init(
-                    codingPath: decoder.codingPath, debugDescription: "unknown codec '\(name)' (raw, lz4, shuffle-lz4)")
+                    codingPath: decoder.codingPath, debugDescription: "unknown codec '\(name)' (\(BlobCodec.names))")
             )
         }
         self = c

@@ -35,16 +35,28 @@ public final class BlobParts {
 public final class DecodeScratch {
     private var payload = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var shuffle = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private var pairBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
     public init() {}
 
     deinit {
         payload.deallocate()
         shuffle.deallocate()
+        pairBuffer.deallocate()
     }
 
     func payload(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&payload, n) }
     func shuffle(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&shuffle, n) }
+
+    /// Room for a sparse blob's `k` indices and `k` values.
+    func pairs(_ k: Int) -> (UnsafeMutableBufferPointer<UInt32>, UnsafeMutableBufferPointer<Float>) {
+        let b = Self.grow(&pairBuffer, k * 8)
+        let indices = b.baseAddress!.bindMemory(to: UInt32.self, capacity: k)
+        let values = (b.baseAddress! + k * 4).bindMemory(to: Float.self, capacity: k)
+        return (
+            UnsafeMutableBufferPointer(start: indices, count: k), UnsafeMutableBufferPointer(start: values, count: k)
+        )
+    }
 
     private static func grow(_ b: inout UnsafeMutableRawBufferPointer, _ n: Int) -> UnsafeMutableRawBufferPointer {
         if b.count < n {
@@ -64,7 +76,9 @@ extension TensorBlob {
         let rawBytes = values.count * dtype.byteWidth
         let elements = ElementBytes(values, dtype)
         var compressed: UnsafeMutableRawBufferPointer?
-        if codec != .raw, rawBytes > 0, rawBytes <= Int(LZ4_MAX_INPUT_SIZE) {
+        if codec == .sparseLZ4 {
+            compressed = sparsePayload(elements)
+        } else if codec != .raw, rawBytes > 0, rawBytes <= Int(LZ4_MAX_INPUT_SIZE) {
             let bound = Int(clz4_compress_bound(Int32(rawBytes)))
             let out = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 16)
             let n = compress(elements, codec: codec, into: out.baseAddress!, capacity: bound)
@@ -110,12 +124,27 @@ extension TensorBlob {
         _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
         into destination: UnsafeMutableBufferPointer<Float>, scratch: DecodeScratch
     ) throws(TensorBlobError) {
+        try verifyChecksum(h, prefix: prefix, payload: payload)
+        if h.codec == .raw && h.dtype == .f32 { return }  // already in place
+        try decodePayload(h, payload: payload, into: destination, scratch: scratch)
+    }
+
+    /// As `finishDecode`, but returns the blob's pairs (`decodeSparse`) instead of writing the
+    /// dense vector: for a reader that adds a sparse-lz4 gradient into a sum.
+    public static func finishDecodeSparse(
+        _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, scratch: DecodeScratch
+    ) throws(TensorBlobError) -> SparseGradient {
+        try verifyChecksum(h, prefix: prefix, payload: payload)
+        return try sparse(h, payload: payload, scratch: scratch)
+    }
+
+    static func verifyChecksum(
+        _ h: BlobHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer
+    ) throws(TensorBlobError) {
         var crc = ctk_crc32c(0, prefix.baseAddress, 40)
         crc = ctk_crc32c(crc, payload.baseAddress, payload.count)
         guard crc == h.checksum else {
             throw TensorBlobError(.checksumMismatch, "checksum \(hex(crc)) does not match header's \(hex(h.checksum))")
         }
-        if h.codec == .raw && h.dtype == .f32 { return }  // already in place
-        try decodePayload(h, payload: payload, into: destination, scratch: scratch)
     }
 }

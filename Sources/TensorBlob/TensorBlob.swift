@@ -14,7 +14,13 @@ public enum TensorBlob {
     ) -> [UInt8] {
         let rawBytes = values.count * dtype.byteWidth
         let elements = ElementBytes(values, dtype)
-        let tryCompress = codec != .raw && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
+        if codec == .sparseLZ4, let payload = sparsePayload(elements) {
+            defer { payload.deallocate() }
+            return assemble(
+                dtype: dtype, codec: .sparseLZ4, count: values.count, step: step, producer: producer,
+                payload: UnsafeRawBufferPointer(payload))
+        }
+        let tryCompress = codec != .raw && codec != .sparseLZ4 && rawBytes > 0 && rawBytes <= Int(LZ4_MAX_INPUT_SIZE)
         let capacity =
             BlobHeader.size + (tryCompress ? max(rawBytes, Int(clz4_compress_bound(Int32(rawBytes)))) : rawBytes)
         var usedCodec = BlobCodec.raw
@@ -44,6 +50,24 @@ public enum TensorBlob {
             storeLE(crc, out, 40)
         }
         return blob
+    }
+
+    /// A blob of `payload` with a header of these fields and its checksum.
+    static func assemble(
+        dtype: DType, codec: BlobCodec, count: Int, step: UInt64, producer: UInt32, payload: UnsafeRawBufferPointer
+    ) -> [UInt8] {
+        let header = BlobHeader(
+            dtype: dtype, codec: codec, count: UInt64(count), step: step, producer: producer,
+            payloadLength: UInt64(payload.count), checksum: 0)
+        return [UInt8](unsafeUninitializedCapacity: BlobHeader.size + payload.count) { buf, initialized in
+            let out = UnsafeMutableRawBufferPointer(buf)
+            if payload.count > 0 {
+                (out.baseAddress! + BlobHeader.size).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            }
+            writeHeader(header, to: out)
+            storeLE(checksum(UnsafeRawBufferPointer(out)), out, 40)
+            initialized = out.count
+        }
     }
 
     /// LZ4-compresses the element bytes (shuffled for shuffle-lz4) into `dst`; returns the
@@ -124,6 +148,17 @@ public enum TensorBlob {
                     .lengthMismatch,
                     "raw payload of \(header.payloadLength) bytes for \(header.count) \(dtype) elements (\(raw) bytes)")
             }
+        case .sparseLZ4:
+            guard header.count <= UInt64(UInt32.max) + 1 else {
+                throw TensorBlobError(
+                    .tooLarge, "sparse blob of \(header.count) elements: indices are 32-bit, so at most 2^32")
+            }
+            guard Int(header.payloadLength) >= sparsePrefixSize, Int(header.payloadLength) < raw else {
+                throw TensorBlobError(
+                    .lengthMismatch,
+                    "sparse payload of \(header.payloadLength) bytes for \(header.count) \(dtype) elements (\(raw) bytes); it must be 4 bytes or more and smaller"
+                )
+            }
         case .lz4, .shuffleLZ4:
             guard header.payloadLength > 0, Int(header.payloadLength) < raw else {
                 throw TensorBlobError(
@@ -160,6 +195,9 @@ public enum TensorBlob {
     ) throws(TensorBlobError) {
         let raw = h.rawByteCount
         guard raw > 0 else { return }
+        if h.codec == .sparseLZ4 {
+            return try decodeSparsePayload(h, payload: payload, into: destination, scratch: scratch)
+        }
         let dst = UnsafeMutableRawPointer(destination.baseAddress!)
         var elements = payload.baseAddress!
         if h.codec != .raw {

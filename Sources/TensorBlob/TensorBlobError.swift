@@ -12,6 +12,8 @@ public struct TensorBlobError: Error, Sendable, Equatable, CustomStringConvertib
         case checksumMismatch
         case corruptPayload
         case countMismatch
+        /// A sparse blob's index is out of range, repeated, not increasing, or badly encoded.
+        case invalidIndex
     }
 
     public let code: Code

@@ -2,6 +2,7 @@ import Foundation
 import KeySchema
 import RedisClient
 import ShardManager
+import TensorBlob
 
 /// What the parameter servers and workers of a job agree on. Stored as JSON under
 /// `smlt:{JOB}:train` on every shard of the job.
@@ -18,12 +19,16 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Every this many versions the servers also keep a copy of the parameters and optimizer
     /// state under the job's checkpoint keys, for `smlt train` to save to disk; 0 for never.
     public var checkpointEvery: Int
+    /// How workers encode their gradients (a `GradientEncoding` spec such as `bf16-shuffle-lz4`);
+    /// nil for f32 with the map's codec.
+    public var gradientEncoding: String?
 
     public init(
         workers: Int, steps: Int, learningRate: Float, momentum: Float = 0.9, weightDecay: Float = 0,
-        workload: [String: String] = [:], checkpointEvery: Int = 0
+        workload: [String: String] = [:], checkpointEvery: Int = 0, gradientEncoding: String? = nil
     ) {
         self.checkpointEvery = checkpointEvery
+        self.gradientEncoding = gradientEncoding
         self.workers = workers
         self.steps = steps
         self.learningRate = learningRate
@@ -37,6 +42,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case learningRate = "learning_rate"
         case weightDecay = "weight_decay"
         case checkpointEvery = "checkpoint_every"
+        case gradientEncoding = "gradient_encoding"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -48,6 +54,16 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         weightDecay = try c.decode(Float.self, forKey: .weightDecay)
         workload = try c.decodeIfPresent([String: String].self, forKey: .workload) ?? [:]
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? 0
+        gradientEncoding = try c.decodeIfPresent(String.self, forKey: .gradientEncoding)
+    }
+
+    /// The encoding workers push gradients with: the config's `gradient_encoding`, or f32 with
+    /// `codec` (the map's) when it has none.
+    public func encoding(mapCodec codec: BlobCodec) throws(ShardError) -> GradientEncoding {
+        guard let gradientEncoding else { return .dense(.f32, codec) }
+        do { return try GradientEncoding(parsing: gradientEncoding) } catch {
+            throw ShardError(.invalidSpec, "training config: \(error)")
+        }
     }
 
     /// Stores the config on every shard of the job.
@@ -96,6 +112,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard learningRate.isFinite, momentum.isFinite, weightDecay.isFinite else {
             throw ShardError(.invalidSpec, "optimizer settings must be finite numbers")
         }
+        _ = try encoding(mapCodec: .raw)
     }
 }
 

@@ -5,14 +5,18 @@ public struct WorkerProgress: Codable, Sendable, Equatable {
     public var nextStep: Int
     /// The generation that saved this (0 for the first invocation).
     public var generation: Int
+    /// The named object that holds the error-feedback residual to add to step `nextStep`'s
+    /// gradient (`ErrorFeedback.objectName`); nil for none (a zero residual).
+    public var residual: String?
 
-    public init(nextStep: Int, generation: Int) {
+    public init(nextStep: Int, generation: Int, residual: String? = nil) {
         self.nextStep = nextStep
         self.generation = generation
+        self.residual = residual
     }
 
     enum CodingKeys: String, CodingKey {
-        case generation
+        case generation, residual
         case nextStep = "next_step"
     }
 

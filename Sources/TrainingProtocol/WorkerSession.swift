@@ -107,17 +107,20 @@ public final class WorkerSession: Sendable {
     /// in Redis, so its next invocation can finish the push (`completePush`) even when some
     /// shards already moved on and the parameters it was computed from are gone.
     ///
-    /// With `dtype` bf16 or f16 the gradient is stored rounded to that type (half the bytes);
-    /// the servers sum the rounded values (`DType.round` gives them, for error feedback).
-    public func push(gradient: UnsafeBufferPointer<Float>, step: Int, dtype: DType = .f32) throws(ShardError) {
+    /// With `encoding` (default: f32 with the map's codec) of dtype bf16 or f16 the gradient is
+    /// stored rounded to that type; the servers sum the rounded values (`ErrorFeedback` keeps what
+    /// rounding took off for the next step).
+    public func push(gradient: UnsafeBufferPointer<Float>, step: Int, encoding: GradientEncoding? = nil)
+        throws(ShardError)
+    {
         try shards.write(
             gradient, as: .gradient(step: step, worker: worker), step: step, producer: UInt32(worker),
-            expireSeconds: Self.gradientTTLSeconds, dtype: dtype)
+            expireSeconds: Self.gradientTTLSeconds, codec: encoding?.codec, dtype: encoding?.dtype ?? .f32)
         try markPushed(step: step) { _, _ in true }
     }
 
     /// Adds this worker to the pushed set of `step` on each shard where `include(shard, connection)`.
-    private func markPushed(
+    func markPushed(
         step: Int, where include: @escaping @Sendable (Int, RedisConnection) throws(RedisError) -> Bool
     ) throws(ShardError) {
         let training = self.training
@@ -163,7 +166,9 @@ public final class WorkerSession: Sendable {
     /// shard is still at version `step` and the worker is not in its pushed set: its server found
     /// the gradient missing or damaged in Redis); returns whether it did. Without this the step
     /// would never complete: every worker waits for the refusing shard's next version.
-    public func pushAgainIfRefused(gradient: [Float], step: Int, dtype: DType = .f32) throws(ShardError) -> Bool {
+    public func pushAgainIfRefused(gradient: [Float], step: Int, encoding: GradientEncoding? = nil) throws(ShardError)
+        -> Bool
+    {
         let training = self.training
         let worker = self.worker
         let refused = Mutex<Bool>(false)
@@ -173,12 +178,13 @@ public final class WorkerSession: Sendable {
             }
         }
         guard refused.withLock({ $0 }) else { return false }
-        try push(gradient: gradient, step: step, dtype: dtype)
+        try push(gradient: gradient, step: step, encoding: encoding)
         return true
     }
 
-    public func push(gradient: [Float], step: Int, dtype: DType = .f32) throws(ShardError) {
-        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in try push(gradient: g, step: step, dtype: dtype)
+    public func push(gradient: [Float], step: Int, encoding: GradientEncoding? = nil) throws(ShardError) {
+        try gradient.withUnsafeBufferPointer { (g) throws(ShardError) in
+            try push(gradient: g, step: step, encoding: encoding)
         }
     }
 

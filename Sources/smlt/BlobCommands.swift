@@ -13,21 +13,35 @@ extension AdminCommand {
         struct Encode: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Encode a file of little-endian f32 values as a blob.",
-                discussion: "bf16 and f16 round each value to nearest even (docs/wire-format.md).")
+                discussion: """
+                    bf16 and f16 round each value to nearest even (docs/wire-format.md). With --codec topk:FRACTION \
+                    the blob is the sparse-lz4 blob of the ceil(FRACTION × n) values of largest magnitude, as a \
+                    worker pushes it.
+                    """)
 
             @Option(help: "The f32 values (little-endian, 4 bytes each).") var input: String
             @Option(help: "The blob file to write.") var output: String
-            @Option(help: "f32, f16 or bf16.") var dtype = "f32"
-            @Option(help: "raw, lz4 or shuffle-lz4.") var codec = "raw"
+            @Option(help: "f32, f16 or bf16 (default: the --codec spec's, else f32).") var dtype: String?
+            @Option(
+                help: "raw, lz4, shuffle-lz4, sparse-lz4 or topk:FRACTION, optionally after DTYPE- (bf16-shuffle-lz4)."
+            )
+            var codec = "raw"
             @Option(help: "The header's step.") var step: UInt64 = 0
             @Option(help: "The header's producer.") var producer: UInt32 = 0
 
             func run() throws {
-                guard let d = DType(name: dtype) else {
-                    throw ValidationError("unknown dtype '\(dtype)' (f32, f16, bf16)")
+                var encoding: GradientEncoding
+                do { encoding = try GradientEncoding(parsing: codec) } catch {
+                    throw ValidationError(error.message)
                 }
-                guard let c = BlobCodec(name: codec) else {
-                    throw ValidationError("unknown codec '\(codec)' (raw, lz4, shuffle-lz4)")
+                if let dtype {
+                    guard let d = DType(name: dtype) else {
+                        throw ValidationError("unknown dtype '\(dtype)' (f32, f16, bf16)")
+                    }
+                    guard encoding.dtype == .f32 || encoding.dtype == d else {
+                        throw ValidationError("--dtype \(d) disagrees with --codec \(codec)")
+                    }
+                    encoding = encoding.with(dtype: d)
                 }
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: input))
                 guard bytes.count % 4 == 0 else {
@@ -40,7 +54,7 @@ extension AdminCommand {
                         )
                     }
                 }
-                let blob = TensorBlob.encode(values, dtype: d, codec: c, step: step, producer: producer)
+                let blob = values.withUnsafeBufferPointer { encoding.encode($0, step: step, producer: producer) }
                 try Data(blob).write(to: URL(fileURLWithPath: output))
             }
         }

@@ -19,7 +19,10 @@ struct TrainingOptionGroup: ParsableArguments {
     @Option(help: "Momentum.") var momentum: Float = 0.9
     @Option(help: "Weight decay.") var weightDecay: Float = 0
     @Option(help: "Seed for data generation and initial parameters.") var seed: UInt64 = 1
-    @Option(help: "Blob codec: raw, lz4 or shuffle-lz4.") var codec = "raw"
+    @Option(
+        help:
+            "Gradient encoding: raw, lz4, shuffle-lz4 (f32); bf16, f16, bf16-shuffle-lz4, f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION (with error feedback). A dense codec is also the parameters' blob codec."
+    ) var codec = "raw"
     @Option(help: "Parameters per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(help: "Maximum duration of one function invocation, e.g. 900s or 15m.") var functionTimeout = "900s"
     @Option(help: "Memory limit of one function invocation in MiB (billed as configured).") var memory = 1024

@@ -10,7 +10,7 @@ import Testing
         v.withUnsafeBufferPointer { p in parts.segments(values: p).flatMap { Array($0) } }
     }
 
-    @Test(arguments: [BlobCodec.raw, .lz4, .shuffleLZ4])
+    @Test(arguments: BlobCodec.allCases)
     func partsAreTheSameBlobAsEncode(codec: BlobCodec) throws {
         let v = values(50_000)
         let parts = v.withUnsafeBufferPointer { TensorBlob.encodeParts($0, codec: codec, step: 9, producer: 3) }
@@ -40,7 +40,7 @@ import Testing
         return out
     }
 
-    @Test(arguments: [BlobCodec.raw, .lz4, .shuffleLZ4])
+    @Test(arguments: BlobCodec.allCases)
     func twoPhaseDecodeRoundTripsAndRejectsDamage(codec: BlobCodec) throws {
         let v = values(20_000)
         let blob = TensorBlob.encode(v, codec: codec, step: 1, producer: 0)

@@ -130,7 +130,7 @@ func gradient(_ seed: UInt64, _ n: Int) -> [Float] {
             g1.withUnsafeBufferPointer { g in rounded.withUnsafeMutableBufferPointer { dtype.round(g, into: $0) } }
             #expect(rounded != g1)
             try w0.push(gradient: g0, step: 0)
-            try w1.push(gradient: g1, step: 0, dtype: dtype)
+            try w1.push(gradient: g1, step: 0, encoding: .dense(dtype, m.map.codec))
             let stored = try RedisConnection(servers[0].endpoint).run(
                 ["GET", JobKeys(job: job).gradient(chunk: m.map.chunks(onShard: 0)[0], step: 0, worker: 1)])
             #expect(stored.bytes?[5] == dtype.rawValue)

@@ -24,6 +24,8 @@ struct CodecBench: ParsableCommand {
             "Instead of the codec table: LZ4 acceleration values to time on the shuffled bytes of each dtype.",
             valueName: "a,b,..."))
     var accelerations: String?
+    @Option(help: "Comma-separated top-k fractions, each measured as sparse-lz4 blobs (empty: none).")
+    var fractions = "0.01,0.1"
     @Flag(help: "Print JSON.") var json = false
 
     struct Row: Codable {
@@ -145,6 +147,7 @@ struct CodecBench: ParsableCommand {
                             ratio: f32Bytes / Double(blob.count - BlobHeader.size), encodeGBps: f32Bytes / enc / 1e9,
                             decodeGBps: f32Bytes / dec / 1e9))
                 }
+                rows += try topKRows(name, values, dtype)
                 // The CLI on the bytes our LZ4 stage compresses for shuffle-lz4 (2-byte dtypes)
                 // or lz4 (f32), at acceleration 1 (`-1`): LZ4's own speed on them.
                 let lz4Input = dtype == .f32 ? bytes(values) : shuffled(values, dtype)
@@ -158,6 +161,60 @@ struct CodecBench: ParsableCommand {
                             decodeGBps: cli.decompress * f32Bytes / Double(lz4Input.count)))
                 }
             }
+        }
+        return rows
+    }
+
+    /// Top-k gradients at each of `--fractions`, two rows each. `smlt topk:F`: the selection and
+    /// the sparse-lz4 encoding, and decoding to the dense vector. `smlt topk:F pairs`: the
+    /// encoding of already selected pairs, and decoding the pairs and adding them into a dense
+    /// sum (the servers' path) instead. GB/s are of the dense f32 bytes, as everywhere.
+    func topKRows(_ name: String, _ values: [Float], _ dtype: DType) throws -> [Row] {
+        let f32Bytes = Double(values.count * 4)
+        var rows: [Row] = []
+        for text in fractions.split(separator: ",") {
+            guard let fraction = Double(text) else { throw ValidationError("fraction '\(text)' is not a number") }
+            let selected = try SparseGradient.topK(values, fraction: fraction)
+            var blob: [UInt8] = []
+            let enc = try median {
+                blob = try TensorBlob.encodeTopK(values, fraction: fraction, dtype: dtype, step: 0, producer: 0)
+            }
+            let encPairs = median { blob = TensorBlob.encode(selected, dtype: dtype, step: 0, producer: 0) }
+            var out = [Float](repeating: 0, count: values.count)
+            let dec = try median {
+                try blob.withUnsafeBytes { b in
+                    try out.withUnsafeMutableBufferPointer { _ = try TensorBlob.decode(b, into: $0) }
+                }
+            }
+            var expected = [Float](repeating: 0, count: values.count)
+            for (i, v) in zip(selected.indices, selected.values) {
+                expected[Int(i)] = [v].withUnsafeBufferPointer { src in
+                    var r: Float = 0
+                    withUnsafeMutablePointer(to: &r) {
+                        dtype.round(src, into: UnsafeMutableBufferPointer(start: $0, count: 1))
+                    }
+                    return r
+                }
+            }
+            precondition(out.map(\.bitPattern) == expected.map(\.bitPattern), "top-k round trip failed")
+            let scratch = DecodeScratch()
+            var sum = [Float](repeating: 0, count: values.count)
+            let add = try median {
+                try blob.withUnsafeBytes { b in
+                    let (_, pairs) = try TensorBlob.decodeSparse(b, scratch: scratch)
+                    sum.withUnsafeMutableBufferPointer { _ = pairs.add(into: $0) }
+                }
+            }
+            let stored = blob[6] == BlobCodec.sparseLZ4.rawValue ? "" : " (stored raw)"
+            let ratio = f32Bytes / Double(blob.count - BlobHeader.size)
+            rows.append(
+                Row(
+                    data: name, dtype: "\(dtype)", method: "smlt topk:\(fraction)\(stored)", acceleration: 1,
+                    ratio: ratio, encodeGBps: f32Bytes / enc / 1e9, decodeGBps: f32Bytes / dec / 1e9))
+            rows.append(
+                Row(
+                    data: name, dtype: "\(dtype)", method: "smlt topk:\(fraction) pairs, add\(stored)", acceleration: 1,
+                    ratio: ratio, encodeGBps: f32Bytes / encPairs / 1e9, decodeGBps: f32Bytes / add / 1e9))
         }
         return rows
     }

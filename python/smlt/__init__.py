@@ -4,7 +4,8 @@ evaluate phases of function-defined models. ``smlt.torch`` (imported on its own;
 PyTorch) trains a ``torch.nn.Module`` through SMLT."""
 
 from .blob import (Blob, BlobError, BlobHeader, BlobTooLarge, BadHeader, BadLength, ChecksumMismatch, Codec,
-                   CorruptPayload, CountMismatch, TruncatedBlob, UnsupportedDtype, decode, encode)
+                   CorruptPayload, CountMismatch, InvalidFraction, InvalidIndex, TruncatedBlob, UnsupportedDtype,
+                   decode, decode_sparse, encode, encode_sparse, encode_topk, topk_indices)
 from .client import Job, JobExists, JobNotFound, SMLTError, UntrustedEndpoint, register_job
 from .layout import Layout, ShardMap, SpecError, TensorSpec, TrainingConfig
 from .tensors import flatten, join_chunks, split_chunks, unflatten

@@ -3,12 +3,16 @@
 See "Tensor blobs" in docs/wire-format.md. :func:`encode` writes a blob, :func:`decode` reads an
 untrusted one and raises a :class:`BlobError` subclass that names what is wrong. Blobs of dtype
 ``bf16`` and ``f16`` are written from float32 values rounded to nearest even and read back as
-float32, bit for bit as SMLT's Swift code does (:func:`round_to`).
+float32, bit for bit as SMLT's Swift code does (:func:`round_to`). Sparse blobs (codec
+``sparse-lz4``) hold (index, value) pairs: :func:`encode_sparse` and :func:`encode_topk` write
+them, :func:`decode_sparse` reads the pairs and :func:`topk_indices` is SMLT's top-k selection.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 import struct
 from dataclasses import dataclass
 
@@ -19,7 +23,8 @@ import numpy as np
 __all__ = [
     "Codec", "Dtype", "BlobHeader", "Blob", "encode", "decode", "parse_header", "round_to",
     "BlobError", "TruncatedBlob", "BadHeader", "BlobTooLarge", "BadLength",
-    "UnsupportedDtype", "ChecksumMismatch", "CorruptPayload", "CountMismatch",
+    "UnsupportedDtype", "ChecksumMismatch", "CorruptPayload", "CountMismatch", "InvalidIndex", "InvalidFraction",
+    "encode_sparse", "encode_topk", "decode_sparse", "topk_count", "topk_indices",
     "HEADER_SIZE", "MAGIC", "PRODUCER_SERVER", "DEFAULT_MAX_COUNT",
 ]
 
@@ -78,11 +83,12 @@ class Codec(enum.IntEnum):
     RAW = 0
     LZ4 = 1
     SHUFFLE_LZ4 = 2
+    SPARSE_LZ4 = 3
 
     @property
     def wire_name(self) -> str:
-        """The name used in job specs and maps: ``raw``, ``lz4`` or ``shuffle-lz4``."""
-        return ("raw", "lz4", "shuffle-lz4")[self.value]
+        """The name used in job specs and maps: ``raw``, ``lz4``, ``shuffle-lz4`` or ``sparse-lz4``."""
+        return ("raw", "lz4", "shuffle-lz4", "sparse-lz4")[self.value]
 
     @classmethod
     def parse(cls, value: "Codec | str | int") -> "Codec":
@@ -93,7 +99,7 @@ class Codec(enum.IntEnum):
             for c in cls:
                 if c.wire_name == value:
                     return c
-            raise ValueError(f"unknown codec {value!r}: expected raw, lz4 or shuffle-lz4")
+            raise ValueError(f"unknown codec {value!r}: expected raw, lz4, shuffle-lz4 or sparse-lz4")
         return cls(value)
 
 
@@ -131,6 +137,14 @@ class CorruptPayload(BlobError):
 
 class CountMismatch(BlobError):
     """The blob's element count differs from the count the reader expects for that key."""
+
+
+class InvalidIndex(BlobError):
+    """A sparse blob's index is out of range, repeated or not increasing."""
+
+
+class InvalidFraction(ValueError):
+    """A top-k fraction that is not a number in (0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -257,13 +271,126 @@ def encode(values, codec: Codec | str = Codec.RAW, step: int = 0, producer: int 
         raise ValueError(f"producer {producer} is not an unsigned 32-bit integer")
     payload = raw
     used = Codec.RAW
-    if codec != Codec.RAW and 0 < len(raw) <= LZ4_MAX_INPUT_SIZE:
+    if codec == Codec.SPARSE_LZ4:
+        sparse = _lossless_sparse(raw, count, dtype)
+        if sparse is not None:
+            payload, used = sparse, codec
+    elif codec != Codec.RAW and 0 < len(raw) <= LZ4_MAX_INPUT_SIZE:
         source = _shuffle(raw, count, dtype.width) if codec == Codec.SHUFFLE_LZ4 else raw
         compressed = _lz4.compress(source, mode="fast", acceleration=dtype.lz4_acceleration, store_size=False)
         if len(compressed) < len(raw):
             payload, used = compressed, codec
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, dtype, used, 0, count, step, producer, 0, len(payload))
+    return _assemble(dtype, used, count, step, producer, payload)
+
+
+def _assemble(dtype: Dtype, codec: Codec, count: int, step: int, producer: int, payload: bytes) -> bytes:
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, dtype, codec, 0, count, step, producer, 0, len(payload))
     return head + struct.pack("<II", _crc(head, payload), 0) + payload
+
+
+def _elements(f32: np.ndarray, dtype: Dtype) -> bytes:
+    """The little-endian elements of ``dtype`` for float32 values."""
+    if dtype == Dtype.F32:
+        return f32.tobytes()
+    if dtype == Dtype.BF16:
+        return _to_bf16(f32).tobytes()
+    return _to_f16(f32).tobytes()
+
+
+def _sparse_payload(count: int, indices: np.ndarray, elements: bytes, width: int) -> bytes | None:
+    """The sparse-lz4 payload of the pairs (indices checked, elements of the dtype), or None
+    when it would not be smaller than the ``count × width`` raw bytes."""
+    k = len(indices)
+    raw_size = count * width
+    if k == 0:
+        return b"\0\0\0\0" if 4 < raw_size else None
+    if k * (4 + width) > LZ4_MAX_INPUT_SIZE:
+        return None
+    deltas = np.diff(indices.astype(np.int64), prepend=0).astype("<u4").tobytes()
+    section = _shuffle(deltas, k, 4) + _shuffle(elements, k, width)
+    payload = struct.pack("<I", k) + _lz4.compress(section, mode="default", store_size=False)
+    return payload if len(payload) < raw_size else None
+
+
+def _lossless_sparse(raw: bytes, count: int, dtype: Dtype) -> bytes | None:
+    """The sparse-lz4 payload of the elements whose stored bits are not all zero, as SMLT's
+    writer makes it (giving up once more than (count × width − 4) / (width + 1) are non-zero)."""
+    width = dtype.width
+    limit = (count * width - 4) // (width + 1)
+    if limit <= 0 or count > 1 << 32:
+        return None
+    bits = np.frombuffer(raw, dtype="<u4" if width == 4 else "<u2")
+    indices = np.flatnonzero(bits)
+    if len(indices) > limit:
+        return None
+    return _sparse_payload(count, indices, bits[indices].tobytes(), width)
+
+
+def _f32(values) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype != np.float32:
+        cast = array.astype(np.float32)
+        if not np.array_equal(cast, array, equal_nan=True):
+            raise ValueError(f"values of dtype {array.dtype} are not exactly representable as float32")
+        array = cast
+    return np.ascontiguousarray(array.reshape(-1), dtype="<f4")
+
+
+def encode_sparse(count: int, indices, values, step: int = 0, producer: int = PRODUCER_SERVER,
+                  dtype: Dtype | str = Dtype.F32) -> bytes:
+    """Encode pairs as a sparse-lz4 blob of ``count`` elements: ``indices`` strictly increasing
+    and below ``count``, ``values`` (float32) one per index, stored as ``dtype``. When that is
+    not smaller than the dense raw bytes the dense vector is stored raw instead (it decodes to
+    the same values)."""
+    dtype = Dtype.parse(dtype)
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    f32 = _f32(values)
+    if len(idx) != len(f32):
+        raise ValueError(f"{len(idx)} indices for {len(f32)} values")
+    if not 0 <= count <= 1 << 32:
+        raise ValueError(f"a sparse blob of {count} elements: indices are 32-bit")
+    if len(idx) and (idx[0] < 0 or (np.diff(idx) <= 0).any() or idx[-1] >= count):
+        raise ValueError(f"indices must be strictly increasing and in 0..<{count}")
+    if not 0 <= step < 1 << 64:
+        raise ValueError(f"step {step} is not an unsigned 64-bit integer")
+    if not 0 <= producer <= 0xFFFFFFFF:
+        raise ValueError(f"producer {producer} is not an unsigned 32-bit integer")
+    payload = _sparse_payload(count, idx, _elements(f32, dtype), dtype.width)
+    if payload is None:
+        dense = np.zeros(count, dtype="<f4")
+        dense[idx] = f32
+        return encode(dense, Codec.RAW, step, producer, dtype)
+    return _assemble(dtype, Codec.SPARSE_LZ4, count, step, producer, payload)
+
+
+def topk_count(n: int, fraction: float) -> int:
+    """How many of ``n`` elements top-k keeps: ``ceil(fraction × n)`` in double precision, at
+    least 1 and at most ``n`` (0 when ``n`` is 0). Raises :class:`InvalidFraction` unless
+    ``0 < fraction <= 1``."""
+    if isinstance(fraction, bool) or not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
+        raise InvalidFraction(f"top-k fraction {fraction!r} is outside (0, 1]: it must be above 0 and at most 1")
+    if n == 0:
+        return 0
+    return min(n, max(1, math.ceil(float(fraction) * n)))
+
+
+def topk_indices(values, fraction: float) -> np.ndarray:
+    """SMLT's top-k selection (docs/wire-format.md, "Top-k gradients"): the indices, increasing,
+    of the ``topk_count`` elements of largest magnitude (float32 bits with the sign cleared),
+    the lower index first among equal magnitudes."""
+    f32 = _f32(values)
+    k = topk_count(f32.size, fraction)
+    magnitude = (f32.view("<u4") & np.uint32(0x7FFFFFFF)).astype(np.int64)
+    return np.sort(np.argsort(-magnitude, kind="stable")[:k]).astype(np.uint32)
+
+
+def encode_topk(values, fraction: float, step: int = 0, producer: int = PRODUCER_SERVER,
+                dtype: Dtype | str = Dtype.F32) -> bytes:
+    """The top-k blob of a gradient chunk (:func:`topk_indices` then :func:`encode_sparse`),
+    byte for byte what SMLT's Swift ``TensorBlob.encodeTopK`` writes."""
+    f32 = _f32(values)
+    idx = topk_indices(f32, fraction)
+    return encode_sparse(f32.size, idx, f32[idx], step, producer, dtype)
 
 
 def parse_header(data: bytes | memoryview, max_count: int = DEFAULT_MAX_COUNT) -> BlobHeader:
@@ -279,8 +406,8 @@ def parse_header(data: bytes | memoryview, max_count: int = DEFAULT_MAX_COUNT) -
         raise BadHeader(f"unsupported format version {version}, expected 1")
     if dtype > 2:
         raise UnsupportedDtype(f"unknown dtype byte {dtype}, expected 0-2 (f32, f16, bf16)")
-    if codec > 2:
-        raise BadHeader(f"unknown codec byte {codec}, expected 0-2")
+    if codec > 3:
+        raise BadHeader(f"unknown codec byte {codec}, expected 0-3")
     if flags != 0:
         raise BadHeader(f"flags byte is {flags}, must be 0")
     if reserved1 != 0:
@@ -292,14 +419,9 @@ def parse_header(data: bytes | memoryview, max_count: int = DEFAULT_MAX_COUNT) -
     return BlobHeader(version, Dtype(dtype), Codec(codec), count, step, producer, length, checksum)
 
 
-def decode(data: bytes | memoryview, expected_count: int | None = None,
-           max_count: int = DEFAULT_MAX_COUNT) -> Blob:
-    """Validate and decode an untrusted blob.
-
-    ``expected_count`` is the element count the reader knows from the layout (a chunk's size);
-    a blob of another size raises :class:`CountMismatch`. Every check of "Validation" in
-    docs/wire-format.md is made, the checksum before any decompression.
-    """
+def _checked(data: bytes | memoryview, expected_count: int | None,
+             max_count: int) -> tuple[BlobHeader, bytes]:
+    """The header and payload of a blob that passed every check up to the checksum."""
     header = parse_header(data, max_count)
     count = header.count
     if expected_count is not None and count != expected_count:
@@ -313,6 +435,12 @@ def decode(data: bytes | memoryview, expected_count: int | None = None,
         if present != raw_size:
             raise BadLength(
                 f"raw payload is {present} bytes, expected {raw_size} for {count} {header.dtype.wire_name} elements")
+    elif header.codec == Codec.SPARSE_LZ4:
+        if count > 1 << 32:
+            raise BlobTooLarge(f"sparse blob of {count} elements: indices are 32-bit, so at most 2^32")
+        if present < 4 or present >= raw_size:
+            raise BadLength(
+                f"sparse payload is {present} bytes; it must be at least 4 and smaller than the {raw_size} raw bytes")
     elif present == 0 or present >= raw_size:
         raise BadLength(
             f"{header.codec.wire_name} payload is {present} bytes; it must be non-empty and smaller than "
@@ -322,6 +450,25 @@ def decode(data: bytes | memoryview, expected_count: int | None = None,
     actual = _crc(head, payload)
     if actual != header.checksum:
         raise ChecksumMismatch(f"checksum {header.checksum:#010x} does not match the content's {actual:#010x}")
+    return header, payload
+
+
+def decode(data: bytes | memoryview, expected_count: int | None = None,
+           max_count: int = DEFAULT_MAX_COUNT) -> Blob:
+    """Validate and decode an untrusted blob.
+
+    ``expected_count`` is the element count the reader knows from the layout (a chunk's size);
+    a blob of another size raises :class:`CountMismatch`. Every check of "Validation" in
+    docs/wire-format.md is made, the checksum before any decompression.
+    """
+    header, payload = _checked(data, expected_count, max_count)
+    count, width = header.count, header.dtype.width
+    raw_size = count * width
+    if header.codec == Codec.SPARSE_LZ4:
+        indices, values = _read_sparse(header, payload)
+        dense = np.zeros(count, dtype=np.float32)
+        dense[indices] = values
+        return Blob(header, dense)
     if header.codec == Codec.RAW:
         raw = payload
     else:
@@ -340,3 +487,65 @@ def decode(data: bytes | memoryview, expected_count: int | None = None,
     else:
         values = _from_f16(np.frombuffer(raw, dtype="<u2"))
     return Blob(header, values)
+
+
+def _read_sparse(header: BlobHeader, payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The checked pairs of a sparse-lz4 payload (header, sizes and checksum already checked):
+    indices (int64, increasing) and values (float32)."""
+    count, width = header.count, header.dtype.width
+    (k,) = struct.unpack_from("<I", payload, 0)
+    if k > count:
+        raise BadLength(f"sparse blob declares {k} pairs for {count} elements")
+    if k == 0:
+        if len(payload) != 4:
+            raise BadLength(f"sparse blob with no pairs has {len(payload)} payload bytes, not 4")
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if len(payload) == 4:
+        raise BadLength(f"sparse blob declares {k} pairs but has no LZ4 block")
+    total = k * (4 + width)
+    block = len(payload) - 4
+    if total > 256 * block or total > LZ4_MAX_INPUT_SIZE:  # LZ4 expands at most 255-fold
+        raise BadLength(f"sparse blob declares {k} pairs ({total} bytes), more than its {block}-byte LZ4 block can hold")
+    try:
+        section = _lz4.decompress(payload[4:], uncompressed_size=total)
+    except Exception as e:  # lz4.block.LZ4BlockError
+        raise CorruptPayload(f"sparse LZ4 block does not decode to the {total} bytes of {k} pairs: {e}") from None
+    if len(section) != total:
+        raise CorruptPayload(f"sparse LZ4 block decodes to {len(section)} bytes, expected {total} for {k} pairs")
+    deltas = np.frombuffer(_unshuffle(section[:4 * k], k, 4), dtype="<u4").astype(np.int64)
+    indices = np.cumsum(deltas)
+    repeated = np.flatnonzero(deltas[1:] == 0) + 1
+    outside = np.flatnonzero(indices >= count)
+    first_repeat = repeated[0] if len(repeated) else k
+    first_outside = outside[0] if len(outside) else k
+    if first_repeat < first_outside:
+        j = int(first_repeat)
+        raise InvalidIndex(
+            f"pair {j} repeats index {indices[j - 1]} (delta 0; indices must be strictly increasing)")
+    if first_outside < k:
+        j = int(first_outside)
+        hint = (f" (delta {deltas[j]} is a negative step written as u32: indices must be strictly increasing)"
+                if deltas[j] >= 1 << 31 else "")
+        raise InvalidIndex(f"pair {j}: index {indices[j]} is out of range for {count} elements{hint}")
+    elements = _unshuffle(section[4 * k:], k, width)
+    if header.dtype == Dtype.F32:
+        values = np.frombuffer(elements, dtype="<f4").astype(np.float32)
+    elif header.dtype == Dtype.BF16:
+        values = _from_bf16(np.frombuffer(elements, dtype="<u2"))
+    else:
+        values = _from_f16(np.frombuffer(elements, dtype="<u2"))
+    return indices, values
+
+
+def decode_sparse(data: bytes | memoryview, expected_count: int | None = None,
+                  max_count: int = DEFAULT_MAX_COUNT) -> tuple[BlobHeader, np.ndarray, np.ndarray]:
+    """Validate and decode an untrusted blob as (header, indices, values), without making the
+    dense vector when it is sparse-lz4 (a dense blob gives its elements whose bits are not +0).
+    Every check of :func:`decode` is made."""
+    header, payload = _checked(data, expected_count, max_count)
+    if header.codec == Codec.SPARSE_LZ4:
+        indices, values = _read_sparse(header, payload)
+        return header, indices, values
+    dense = decode(data, expected_count, max_count).values
+    indices = np.flatnonzero(dense.view("<u4"))
+    return header, indices, dense[indices]

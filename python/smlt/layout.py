@@ -11,7 +11,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .blob import Codec
+from .blob import Codec, Dtype
+from .feedback import EncodingError, GradientEncoding
 from .keys import check_job_id
 
 __all__ = [
@@ -347,6 +348,8 @@ class TrainingConfig:
     weight_decay: float = 0.0
     checkpoint_every: int = 0
     workload: dict[str, str] = field(default_factory=dict)
+    #: How workers encode gradients (see :mod:`smlt.feedback`); None: f32 with the map's codec.
+    gradient_encoding: str | None = None
 
     def __post_init__(self):
         TrainingConfig.from_json(self.to_json())  # validate
@@ -369,12 +372,27 @@ class TrainingConfig:
         workload = c.get("workload", {})
         if not isinstance(workload, dict) or not all(isinstance(v, str) for v in workload.values()):
             raise SpecError(f"{what}: 'workload' must be an object whose every value is a string")
+        encoding = c.get("gradient_encoding")
+        if encoding is not None:
+            try:
+                GradientEncoding.parse(encoding)
+            except EncodingError as e:
+                raise SpecError(f"{what}: {e}") from None
         obj = cls.__new__(cls)
-        for k, v in dict(workers=workers, steps=steps, checkpoint_every=every, workload=dict(workload), **numbers).items():
+        for k, v in dict(workers=workers, steps=steps, checkpoint_every=every, workload=dict(workload),
+                         gradient_encoding=encoding, **numbers).items():
             object.__setattr__(obj, k, v)
         return obj
 
     def to_json(self) -> str:
         return json.dumps({"workers": self.workers, "steps": self.steps, "learning_rate": self.learning_rate,
                            "momentum": self.momentum, "weight_decay": self.weight_decay,
-                           "checkpoint_every": self.checkpoint_every, "workload": self.workload})
+                           "checkpoint_every": self.checkpoint_every, "workload": self.workload,
+                           **({} if self.gradient_encoding is None else
+                              {"gradient_encoding": self.gradient_encoding})})
+
+    def encoding(self, map_codec: Codec | str) -> GradientEncoding:
+        """The encoding workers push with: ``gradient_encoding``, or f32 with the map's codec."""
+        if self.gradient_encoding is None:
+            return GradientEncoding(Dtype.F32, Codec.parse(map_codec))
+        return GradientEncoding.parse(self.gradient_encoding)

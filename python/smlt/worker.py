@@ -23,6 +23,7 @@ import numpy as np
 from . import keys
 from .blob import encode, decode
 from .client import Job, SMLTError, connect
+from .feedback import GradientEncoding, apply_feedback, residual_name
 from .layout import SpecError, json_object
 from .phases import PhaseError, load_test_set, write_description, write_evaluation
 from .tensors import flatten, join_chunks, split_chunks, unflatten
@@ -193,9 +194,13 @@ class Worker:
 
     def load_progress(self) -> int:
         """The saved ``next_step`` of this worker (0 when none)."""
+        return self.load_state()[0]
+
+    def load_state(self) -> tuple[int, str | None]:
+        """The saved ``next_step`` (0 when none) and the residual object it names (None: zero)."""
         raw = self.job.get_object(f"state-{self.id}")
         if raw is None:
-            return 0
+            return 0, None
         try:
             state = json.loads(raw)
             step = state["next_step"]
@@ -203,11 +208,37 @@ class Worker:
             raise SpecError(f"worker {self.id}'s progress {raw!r} is not {{\"next_step\": int, ...}}") from None
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise SpecError(f"worker {self.id}'s progress has next_step {step!r}")
-        return step
+        residual = state.get("residual") if isinstance(state, dict) else None
+        if residual is not None and not isinstance(residual, str):
+            raise SpecError(f"worker {self.id}'s progress has residual {residual!r}")
+        return step, residual
 
-    def save_progress(self, next_step: int) -> None:
-        self.job.set_object(f"state-{self.id}",
-                            json.dumps({"next_step": next_step, "generation": self.event.generation}))
+    def save_progress(self, next_step: int, residual: str | None = None) -> None:
+        state = {"next_step": next_step, "generation": self.event.generation}
+        if residual is not None:
+            state["residual"] = residual
+        self.job.set_object(f"state-{self.id}", json.dumps(state))
+
+    @property
+    def encoding(self) -> GradientEncoding:
+        """How this job's gradients are pushed (the config's ``gradient_encoding``)."""
+        return self.job.config.encoding(self.job.map.codec)
+
+    def load_residual(self, name: str, step: int) -> np.ndarray:
+        """The error-feedback residual ``name``, which must be this worker's for ``step``; raises
+        :class:`SMLTError` when it is missing or not that (the worker cannot resume exactly)."""
+        if name != residual_name(self.id, step):
+            raise SMLTError(f"worker {self.id}'s progress names residual {name!r} for step {step}")
+        raw = self.job.get_object(name)
+        if raw is None:
+            raise SMLTError(f"the error-feedback residual {name!r} of worker {self.id} for step {step} is missing")
+        b = decode(raw)
+        total = self.job.map.layout.total
+        if (b.header.step, b.header.producer, b.values.size) != (step, self.id, total):
+            raise SMLTError(f"the error-feedback residual {name!r} holds {b.values.size} values of step "
+                            f"{b.header.step} from producer {b.header.producer}; worker {self.id} needs {total} "
+                            f"of step {step}")
+        return b.values.astype(np.float32, copy=False)
 
     # Lease -------------------------------------------------------------------------------------
 
@@ -297,21 +328,30 @@ class Worker:
                 versions.append(b.header.step)
         return Pulled(join_chunks(chunks, layout), min(versions, default=step), max(versions, default=step))
 
-    def push(self, gradient: np.ndarray, step: int) -> None:
-        """Step 3: the two-phase push of a flat gradient."""
-        self._store(gradient, step)
+    def push(self, gradient: np.ndarray, step: int, residual: np.ndarray | None = None) -> str | None:
+        """Step 3: the two-phase push of a flat gradient with the job's gradient encoding (the
+        values as they are for f32; rounded to bf16 or f16). ``residual`` (the next step's
+        error-feedback residual) is stored in the first phase; returns its object name."""
+        name = self._store(gradient, step, residual)
         for i in range(len(self.job.map.shards)):
             self._announce(i, step)
+        return name
 
-    def _store(self, gradient: np.ndarray, step: int) -> None:
-        """Phase one of a push: every gradient chunk stored on its shard."""
+    def _store(self, gradient: np.ndarray, step: int, residual: np.ndarray | None = None) -> str | None:
+        """Phase one of a push: every gradient chunk stored on its shard (and the residual)."""
         m = self.job.map
+        encoding = self.encoding
         chunks = split_chunks(gradient, m.layout)
+        name = None if residual is None else residual_name(self.id, step + 1)
         for i in range(len(m.shards)):
             pipe = self.job.shard(i).pipeline(transaction=False)
             for c in m.chunks_of(i):
-                pipe.set(keys.grad(m.job, c, step, self.id), encode(chunks[c], m.codec, step, self.id), ex=3600)
+                pipe.set(keys.grad(m.job, c, step, self.id),
+                         encode(chunks[c], encoding.codec, step, self.id, dtype=encoding.dtype), ex=3600)
+            if name is not None and self.job.object_shard(name) == i:
+                pipe.set(keys.obj(m.job, name), encode(residual, "raw", step + 1, self.id))
             pipe.execute()
+        return name
 
     def _announce(self, shard: int, step: int) -> None:
         """Phase two of a push on one shard: count it and wake the shard's server."""
@@ -382,7 +422,8 @@ class Worker:
         reserve = 0.0 if timeout_ms is None else min(0.4, timeout_ms / 5000)
         if not self.is_member:
             return EXIT_DONE
-        step = self.load_progress()
+        step, residual_object = self.load_state()
+        residual = None if residual_object is None else self.load_residual(residual_object, step)
         self.touch()
         self.start_lease()
         try:
@@ -407,7 +448,7 @@ class Worker:
                 return max(left - slowest, 0.01)
 
             def stopping(next_step: int) -> int:
-                self.save_progress(next_step)
+                self.save_progress(next_step, residual_object)
                 return EXIT_CONTINUE
 
             while step < self.job.config.steps:
@@ -443,9 +484,14 @@ class Worker:
                 if pulled.newest > step:
                     # An earlier invocation pushed this step: finish that push, then go on at
                     # step + 1 (saved first, so no invocation starts two steps behind its push).
+                    # Not the newest version: chunks at step + 2 mean step + 1 was pushed too,
+                    # perhaps only in part, and the next pull finishes it the same way.
                     self.complete_push(step)
-                    step = pulled.newest
-                    self.save_progress(step)
+                    step += 1
+                    if self.encoding.lossy:  # that push stored the residual of step + 1 first
+                        residual_object = residual_name(self.id, step)
+                        residual = self.load_residual(residual_object, step)
+                    self.save_progress(step, residual_object)
                     continue
                 t_compute = time.monotonic()
                 result = compute(step, unflatten(pulled.params, self.job.map.layout))
@@ -456,14 +502,22 @@ class Worker:
                     self.report_failure(f"training diverged at step {step}: the {what}")
                     return EXIT_STOP_JOB
                 t_push = time.monotonic()
-                self.push(gradient, step)
-                last_push = (step, gradient)
+                encoding = self.encoding
+                sent, next_residual = apply_feedback(gradient, residual, encoding, self.job.map.chunk_elements)
+                if encoding.lossy and not np.isfinite(sent).all():
+                    self.report_failure(f"step {step}: the gradient encoded as {encoding.spec} (plus the "
+                                        f"error-feedback residual) has a value outside {encoding.dtype.wire_name}'s "
+                                        "range; use another --codec or a lower learning rate (--lr)")
+                    return EXIT_STOP_JOB
+                stored = self.push(sent, step, next_residual)
+                last_push = (step, sent)
+                residual, residual_object = next_residual, stored
                 t_end = time.monotonic()
                 self.report(step, result, pull_s=t_compute - t_pull, compute_s=t_push - t_compute,
                             push_s=t_end - t_push, step_s=t_end - t0)
                 step += 1
                 done += 1
-                self.save_progress(step)
+                self.save_progress(step, residual_object)
                 slowest = max(slowest, time.monotonic() - t0)
             return EXIT_DONE
         finally:

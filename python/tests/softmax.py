@@ -7,6 +7,7 @@ import numpy as np
 from smlt import Job, TrainingConfig, register_job
 from smlt.blob import encode
 from smlt.builtin import Partition, Settings, batch, gradient as builtin_gradient
+from smlt.feedback import apply_feedback
 
 INPUTS, CLASSES, BATCH = 8, 3, 5
 WORKLOAD = {"model": "softmax", "inputs": str(INPUTS), "classes": str(CLASSES), "hidden": "4",
@@ -38,9 +39,9 @@ def initial():
 
 
 def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4", lr=0.5, momentum=0.9,
-             weight_decay=0.001, password=None) -> Job:
+             weight_decay=0.001, gradient_encoding=None, password=None) -> Job:
     config = TrainingConfig(workers=workers, steps=steps, learning_rate=lr, momentum=momentum,
-                            weight_decay=weight_decay, workload=WORKLOAD)
+                            weight_decay=weight_decay, workload=WORKLOAD, gradient_encoding=gradient_encoding)
     return register_job(endpoints, job, initial(), config, chunk_elements=chunk_elements, codec=codec,
                         objects=staged_objects(workers, x, y), password=password)
 
@@ -52,14 +53,23 @@ def gradient(params, px, py, step):
     return builtin_gradient(SETTINGS, params, x, y)
 
 
-def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001):
-    """The parameters after `steps` BSP steps, computed in this process (f32)."""
+def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, encoding=None, chunk_elements=5):
+    """The parameters after `steps` BSP steps, computed in this process (f32); with a lossy
+    `encoding` (a GradientEncoding) every worker pushes with error feedback."""
     params, velocity = initial(), {k: np.zeros_like(v) for k, v in initial().items()}
     parts = partitions(workers, x, y)
     inv = np.float32(1) / np.float32(workers)
     lr, momentum, weight_decay = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
+    residuals = [None] * workers
     for t in range(steps):
         grads = [gradient(params, px, py, t).gradients for px, py in parts]
+        if encoding is not None:
+            for w, g in enumerate(grads):
+                names = list(g)
+                flat = np.concatenate([g[k].reshape(-1) for k in names])
+                sent, residuals[w] = apply_feedback(flat, residuals[w], encoding, chunk_elements)
+                offsets = np.cumsum([0] + [g[k].size for k in names])
+                grads[w] = {k: sent[offsets[i]:offsets[i + 1]].reshape(g[k].shape) for i, k in enumerate(names)}
         for k in params:
             total = grads[0][k].copy()
             for g in grads[1:]:

@@ -30,7 +30,7 @@ def test_crc32c_check_value():
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_round_trip_is_bit_exact(codec):
-    values = compressible()
+    values = mostly_zeros(1000) if codec == Codec.SPARSE_LZ4 else compressible()
     values[3] = np.float32(-0.0)
     values[5] = np.float32(np.inf)
     values[6] = np.frombuffer(struct.pack("<I", 0x7FC00001), dtype=np.float32)[0]  # a NaN payload
@@ -103,7 +103,7 @@ def test_extra_bytes():
     (0, ord("X"), "bad magic"),
     (4, 2, "format version 2"),
     (5, 3, "dtype byte 3"),
-    (6, 3, "codec byte 3"),
+    (6, 4, "codec byte 4"),
     (7, 1, "flags byte"),
     (29, 1, "reserved bytes 28-31"),
     (46, 1, "reserved bytes 44-47"),
@@ -242,7 +242,8 @@ def test_narrow_round_trip(dtype, codec):
         assert b.header.dtype == dtype and (b.header.step, b.header.producer) == (4, 9)
         assert b.values.dtype == np.float32
         assert b.values.tobytes() == round_to(values, dtype).tobytes()
-    assert decode(encode(compressible(), codec, dtype=dtype)).header.codec == codec
+    sample = mostly_zeros() if codec == Codec.SPARSE_LZ4 else compressible()
+    assert decode(encode(sample, codec, dtype=dtype)).header.codec == codec
 
 
 @pytest.mark.parametrize("dtype", NARROW)
@@ -328,3 +329,159 @@ def test_lz4_block_of_wrong_size():
     head = bytearray(struct.pack("<4sBBBBQQIIQ", b"SMLT", 1, 0, 1, 0, values.size, 0, 0, 0, len(payload)))
     with pytest.raises(blob.CorruptPayload, match="4000"):
         decode(restamp(head + b"\0" * 8 + payload))
+
+
+# --- sparse-lz4 and top-k ----------------------------------------------------------------------
+
+
+def mostly_zeros(n=5000) -> np.ndarray:
+    v = np.zeros(n, dtype=np.float32)
+    v[::97] = (np.arange(0, n, 97) % 13).astype(np.float32) * 0.5
+    return v
+
+
+def craft_sparse(count, pairs, deltas, values, extra=b"", block=True) -> bytes:
+    """A sparse-lz4 blob with a valid checksum around whatever it is given."""
+    k = len(deltas)
+    section = blob._shuffle(np.array(deltas, dtype="<u4").tobytes(), k, 4)
+    section += blob._shuffle(np.array(values, dtype="<f4").tobytes(), len(values), 4) + extra
+    payload = struct.pack("<I", pairs) + (lz4.block.compress(section, store_size=False) if block else b"")
+    return blob._assemble(Dtype.F32, Codec.SPARSE_LZ4, count, 0, 0, payload)
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+def test_sparse_codec_is_lossless(dtype):
+    values = mostly_zeros()
+    values[3] = np.float32(-0.0)
+    values[10] = np.frombuffer(struct.pack("<I", 0x7FC01234), dtype=np.float32)[0]
+    values[11] = -np.inf
+    data = encode(values, "sparse-lz4", dtype=dtype)
+    assert data[6] == 3 and len(data) < 48 + values.size * dtype.width // 20
+    assert decode(data).values.tobytes() == round_to(values, dtype).tobytes()
+    assert decode(encode(gradient(1000), "sparse-lz4", dtype=dtype)).header.codec == Codec.RAW
+    zeros = encode(np.zeros(100, np.float32), "sparse-lz4", dtype=dtype)
+    assert len(zeros) == 52 and decode(zeros).values.tobytes() == bytes(400)
+
+
+def test_sparse_payload_layout():
+    data = blob.encode_sparse(1000, [2, 7, 300], np.array([1.5, -2, 0.25], np.float32))
+    assert data[5:7] == b"\x00\x03" and data[48:52] == b"\x03\0\0\0"
+    section = lz4.block.decompress(data[52:], uncompressed_size=24)
+    assert section == bytes([2, 5, 0x25, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xC0, 0, 0x80, 0x3F, 0xC0, 0x3E])
+
+
+def reference_topk(v, k):
+    mag = v.view("<u4") & 0x7FFFFFFF
+    order = sorted(range(len(v)), key=lambda i: (-int(mag[i]), i))
+    return sorted(order[:k])
+
+
+@pytest.mark.parametrize("n,fraction", [(1, 0.01), (10, 0.15), (1000, 0.07), (777, 0.5), (300, 1.0)])
+def test_topk_selection_is_the_definition(n, fraction):
+    v = gradient(n, seed=n)
+    v[::9] = np.float32(0.125) * ((np.arange(0, n, 9) % 3) - 1)  # ties
+    k = blob.topk_count(n, fraction)
+    assert k == min(n, max(1, int(np.ceil(fraction * n))))
+    assert list(blob.topk_indices(v, fraction)) == reference_topk(v, k)
+    assert list(blob.topk_indices(np.array([1, -3, 3, 2, -3], np.float32), 0.4)) == [1, 2]
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), float("inf"), "0.1", True, np.float32(2)])
+def test_topk_fraction_outside_zero_to_one(fraction):
+    with pytest.raises(blob.InvalidFraction, match=r"outside \(0, 1\]"):
+        blob.encode_topk(np.ones(10, np.float32), fraction)
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
+def test_topk_round_trip(dtype, fraction):
+    v = gradient(20000)
+    idx = blob.topk_indices(v, fraction)
+    data = blob.encode_topk(v, fraction, step=4, producer=1, dtype=dtype)
+    b = decode(data, expected_count=v.size)
+    assert (b.header.step, b.header.producer) == (4, 1)
+    if fraction <= 0.1:
+        assert b.header.codec == Codec.SPARSE_LZ4
+    expected = np.zeros_like(v)
+    expected[idx] = round_to(v[idx], dtype)
+    assert b.values.tobytes() == expected.tobytes()
+    header, indices, values = blob.decode_sparse(data)
+    if header.codec == Codec.SPARSE_LZ4:
+        assert list(indices) == list(idx) and values.tobytes() == round_to(v[idx], dtype).tobytes()
+
+
+def test_encode_sparse_refuses_bad_pairs():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        blob.encode_sparse(10, [3, 3], [1, 2])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        blob.encode_sparse(10, [10], [1])
+    with pytest.raises(ValueError, match="2 indices for 1 values"):
+        blob.encode_sparse(10, [1, 2], [1])
+
+
+def test_crafted_sparse_blob_decodes():
+    v = decode(craft_sparse(20, 3, [0, 5, 14], [1, 2, 3])).values
+    assert v[0] == 1 and v[5] == 2 and v[19] == 3 and np.count_nonzero(v) == 3
+
+
+@pytest.mark.parametrize("deltas", [[20], [5, 15], [19, 1], [0, 0xFFFFFFFF]])
+def test_sparse_index_out_of_range(deltas):
+    with pytest.raises(blob.InvalidIndex, match="out of range for 20 elements"):
+        decode(craft_sparse(20, len(deltas), deltas, [1] * len(deltas)))
+
+
+def test_sparse_index_unsorted_or_repeated():
+    with pytest.raises(blob.InvalidIndex, match="strictly increasing"):
+        decode(craft_sparse(20, 2, [10, 2**32 - 3], [1, 1]))
+    with pytest.raises(blob.InvalidIndex, match=r"pair 2 repeats index 7 \(delta 0"):
+        decode(craft_sparse(20, 3, [4, 3, 0], [1, 2, 3]))
+    with pytest.raises(blob.InvalidIndex):
+        blob.decode_sparse(craft_sparse(20, 3, [4, 3, 0], [1, 2, 3]))
+
+
+def test_sparse_pair_count_disagrees_with_payload():
+    with pytest.raises(blob.CorruptPayload):
+        decode(craft_sparse(100, 3, [1, 2], [1, 2]))
+    with pytest.raises(blob.CorruptPayload):
+        decode(craft_sparse(100, 2, [1, 2, 3], [1, 2, 3]))
+    with pytest.raises(blob.CorruptPayload):
+        decode(craft_sparse(100, 2, [1, 2], [1, 2], extra=b"\0\0\0"))
+    with pytest.raises(blob.BadLength, match="no LZ4 block"):
+        decode(craft_sparse(100, 2, [], [], block=False))
+    with pytest.raises(blob.BadLength, match="no pairs"):
+        decode(craft_sparse(100, 0, [1], [1]))
+
+
+@pytest.mark.parametrize("pairs", [101, 1 << 31, 0xFFFFFFFF])
+def test_sparse_absurd_pair_count(pairs):
+    with pytest.raises(blob.BadLength, match=f"declares {pairs} pairs for 100 elements"):
+        decode(craft_sparse(100, pairs, [1], [1]))
+
+
+def test_sparse_pairs_more_than_the_block_can_hold():
+    with pytest.raises(blob.BadLength, match="more than its"):
+        decode(craft_sparse(1 << 28, 1 << 28, [1], [1]))
+
+
+def test_sparse_absurd_sizes():
+    with pytest.raises(blob.BlobTooLarge):
+        decode(craft_sparse(1 << 40, 1, [1], [1]))
+    with pytest.raises(blob.BlobTooLarge, match="32-bit"):
+        decode(craft_sparse((1 << 32) + 1, 1, [1], [1]), max_count=1 << 40)
+    with pytest.raises(blob.BadLength, match="at least 4"):
+        decode(blob._assemble(Dtype.F32, Codec.SPARSE_LZ4, 100, 0, 0, b"\0\0"))
+    with pytest.raises(blob.BadLength, match="smaller than the 12 raw bytes"):
+        decode(craft_sparse(3, 1, [1], [1]))
+
+
+def test_sparse_corruption_behind_valid_checksum_is_typed():
+    rng = np.random.default_rng(5)
+    sample = bytearray(blob.encode_topk(gradient(3000), 0.05))
+    for trial in range(300):
+        b = bytearray(sample)
+        for _ in range(1 + trial % 4):
+            b[48 + int(rng.integers(len(b) - 48))] = int(rng.integers(256))
+        try:
+            decode(restamp(b))
+        except (blob.CorruptPayload, blob.InvalidIndex, blob.BadLength):
+            pass

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from smlt import Job, TrainingConfig, keys, register_job
+from smlt import blob
 from smlt.blob import Codec, Dtype, decode, encode, round_to
 from smlt.layout import fnv1a64, place_chunks
 from smlt.tensors import flatten
@@ -168,6 +169,70 @@ def test_blob_files_both_ways(smlt_bin, tmp_path, dtype, codec):
     assert header == {"dtype": dtype.wire_name, "codec": b.header.codec.wire_name, "count": values.size, "step": 7,
                       "producer": 3, "payload_length": len(python_blob) - 48}
     assert (tmp_path / "out.f32").read_bytes() == round_to(values, dtype).tobytes()
+
+
+def sparse_interop_values() -> np.ndarray:
+    """Mostly zeros, with the special values of every rounding rule (−0 and NaN payloads too)."""
+    v = np.zeros(20000, dtype=np.float32)
+    special = interop_values()[:22]
+    v[7:7 + 22 * 300:300] = special
+    v[9000::97] = (np.random.default_rng(3).standard_normal(len(v[9000::97])) * 0.01).astype(np.float32)
+    return v
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+@pytest.mark.parametrize("spec", ["sparse-lz4", "topk:0.01", "topk:0.1"])
+def test_sparse_blob_files_both_ways(smlt_bin, tmp_path, dtype, spec):
+    """sparse-lz4 (lossless, on mostly-zero values) and top-k blobs (on a dense gradient): the
+    same pairs and decoded bits from Swift and from Python, each decoding the other's."""
+    if spec == "sparse-lz4":
+        values = sparse_interop_values()
+        python_blob = encode(values, "sparse-lz4", step=7, producer=3, dtype=dtype)
+        expected = round_to(values, dtype)
+    else:
+        values = interop_values()[22:]
+        values = values[np.isfinite(values)]
+        fraction = float(spec.split(":")[1])
+        python_blob = blob.encode_topk(values, fraction, step=7, producer=3, dtype=dtype)
+        idx = blob.topk_indices(values, fraction)
+        expected = np.zeros_like(values)
+        expected[idx] = round_to(values[idx], dtype)
+    (tmp_path / "in.f32").write_bytes(values.astype("<f4").tobytes())
+    run([smlt_bin, "admin", "blob", "encode", "--input", str(tmp_path / "in.f32"), "--output",
+         str(tmp_path / "swift.blob"), "--dtype", dtype.wire_name, "--codec", spec, "--step", "7", "--producer", "3"])
+    swift_blob = (tmp_path / "swift.blob").read_bytes()
+    # Swift writes, Python reads: the same header, pair count and pairs.
+    b = decode(swift_blob, expected_count=values.size)
+    assert (b.header.dtype, b.header.codec, b.header.step, b.header.producer) == (dtype, Codec.SPARSE_LZ4, 7, 3)
+    assert b.values.tobytes() == expected.tobytes()
+    assert swift_blob[:8] == python_blob[:8] and swift_blob[48:52] == python_blob[48:52]
+    _, si, sv = blob.decode_sparse(swift_blob)
+    _, pi, pv = blob.decode_sparse(python_blob)
+    assert list(si) == list(pi) and sv.tobytes() == pv.tobytes()
+    # Python writes, Swift reads.
+    (tmp_path / "py.blob").write_bytes(python_blob)
+    header = json.loads(run([smlt_bin, "admin", "blob", "decode", "--input", str(tmp_path / "py.blob"), "--output",
+                             str(tmp_path / "out.f32")]))
+    assert header == {"dtype": dtype.wire_name, "codec": "sparse-lz4", "count": values.size, "step": 7,
+                      "producer": 3, "payload_length": len(python_blob) - 48}
+    assert (tmp_path / "out.f32").read_bytes() == expected.tobytes()
+
+
+def test_swift_refuses_sparse_blobs_python_refuses(smlt_bin, tmp_path):
+    """An index out of range behind a valid checksum: both decoders name it."""
+    good = blob.encode_sparse(1000, [3, 500, 999], np.array([1, 2, 3], np.float32))
+    bad = blob.encode_sparse(2000, [3, 500, 1999], np.array([1, 2, 3], np.float32))
+    bad = bytearray(bad)
+    bad[8:16] = struct.pack("<Q", 1000)
+    bad[40:44] = struct.pack("<I", blob._crc(bytes(bad[:40]), bytes(bad[48:])))
+    with pytest.raises(blob.InvalidIndex, match="index 1999 is out of range for 1000 elements"):
+        decode(bytes(bad))
+    (tmp_path / "good.blob").write_bytes(good)
+    run([smlt_bin, "admin", "blob", "decode", "--input", str(tmp_path / "good.blob")])
+    (tmp_path / "bad.blob").write_bytes(bad)
+    r = subprocess.run([smlt_bin, "admin", "blob", "decode", "--input", str(tmp_path / "bad.blob")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "index 1999 is out of range for 1000 elements" in r.stderr
 
 
 def test_swift_rejects_what_python_rejects(smlt_bin, tmp_path):
