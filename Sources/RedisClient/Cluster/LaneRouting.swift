@@ -110,6 +110,9 @@ extension RedisConnection {
         guard let lane else { return }
         if lane.watching { lane.watchBroken = true }
         let role = try directSend(["ROLE"])
+        // Without ROLE the lane cannot know whether to wait for a replica: refuse rather than
+        // silently give up durability (an ACL user needs +role, +wait and +cluster|slots).
+        if case .error(let message) = role { throw serverError(message, command: "ROLE") }
         if case .array(let parts) = role, parts.first?.text == "master", parts.count >= 3 {
             lane.replicas = parts[2].array?.count ?? 0
         } else {
