@@ -257,6 +257,20 @@ extension RedisConnection {
         }
     }
 
+    /// `commands` with the lane's prefix on their keys.
+    private func prefixing(_ commands: [RedisCommand], _ lane: LaneState) throws(RedisError) -> [RedisCommand] {
+        try commands.map { (c) throws(RedisError) -> RedisCommand in
+            var p = c
+            p.arguments = try lane.namespace.apply(c.arguments, endpoint: errorEndpoint)
+            return p
+        }
+    }
+
+    /// The commands at `indices`, each after an `ASKING` when `asking`.
+    private static func batch(_ commands: [RedisCommand], _ indices: [Int], asking: Bool) -> [RedisCommand] {
+        indices.flatMap { asking ? [RedisCommand("ASKING"), commands[$0]] : [commands[$0]] }
+    }
+
     func laneSend(_ command: RedisCommand, _ lane: LaneState) throws(RedisError) -> RedisReply {
         let reply = try laneWithReply(command, lane) { RedisReply($0) }
         return lane.namespace.strip(reply, command: command.name.uppercased())
@@ -265,8 +279,7 @@ extension RedisConnection {
     func laneWithReply<R>(
         _ command: RedisCommand, _ lane: LaneState, _ body: (BorrowedReply) throws(RedisError) -> R
     ) throws(RedisError) -> R {
-        var prefixed = command
-        prefixed.arguments = try lane.namespace.apply(command.arguments, endpoint: errorEndpoint)
+        let prefixed = try prefixing([command], lane)[0]
         var result: R?
         try laneRouted(lane, names: [command.name], delivered: { result != nil }) {
             (c, _, asking) throws(RedisError) -> [(Int, ClusterRedirect)] in
@@ -285,18 +298,12 @@ extension RedisConnection {
         _ commands: [RedisCommand], _ lane: LaneState, _ body: (Int, BorrowedReply) throws(RedisError) -> R
     ) throws(RedisError) -> [R] {
         guard !commands.isEmpty else { return [] }
-        let prefixed = try commands.map { (c) throws(RedisError) -> RedisCommand in
-            var p = c
-            p.arguments = try lane.namespace.apply(c.arguments, endpoint: errorEndpoint)
-            return p
-        }
+        let prefixed = try prefixing(commands, lane)
         var results = [R?](repeating: nil, count: commands.count)
         var deliveredAny = false
         try laneRouted(lane, names: commands.map(\.name), delivered: { deliveredAny }) {
             (c, indices, asking) throws(RedisError) -> [(Int, ClusterRedirect)] in
-            let batch: [RedisCommand] = indices.flatMap {
-                asking ? [RedisCommand("ASKING"), prefixed[$0]] : [prefixed[$0]]
-            }
+            let batch = Self.batch(prefixed, indices, asking: asking)
             var redirected: [(Int, ClusterRedirect)] = []
             let node = c.node
             _ = try c.directPipeline(batch) { (k, r) throws(RedisError) -> Void in
@@ -359,17 +366,11 @@ extension RedisConnection {
         done: (Int, StreamedReply) -> Void
     ) throws(RedisError) {
         guard !commands.isEmpty else { return }
-        let prefixed = try commands.map { (c) throws(RedisError) -> RedisCommand in
-            var p = c
-            p.arguments = try lane.namespace.apply(c.arguments, endpoint: errorEndpoint)
-            return p
-        }
+        let prefixed = try prefixing(commands, lane)
         var deliveredAny = false
         try laneRouted(lane, names: commands.map(\.name), delivered: { deliveredAny }) {
             (c, indices, asking) throws(RedisError) -> [(Int, ClusterRedirect)] in
-            let batch: [RedisCommand] = indices.flatMap {
-                asking ? [RedisCommand("ASKING"), prefixed[$0]] : [prefixed[$0]]
-            }
+            let batch = Self.batch(prefixed, indices, asking: asking)
             var redirected: [(Int, ClusterRedirect)] = []
             let node = c.node
             func original(_ k: Int) -> Int? {
