@@ -16,8 +16,10 @@ final class LaneState {
     var known: [RedisEndpoint] = []
     /// Replicas of the current master (`ROLE`); writes wait for one when there are any.
     var replicas = 0
-    /// No `WAIT` before this time (the last one timed out: the replica is gone or far behind).
+    /// No `WAIT` before this time (the replica stayed silent through every try).
     var waitPausedUntil = ContinuousClock.now
+    /// When `ROLE` was last read.
+    var roleReadAt = ContinuousClock.now
     /// A `WATCH` is in force on the connection; `watchBroken`: the connection broke since.
     var watching = false
     var watchBroken = false
@@ -109,15 +111,37 @@ extension RedisConnection {
     func laneConnected() throws(RedisError) {
         guard let lane else { return }
         if lane.watching { lane.watchBroken = true }
+        try readRole(lane)
+    }
+
+    /// Asks the master for its replicas (`ROLE`). Without ROLE the lane cannot know whether to
+    /// wait for a replica: it refuses rather than silently give up durability (an ACL user
+    /// needs +role, +wait and +cluster|slots).
+    private func readRole(_ lane: LaneState) throws(RedisError) {
         let role = try directSend(["ROLE"])
-        // Without ROLE the lane cannot know whether to wait for a replica: refuse rather than
-        // silently give up durability (an ACL user needs +role, +wait and +cluster|slots).
         if case .error(let message) = role { throw serverError(message, command: "ROLE") }
         if case .array(let parts) = role, parts.first?.text == "master", parts.count >= 3 {
             lane.replicas = parts[2].array?.count ?? 0
         } else {
             lane.replicas = 0
         }
+        lane.roleReadAt = .now
+    }
+
+    /// Waits until the master's replica has every write so far (`WAIT 1`): up to five times
+    /// `replicaWait`, asking `ROLE` again between tries (a replica that left is not waited for,
+    /// and one that attached later is). Only a replica that is attached but silent for all of
+    /// that is given up on, for 10 s.
+    private func waitForReplica(_ lane: LaneState) throws(RedisError) {
+        if lane.replicas == 0 && ContinuousClock.now - lane.roleReadAt > .seconds(1) { try readRole(lane) }
+        guard lane.replicas > 0, ContinuousClock.now >= lane.waitPausedUntil else { return }
+        for _ in 0..<5 {
+            let acked = try directSend(["WAIT", "1", "\(lane.replicaWait)"])
+            if (acked.integer ?? 0) >= 1 { return }
+            try readRole(lane)
+            if lane.replicas == 0 { return }
+        }
+        lane.waitPausedUntil = ContinuousClock.now + .seconds(10)
     }
 
     /// Sends the commands at some indices of a batch on a connection (`ASKING` before each when
@@ -249,12 +273,7 @@ extension RedisConnection {
             default: break
             }
         }
-        if options.waitForReplica, lane.replicas > 0, ContinuousClock.now >= lane.waitPausedUntil,
-            upper.contains(where: { KeyNamespace.writes($0) })
-        {
-            let acked = try directSend(["WAIT", "1", "\(lane.replicaWait)"])
-            if acked.integer == 0 { lane.waitPausedUntil = ContinuousClock.now + .seconds(10) }
-        }
+        if options.waitForReplica, upper.contains(where: { KeyNamespace.writes($0) }) { try waitForReplica(lane) }
     }
 
     /// `commands` with the lane's prefix on their keys.
