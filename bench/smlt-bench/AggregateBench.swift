@@ -147,7 +147,7 @@ struct AggregateBench: ParsableCommand {
         var sequence: [AggregationMethod] = []
         for round in 0..<max(1, rounds) {
             sequence += methods.map { m in
-                guard round % 2 == 1 else { return m }
+                guard metrics, round % 2 == 1 else { return m }
                 return m == .smlt ? .smltMetrics : m == .smltMetrics ? .smlt : m
             }
         }
@@ -405,7 +405,9 @@ struct AggregateRunner {
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum,
                 gradientEncoding: encoding.isLossy ? encoding.description : nil
             )
-            .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
+            .start(
+                on: manager!,
+                initial: KnownGradient(workers: n, params: setup.params).initialModel(range: 0..<setup.params))
             var logger = Logger(label: "smlt.serve") { _ in TextLogHandler(prefix: "[serve]") }
             logger.logLevel = verbose ? .info : .critical
             var metrics = ServerMetrics.off

@@ -105,7 +105,9 @@ struct AggregateWorker: ParsableCommand {
         var model = [Float](repeating: 0, count: params)
         var checker = ModelChecker(
             range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params), known: known,
-            config: client.config, encoding: encoding, chunkElements: chunkElements)
+            config: client.config, encoding: encoding, chunkElements: chunkElements,
+            initial: known.initialModel(
+                range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params)))
         _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
@@ -361,13 +363,13 @@ struct ModelChecker {
     /// (`KnownGradient.expectedSums`), so every element is still checked bit for bit.
     init(
         range: Range<Int>, known: KnownGradient, config: TrainingConfig,
-        encoding: GradientEncoding = .dense(.f32, .raw), chunkElements: Int = 1
+        encoding: GradientEncoding = .dense(.f32, .raw), chunkElements: Int = 1, initial: [Float]? = nil
     ) {
         self.range = range
         self.known = known
         self.config = config
         rangeSums = known.expectedSums(range: range, encoding: encoding, chunkElements: chunkElements)
-        params = Array(repeating: 0, count: range.count)
+        params = initial ?? Array(repeating: 0, count: range.count)
         velocity = params
     }
 

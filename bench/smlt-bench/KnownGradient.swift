@@ -50,6 +50,17 @@ struct KnownGradient: Sendable {
         return sum
     }
 
+    /// Elements `range` of the model's version 0 for SMLT: pseudo-random values in about ±0.05
+    /// with full mantissas, as initialised weights have. From a zero model, plain SGD on gradients
+    /// of alternating sign would return to exactly zero every second version, and such a model
+    /// compresses to almost nothing with an LZ4 map codec, which would flatter those codecs' pulls.
+    func initialModel(range: Range<Int>) -> [Float] {
+        range.map { i in
+            let h = Hash64.mix(seed ^ 0x1A17 ^ UInt64(truncatingIfNeeded: i) &* 0xC2B2_AE3D_27D4_EB4F)
+            return (Float(h >> 40) * 0x1p-24 - 0.5) * 0.1
+        }
+    }
+
     /// The element-wise sums over `range` that the servers compute for even and odd steps when
     /// every worker pushes its gradient of that step in `encoding` without error feedback: each
     /// worker's pushed values (`ErrorFeedback.sent` from a zero residual, as the bench worker
