@@ -110,6 +110,54 @@ extension EndToEnd {
             #expect(RateLimitedNetwork.removeStale() == [], "namespaces left behind")
         }
 
+        /// Gradient encodings in one invocation: SMLT runs with each, the lossy ones (bf16, top-k)
+        /// checked bit for bit against the sums of the decoded pushes, every row checks elements,
+        /// and each row says its speed relative to the raw row.
+        @Test func aggregateMeasuresEveryGradientEncodingInOneRun() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try ChildProcess(
+                benchBinary(),
+                arguments: [
+                    "aggregate", "--workers", "3", "--params", "5000", "--shards", "2", "--steps", "3", "--warmup", "1",
+                    "--chunk-elements", "1000", "--codec", "raw,bf16-shuffle-lz4,topk:0.1", "--json",
+                ],
+                stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
+            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
+            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+            #expect(status.succeeded, "\(err)")
+            let data = FileManager.default.contents(atPath: "\(dir)/out") ?? Data()
+            let rows = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
+            #expect(rows.compactMap { $0["codec"] as? String } == ["raw", "bf16-shuffle-lz4", "topk:0.1"])
+            for row in rows {
+                #expect(row["method"] as? String == "smlt")
+                #expect((row["checked_elements"] as? Int ?? 0) > 0, "\(row["codec"] ?? "?") checked nothing")
+                #expect((row["vs_raw"] as? Double ?? 0) > 0, "\(row["codec"] ?? "?") lacks vs_raw")
+            }
+            #expect(rows.first?["vs_raw"] as? Double == 1)
+            // bf16 halves the bytes before LZ4; top-k 0.1 sends a tenth of the pairs.
+            #expect((rows.dropFirst().first?["compression_ratio"] as? Double ?? 0) > 1.5)
+            #expect((rows.last?["compression_ratio"] as? Double ?? 0) > 2)
+            #expect(processes(containing: "aggregate-worker").isEmpty)
+        }
+
+        /// An encoding that is not one is refused before anything starts, naming the flag.
+        @Test func aggregateRefusesABadEncoding() throws {
+            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            for bad in ["raw,topk:2", "bf32-lz4"] {
+                let p = try ChildProcess(
+                    benchBinary(), arguments: ["aggregate", "--codec", bad], stdout: .discard,
+                    stderr: .file("\(dir)/err"))
+                let status = p.wait(timeout: .seconds(30)) ?? p.terminate()
+                let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
+                #expect(!status.succeeded)
+                #expect(err.contains("--codec: "), "\(err)")
+            }
+        }
+
         /// A rate that is not one is refused before anything starts, naming the flag.
         @Test func aggregateRefusesABadLinkRate() throws {
             let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"

@@ -23,8 +23,8 @@ struct AggregateSetup: ParsableArguments, Sendable {
     @Option(
         name: .customLong("codec"),
         help: ArgumentHelp(
-            "Blob codecs, comma separated (\(BlobCodec.allValueStrings.joined(separator: ", "))): each is measured in turn, with every method.",
-            valueName: "codecs"))
+            "Gradient encodings, comma separated, as `smlt train --codec` takes them ([DTYPE-]CODEC, DTYPE or [DTYPE-]topk:FRACTION; e.g. raw, bf16-shuffle-lz4, topk:0.01): SMLT is measured with each in turn. The baselines move raw f32 bytes, once.",
+            valueName: "encodings"))
     var codecNames = "raw"
     @Option(help: "Elements per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(
@@ -47,17 +47,20 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "Run each worker and each shard in its own network namespace behind a link of this rate in each direction (tc tbf), as 100mbit, 1gbit or 2.5gbit. Needs root; without it the run is on loopback.",
             valueName: "rate"))
     var linkRate: String?
+    @Flag(
+        help: ArgumentHelp(
+            "With a lossy encoding, have each worker run ErrorFeedback (from a zero residual, as a real worker's push computes it) before every push, timed: the CPU of error feedback, without storing the residual."
+        ))
+    var errorFeedbackPass = false
 
-    /// The codecs of `--codec`, in order.
-    func codecs() throws(ValidationError) -> [BlobCodec] {
-        var list: [BlobCodec] = []
+    /// The gradient encodings of `--codec`, in order.
+    func encodings() throws(ValidationError) -> [GradientEncoding] {
+        var list: [GradientEncoding] = []
         for name in codecNames.split(separator: ",", omittingEmptySubsequences: false) {
             let n = name.trimmingCharacters(in: .whitespaces)
-            guard let c = BlobCodec(name: n) else {
-                throw ValidationError(
-                    "--codec: unknown codec '\(n)' (known: \(BlobCodec.allValueStrings.joined(separator: ", ")))")
-            }
-            if !list.contains(c) { list.append(c) }
+            let e: GradientEncoding
+            do { e = try GradientEncoding(parsing: n) } catch { throw ValidationError("--codec: \(error)") }
+            if !list.contains(e) { list.append(e) }
         }
         return list
     }
@@ -72,7 +75,7 @@ struct AggregateSetup: ParsableArguments, Sendable {
     }
 
     func validate() throws {
-        _ = try codecs()
+        _ = try encodings()
         if try rate() != nil && redis != nil {
             throw ValidationError("--link-rate starts its own shards in network namespaces; it cannot use --redis")
         }
@@ -97,8 +100,10 @@ struct AggregateBench: ParsableCommand {
         abstract: "Aggregation throughput: N worker processes push gradients and pull the model each step.",
         discussion: """
             Step time runs from the first worker starting its push to the last worker holding the
-            next version. gradient_gbps = N * P * 4 bytes / median step time. Every worker checks
-            its share of the model bit for bit against the known gradient sums.
+            next version. gradient_gbps = N * P * 4 bytes / median step time, whatever the encoding
+            (effective f32 gradient bytes); vs_raw is that over the same method's raw row. Every
+            worker checks its share of the model bit for bit against the sums the servers must
+            compute (for lossy encodings, of the decoded pushes, in worker order).
             """)
 
     @OptionGroup var setup: AggregateSetup
@@ -142,14 +147,14 @@ struct AggregateBench: ParsableCommand {
         var sequence: [AggregationMethod] = []
         for round in 0..<max(1, rounds) {
             sequence += methods.map { m in
-                guard round % 2 == 1 else { return m }
+                guard metrics, round % 2 == 1 else { return m }
                 return m == .smlt ? .smltMetrics : m == .smltMetrics ? .smlt : m
             }
         }
         var results: [AggregateResult]
         do {
             results = try AggregateRunner(setup: setup, verbose: verbose, network: network).run(
-                sequence, codecs: setup.codecs())
+                sequence, encodings: setup.encodings())
         } catch {
             // On Ctrl-C the signal handler stops everything and exits; the failures it causes
             // here (a worker or a shard gone) are not worth reporting.
@@ -179,7 +184,8 @@ struct AggregateResult: Codable, Sendable {
     var workers: Int
     var params: Int
     var shards: Int
-    var codec: BlobCodec
+    /// The gradient encoding (`--codec`), as `smlt train --codec` writes it; raw for the baselines.
+    var codec: String
     /// The rate of each worker's and each shard's link (`--link-rate`), or `loopback`.
     var linkRate: String
     /// The same in bits per second; nil on loopback.
@@ -195,6 +201,9 @@ struct AggregateResult: Codable, Sendable {
     var checkedElements: Int
     /// gradient_gbps divided by redis-limit's, when both ran.
     var vsRedisLimit: Double?
+    /// gradient_gbps divided by that of the same method with the raw encoding in the same
+    /// invocation (and round), when both ran.
+    var vsRaw: Double?
     /// For smlt-metrics: its median step time over that of the smlt run next to it.
     var vsMetricsOff: Double?
     /// CPU time (user + system) of the benchmark process per timed step: for the smlt methods,
@@ -217,6 +226,7 @@ struct AggregateResult: Codable, Sendable {
         case compressionRatio = "compression_ratio"
         case checkedElements = "checked_elements"
         case vsRedisLimit = "vs_redis_limit"
+        case vsRaw = "vs_raw"
         case vsMetricsOff = "vs_metrics_off"
         case processCPUSecondsPerStep = "process_cpu_seconds_per_step"
         case metricUpdatesSecondsPerStep = "metric_updates_seconds_per_step"
@@ -226,7 +236,7 @@ struct AggregateResult: Codable, Sendable {
     static func table(_ rows: [AggregateResult]) -> String {
         guard let first = rows.first else { return "" }
         let codecs = rows.reduce(into: [String]()) { list, r in
-            if !list.contains(r.codec.description) { list.append(r.codec.description) }
+            if !list.contains(r.codec) { list.append(r.codec) }
         }
         var out =
             "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(codecs.joined(separator: ", ")), "
@@ -235,16 +245,17 @@ struct AggregateResult: Codable, Sendable {
                 ? "loopback" : "links of \(first.linkRate) per worker and per shard"))
             + "\n"
         out +=
-            "method               codec          step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit\n"
+            "method               codec             step median      min      max   gradient GB/s   wire MB/step   process CPU/step   vs redis-limit   vs raw\n"
         for r in rows {
             out +=
                 r.method.rawValue.padding(toLength: 19, withPad: " ", startingAt: 0) + "  "
-                + r.codec.description.padding(toLength: 13, withPad: " ", startingAt: 0)
+                + r.codec.padding(toLength: 16, withPad: " ", startingAt: 0)
                 + String(
                     format: "  %9.1f ms %6.1f ms %6.1f ms %13.2f %14.1f %15.1f ms", r.stepSecondsMedian * 1e3,
                     r.stepSecondsMin * 1e3, r.stepSecondsMax * 1e3, r.gradientGBps, r.wireBytesPerStep / 1e6,
                     r.processCPUSecondsPerStep * 1e3)
-                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "")
+                + (r.vsRedisLimit.map { String(format: "   %13.2fx", $0) } ?? "                -")
+                + (r.vsRaw.map { String(format: "   %5.2fx", $0) } ?? (r.vsMetricsOff == nil ? "" : "        -"))
                 + (r.vsMetricsOff.map { String(format: "   step time %.3fx of metrics off", $0) } ?? "") + "\n"
         }
         let ratios = rows.compactMap(\.vsMetricsOff).sorted()
@@ -283,15 +294,16 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs the methods one after another on the same shards (its own, or `--redis`), for each codec
-/// in turn.
+/// Runs the methods one after another on the same shards (its own, or `--redis`): the SMLT
+/// methods for each gradient encoding in turn, the baselines once, on raw f32 bytes, with the
+/// first encoding.
 struct AggregateRunner {
     let setup: AggregateSetup
     let verbose: Bool
     /// The network this process runs inside (`--link-rate` as root); nil on loopback.
     let network: BenchNetwork?
 
-    func run(_ methods: [AggregationMethod], codecs: [BlobCodec]) throws -> [AggregateResult] {
+    func run(_ methods: [AggregationMethod], encodings: [GradientEncoding]) throws -> [AggregateResult] {
         var servers: [RedisServerProcess] = []
         defer { for s in servers { s.stop() } }
         let endpoints: [RedisEndpoint]
@@ -321,13 +333,23 @@ struct AggregateRunner {
                 on: RedisEndpoint(cluster: c.endpoints), count: setup.shards, options: RedisOptions())
         }
         var results: [AggregateResult] = []
-        for codec in codecs {
-            var rows: [AggregateResult] = []
-            for m in methods { rows.append(try measure(m, codec, m.onCluster ? lanes : endpoints)) }
-            if let limit = rows.first(where: { $0.method == .redisLimit }) {
-                for i in rows.indices { rows[i].vsRedisLimit = rows[i].gradientGBps / limit.gradientGBps }
+        for (e, encoding) in encodings.enumerated() {
+            for m in methods where m.isSMLT || e == 0 {
+                results.append(
+                    try measure(m, m.isSMLT ? encoding : .dense(.f32, .raw), m.onCluster ? lanes : endpoints))
             }
-            results += rows
+        }
+        if let limit = results.first(where: { $0.method == .redisLimit }) {
+            for i in results.indices { results[i].vsRedisLimit = results[i].gradientGBps / limit.gradientGBps }
+        }
+        // Each SMLT row against the same method's raw row of the same round (the k-th of each).
+        for i in results.indices where results[i].method.isSMLT {
+            let r = results[i]
+            let round = results[..<i].filter { $0.method == r.method && $0.codec == r.codec }.count
+            let raws = results.filter {
+                $0.method == r.method && $0.codec == GradientEncoding.dense(.f32, .raw).description
+            }
+            if round < raws.count { results[i].vsRaw = r.gradientGBps / raws[round].gradientGBps }
         }
         // Each smlt-metrics run against the smlt run next to it (before or after it).
         for i in results.indices where results[i].method == .smltMetrics {
@@ -339,9 +361,14 @@ struct AggregateRunner {
         return results
     }
 
-    func measure(_ method: AggregationMethod, _ codec: BlobCodec, _ endpoints: [RedisEndpoint]) throws
+    /// One method with one gradient encoding. The job is registered as `smlt train --codec` does
+    /// it: the map's codec is the encoding's when it is dense (raw for top-k), and the config
+    /// names the encoding when it is lossy.
+    func measure(_ method: AggregationMethod, _ encoding: GradientEncoding, _ endpoints: [RedisEndpoint]) throws
         -> AggregateResult
     {
+        let codec: BlobCodec
+        if case .dense(_, let c) = encoding, c != .sparseLZ4 { codec = c } else { codec = .raw }
         let n = setup.workers
         let run = "\(getpid())-\(method.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
         let keys = BenchKeys(run: run)
@@ -375,9 +402,12 @@ struct AggregateRunner {
                 chunkElements: setup.chunkElements, codec: codec)
             manager = try ShardManager.register(spec, on: endpoints, options: options, replace: true)
             try TrainingConfig(
-                workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum
+                workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum,
+                gradientEncoding: encoding.isLossy ? encoding.description : nil
             )
-            .start(on: manager!, initial: [Float](repeating: 0, count: setup.params))
+            .start(
+                on: manager!,
+                initial: KnownGradient(workers: n, params: setup.params).initialModel(range: 0..<setup.params))
             var logger = Logger(label: "smlt.serve") { _ in TextLogHandler(prefix: "[serve]") }
             logger.logLevel = verbose ? .info : .critical
             var metrics = ServerMetrics.off
@@ -417,7 +447,7 @@ struct AggregateRunner {
                         "--codec", codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
                         "\(setup.momentum)",
                         "--redis", endpoints.map(\.description).joined(separator: ","), "--run", run, "--job", job,
-                    ],
+                    ] + (setup.errorFeedbackPass ? ["--error-feedback-pass"] : []),
                     stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err"),
                     networkNamespace: network?.workerNamespace(w)))
         }
@@ -460,7 +490,7 @@ struct AggregateRunner {
             let text = try String(contentsOfFile: "\(dir)/\(w).json", encoding: .utf8)
             return try decoder.decode(WorkerTimes.self, from: Data(text.utf8))
         }
-        let blobBytes = encodedGradientBytes(codec)
+        let blobBytes = encodedGradientBytes(encoding)
         var stepTimes: [Double] = []
         for t in 0..<setup.steps {
             // From the moment every worker has started (the last start) to the last end: a worker
@@ -490,7 +520,7 @@ struct AggregateRunner {
             method == .redisLimit
             ? Double((3 * n + 1) * blobBytes) : Double(after - before) / Double(setup.steps)
         return AggregateResult(
-            method: method, workers: n, params: setup.params, shards: endpoints.count, codec: codec,
+            method: method, workers: n, params: setup.params, shards: endpoints.count, codec: encoding.description,
             linkRate: network?.rate.text ?? "loopback", linkRateBitsPerSecond: network?.rate.bitsPerSecond,
             steps: setup.steps,
             stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,
@@ -521,15 +551,15 @@ struct AggregateRunner {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
-    /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, with `codec`.
-    func encodedGradientBytes(_ codec: BlobCodec) -> Int {
+    /// The blob bytes of one worker's gradient in chunks of `--chunk-elements`, in `encoding`.
+    func encodedGradientBytes(_ encoding: GradientEncoding) -> Int {
         let g = KnownGradient(workers: setup.workers, params: setup.params).base(worker: 0)
         return g.withUnsafeBufferPointer { p in
             stride(from: 0, to: setup.params, by: setup.chunkElements).reduce(0) { total, start in
                 total
-                    + TensorBlob.encode(
+                    + encoding.encode(
                         UnsafeBufferPointer(rebasing: p[start..<min(setup.params, start + setup.chunkElements)]),
-                        codec: codec, step: 0, producer: 0
+                        step: 0, producer: 0
                     ).count
             }
         }

@@ -66,6 +66,7 @@ struct AggregateWorker: ParsableCommand {
     @Option var redis: String
     @Option(name: .customLong("run")) var runID: String
     @Option var job: String = ""
+    @Flag var errorFeedbackPass = false
 
     func run() throws {
         let endpoints = try RedisEndpoint.list(parsing: redis)
@@ -98,15 +99,34 @@ struct AggregateWorker: ParsableCommand {
         let client = try WorkerSession(job: job, worker: worker, endpoints: endpoints, options: options)
         let control = ShardConnections(endpoints, options: options)
         let gradients = known.gradients(worker: worker)
+        // The encoding the job's config names, as a real worker reads it.
+        let encoding = try client.config.encoding(mapCodec: client.shards.map.codec)
+        let chunkElements = client.shards.layout.chunkElements
         var model = [Float](repeating: 0, count: params)
         var checker = ModelChecker(
             range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params), known: known,
-            config: client.config)
+            config: client.config, encoding: encoding, chunkElements: chunkElements,
+            initial: known.initialModel(
+                range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params)))
         _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
             let start = monotonicSeconds()
-            try gradients[t % 2].withUnsafeBufferPointer { g in try client.push(gradient: g, step: t) }
+            // Without error feedback (see bench/README.md): a dense encoding rounds as it encodes
+            // the chunks; top-k picks each chunk's largest elements (`ErrorFeedback` from a zero
+            // residual) and pushes those as sparse blobs. Both are timed. With
+            // --error-feedback-pass dense lossy pushes go through `ErrorFeedback` too.
+            var viaErrorFeedback = errorFeedbackPass && encoding.isLossy
+            if case .topK = encoding { viaErrorFeedback = true }
+            if viaErrorFeedback {
+                let pushed = ErrorFeedback(
+                    gradient: gradients[t % 2], residual: nil, encoding: encoding, chunkElements: chunkElements)
+                try client.push(sent: pushed.sent, step: t, encoding: encoding, residual: nil)
+            } else {
+                try gradients[t % 2].withUnsafeBufferPointer { g in
+                    try client.push(gradient: g, step: t, encoding: encoding)
+                }
+            }
             _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: t + 1, into: m) }
             let end = monotonicSeconds()
             try checker.step(t, model: model)
@@ -333,19 +353,23 @@ struct ModelChecker {
     let range: Range<Int>
     let known: KnownGradient
     let config: TrainingConfig
-    /// The exact sums over this worker's range, for even and odd steps.
+    /// The sums the servers compute over this worker's range, for even and odd steps.
     let rangeSums: [[Float]]
     var params: [Float]
     var velocity: [Float]
     private(set) var checked = 0
 
-    init(range: Range<Int>, known: KnownGradient, config: TrainingConfig) {
+    /// With a lossy `encoding` the sums are those of the decoded pushes
+    /// (`KnownGradient.expectedSums`), so every element is still checked bit for bit.
+    init(
+        range: Range<Int>, known: KnownGradient, config: TrainingConfig,
+        encoding: GradientEncoding = .dense(.f32, .raw), chunkElements: Int = 1, initial: [Float]? = nil
+    ) {
         self.range = range
         self.known = known
         self.config = config
-        let sum = Array(known.baseSum()[range])
-        rangeSums = [sum, sum.map { -$0 }]
-        params = Array(repeating: 0, count: range.count)
+        rangeSums = known.expectedSums(range: range, encoding: encoding, chunkElements: chunkElements)
+        params = initial ?? Array(repeating: 0, count: range.count)
         velocity = params
     }
 

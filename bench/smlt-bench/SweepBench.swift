@@ -56,9 +56,8 @@ struct SweepBench: ParsableCommand {
         _ = try ints(shards, "shards")
         _ = try ints(params, "params")
         _ = try rates()
-        for name in codecs.split(separator: ",") where BlobCodec(name: String(name)) == nil {
-            throw ValidationError(
-                "--codecs: unknown codec '\(name)' (known: \(BlobCodec.allValueStrings.joined(separator: ", ")))")
+        for name in codecs.split(separator: ",") {
+            do { _ = try GradientEncoding(parsing: String(name)) } catch { throw ValidationError("--codecs: \(error)") }
         }
     }
 
@@ -130,7 +129,7 @@ struct SweepBench: ParsableCommand {
         for r in rows {
             out +=
                 [
-                    r.method.rawValue, "\(r.workers)", "\(r.params)", "\(r.shards)", r.codec.description,
+                    r.method.rawValue, "\(r.workers)", "\(r.params)", "\(r.shards)", r.codec,
                     r.linkRate, "\(r.steps)",
                     fmt(r.stepSecondsMedian, 5), fmt(r.stepSecondsMin, 5), fmt(r.stepSecondsMax, 5),
                     fmt(r.gradientGBps, 4), fmt(r.wireBytesPerStep, 0), fmt(r.compressionRatio, 3),
@@ -161,7 +160,7 @@ struct SweepBench: ParsableCommand {
                 method: try field("method", AggregationMethod.init(rawValue:)),
                 workers: try field("workers") { Int($0) },
                 params: try field("params") { Int($0) }, shards: try field("shards") { Int($0) },
-                codec: try field("codec", BlobCodec.init(name:)), linkRate: rate,
+                codec: try field("codec") { $0 }, linkRate: rate,
                 linkRateBitsPerSecond: rate == "loopback" ? nil : try LinkRate(parsing: rate).bitsPerSecond,
                 steps: try field("steps") { Int($0) },
                 stepSecondsMedian: try field("step_seconds_median") { Double($0) },

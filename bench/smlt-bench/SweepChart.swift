@@ -15,7 +15,7 @@ struct SweepChart {
         let linkRateText: String
         init(_ r: AggregateResult) {
             shards = r.shards
-            codec = r.codec.description
+            codec = r.codec
             params = r.params
             linkRate = r.linkRateBitsPerSecond ?? 0
             linkRateText = r.linkRate
@@ -36,7 +36,7 @@ struct SweepChart {
     func svg() -> String {
         let panels = Array(Set(rows.map(Panel.init))).sorted()
         // A row of panels per link rate and size: its codecs x shard counts side by side.
-        let columns = min(panels.count, Set(rows.map(\.shards)).count * Set(rows.map(\.codec.description)).count, 4)
+        let columns = min(panels.count, Set(rows.map(\.shards)).count * Set(rows.map(\.codec)).count, 4)
         let rowsOfPanels = (panels.count + max(columns, 1) - 1) / max(columns, 1)
         let (pw, ph) = (360.0, 250.0)
         let (left, top, right, bottom) = (55.0, 40.0, 15.0, 45.0)
