@@ -34,6 +34,11 @@ public struct ClusterSlotMap: Sendable, Equatable {
     /// The master serving `slot`, or nil when the cluster does not cover it.
     public func master(for slot: HashSlot) -> RedisEndpoint? { masters[Int(slot.value)].map { nodes[$0] } }
 
+    /// The replicas of the range holding `slot` (empty when no range does).
+    public func replicas(for slot: HashSlot) -> [RedisEndpoint] {
+        ranges.first { $0.slots.contains(slot.value) }?.replicas ?? []
+    }
+
     /// Every master, in the order of their first range.
     public var allMasters: [RedisEndpoint] { nodes }
 

@@ -14,8 +14,11 @@ final class LaneState {
     let slot: HashSlot
     /// Every node of the last slot map read, asked first when the slot's master must be found.
     var known: [RedisEndpoint] = []
-    /// Replicas of the current master (`ROLE`); writes wait for one when there are any.
+    /// Replicas attached to the current master (`ROLE`), and those the slot map gives it
+    /// (`CLUSTER SLOTS`, also while one is detached or resyncing); writes wait for one when
+    /// either has any.
     var replicas = 0
+    var mappedReplicas = 0
     /// No `WAIT` before this time (the replica stayed silent through every try).
     var waitPausedUntil = ContinuousClock.now
     /// When `ROLE` was last read.
@@ -101,6 +104,7 @@ extension RedisConnection {
             }
             if master != node { disconnect() }
             node = master
+            lane.mappedReplicas = map.replicas(for: lane.slot).count
             return
         }
         throw lastError
@@ -133,13 +137,18 @@ extension RedisConnection {
     /// and one that attached later is). Only a replica that is attached but silent for all of
     /// that is given up on, for 10 s.
     private func waitForReplica(_ lane: LaneState) throws(RedisError) {
-        if lane.replicas == 0 && ContinuousClock.now - lane.roleReadAt > .seconds(1) { try readRole(lane) }
-        guard lane.replicas > 0, ContinuousClock.now >= lane.waitPausedUntil else { return }
-        for _ in 0..<5 {
+        func none() -> Bool { lane.replicas == 0 && lane.mappedReplicas == 0 }
+        if none() && ContinuousClock.now - lane.roleReadAt > .seconds(1) { try readRole(lane) }
+        guard !none(), ContinuousClock.now >= lane.waitPausedUntil else { return }
+        for attempt in 0..<5 {
             let acked = try directSend(["WAIT", "1", "\(lane.replicaWait)"])
             if (acked.integer ?? 0) >= 1 { return }
             try readRole(lane)
-            if lane.replicas == 0 { return }
+            // A replica the slot map still names may be gone for good: read the map again.
+            if attempt >= 1, let map = try? ClusterSlotMap.parse(directSend(["CLUSTER", "SLOTS"]), from: node) {
+                lane.mappedReplicas = map.master(for: lane.slot) == node ? map.replicas(for: lane.slot).count : 0
+            }
+            if none() { return }
         }
         lane.waitPausedUntil = ContinuousClock.now + .seconds(10)
     }
