@@ -299,6 +299,13 @@ extension RedisConnection {
         indices.flatMap { asking ? [RedisCommand("ASKING"), commands[$0]] : [commands[$0]] }
     }
 
+    /// The caller's index of reply `k` to a batch built as `batch` builds it (nil for the reply
+    /// to an `ASKING`).
+    private static func original(_ k: Int, _ indices: [Int], asking: Bool) -> Int? {
+        if asking { return k % 2 == 0 ? nil : indices[k / 2] }
+        return indices[k]
+    }
+
     func laneSend(_ command: RedisCommand, _ lane: LaneState) throws(RedisError) -> RedisReply {
         let reply = try laneWithReply(command, lane) { RedisReply($0) }
         return lane.namespace.strip(reply, command: command.name.uppercased())
@@ -335,8 +342,7 @@ extension RedisConnection {
             var redirected: [(Int, ClusterRedirect)] = []
             let node = c.node
             _ = try c.directPipeline(batch) { (k, r) throws(RedisError) -> Void in
-                if asking && k % 2 == 0 { return }
-                let i = indices[asking ? k / 2 : k]
+                guard let i = Self.original(k, indices, asking: asking) else { return }
                 if let redirect = ClusterRedirect(r, from: node) {
                     redirected.append((i, redirect))
                     return
@@ -361,8 +367,8 @@ extension RedisConnection {
             let batch = indices.flatMap { asking ? [asked, prefixed[$0]] : [prefixed[$0]] }
             let replies = try c.directPipeline(borrowing: batch)
             var redirected: [(Int, ClusterRedirect)] = []
-            for (k, reply) in replies.enumerated() where !(asking && k % 2 == 0) {
-                let i = indices[asking ? k / 2 : k]
+            for (k, reply) in replies.enumerated() {
+                guard let i = Self.original(k, indices, asking: asking) else { continue }
                 if case .error(let message) = reply, let redirect = ClusterRedirect(message, from: c.node) {
                     redirected.append((i, redirect))
                 } else if case .array(let queued) = reply, prefixed[i].isCommand("EXEC"),
@@ -401,15 +407,13 @@ extension RedisConnection {
             let batch = Self.batch(prefixed, indices, asking: asking)
             var redirected: [(Int, ClusterRedirect)] = []
             let node = c.node
-            func original(_ k: Int) -> Int? {
-                if asking && k % 2 == 0 { return nil }
-                return indices[asking ? k / 2 : k]
-            }
             try c.directPipelineStreaming(
                 batch, prefixLength: prefixLength,
-                target: { k, prefix, rest in original(k).flatMap { target($0, prefix, rest) } },
+                target: { k, prefix, rest in
+                    Self.original(k, indices, asking: asking).flatMap { target($0, prefix, rest) }
+                },
                 done: { k, outcome in
-                    guard let i = original(k) else { return }
+                    guard let i = Self.original(k, indices, asking: asking) else { return }
                     if case .error(let message) = outcome, let redirect = ClusterRedirect(message, from: node) {
                         redirected.append((i, redirect))
                         return
