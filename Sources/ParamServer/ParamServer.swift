@@ -100,15 +100,18 @@ public final class ParamServer: Sendable {
     private func discoverLanes(_ cluster: RedisEndpoint, _ group: DispatchGroup) {
         var served = Set<String>()
         var failing: String?
+        var client: ClusterClient?
         while !stopping.load(ordering: .relaxed) {
             do throws(ShardError) {
-                for lane in try ClusterLanes.registered(on: cluster, options: options) {
+                if client == nil { client = try ClusterLanes.client(for: cluster, options: options) }
+                for lane in try ClusterLanes.registered(on: cluster, using: client!) {
                     guard let tag = lane.laneTag, served.insert(tag).inserted else { continue }
                     log(.info, "lane_found", lane.description, "\(lane): serving this cluster lane")
                     guard start(group, name: "smlt-serve", lane, { self.serve(lane) }) else { return }
                 }
                 failing = nil
             } catch {
+                client = nil
                 let message = "\(error)"
                 if message != failing {
                     logger.error(

@@ -61,11 +61,25 @@ public enum ClusterLanes {
     public static func registered(on cluster: RedisEndpoint, options: RedisOptions) throws(ShardError)
         -> [RedisEndpoint]
     {
+        try registered(on: cluster, using: client(for: cluster, options: options))
+    }
+
+    /// The lanes recorded on `cluster`, read through `client` (a caller that asks again and
+    /// again keeps one client, and its connections, for all of them).
+    public static func registered(on cluster: RedisEndpoint, using client: ClusterClient) throws(ShardError)
+        -> [RedisEndpoint]
+    {
         do {
-            let client = try ClusterClient(seeds: cluster.clusterSeeds, options: options)
             let reply = try client.run(["SMEMBERS", registry], slot: HashSlot(key: registry))
             return (reply.array ?? []).compactMap(\.text).filter(isTag).sorted().map { cluster.lane($0) }
         } catch { throw ShardError(describe(error, cluster)) }
+    }
+
+    /// A client for `cluster` (its slot map read from the seeds).
+    public static func client(for cluster: RedisEndpoint, options: RedisOptions) throws(ShardError) -> ClusterClient {
+        do { return try ClusterClient(seeds: cluster.clusterSeeds, options: options) } catch {
+            throw ShardError(describe(error, cluster))
+        }
     }
 
     /// `endpoints` with every whole cluster replaced by its recorded lanes.
@@ -86,10 +100,7 @@ public enum ClusterLanes {
     /// A client for `cluster` after checking that it is a cluster, reports `cluster_state:ok`
     /// and serves every slot.
     public static func healthy(_ cluster: RedisEndpoint, options: RedisOptions) throws(ShardError) -> ClusterClient {
-        let client: ClusterClient
-        do {
-            client = try ClusterClient(seeds: cluster.clusterSeeds, options: options)
-        } catch { throw ShardError(describe(error, cluster)) }
+        let client = try client(for: cluster, options: options)
         guard client.slots.coversAllSlots else {
             throw ShardError(
                 .invalidSpec,
