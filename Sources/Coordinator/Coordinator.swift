@@ -379,7 +379,8 @@ public final class Coordinator {
                     + "or delete it with smlt admin delete --job \(job)")
         }
         let spec = plan.spec(
-            job: job, codec: request.parameterCodec, chunkElements: request.chunkElements)
+            job: job, codec: request.parameterCodec, chunkElements: request.chunkElements,
+            pullEncoding: request.pullEncoding)
         do { manager = try ShardManager.register(spec, on: eps, options: options) } catch {
             throw CoordinatorError("cannot register job '\(job)': \(error)")
         }

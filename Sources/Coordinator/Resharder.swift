@@ -189,6 +189,8 @@ public struct Resharder {
                 ]
                 // Version 0 has no optimizer state yet (zero velocity); later versions must have it.
                 if momentum { blobs.append((keys.optimizer(chunk: m.chunk), UInt64(step), step > 0)) }
+                // The pull copy is at the same version as the parameters, whenever the job keeps one.
+                if old.pullEncoding != nil { blobs.append((keys.pullCopy(chunk: m.chunk), UInt64(step), true)) }
                 blobs += [
                     (keys.checkpointParams(chunk: m.chunk), nil, false),
                     (keys.checkpointOptimizer(chunk: m.chunk), nil, false),
@@ -301,8 +303,8 @@ public struct Resharder {
         for c in 0..<assignment.count where old.shards[old.assignment[c]] != names[assignment[c]] {
             let from = old.shards[old.assignment[c]]
             let victims = [
-                keys.params(chunk: c), keys.optimizer(chunk: c), keys.checkpointParams(chunk: c),
-                keys.checkpointOptimizer(chunk: c),
+                keys.params(chunk: c), keys.pullCopy(chunk: c), keys.optimizer(chunk: c),
+                keys.checkpointParams(chunk: c), keys.checkpointOptimizer(chunk: c),
             ]
             _ = try? lanes.on(lane[from]!) { c throws(RedisError) in
                 try c.run(RedisCommand(strings: ["UNLINK"] + victims))

@@ -138,9 +138,9 @@ public struct TrainingPlan: Sendable {
     public func partition(_ w: Int, of n: Int) -> Dataset { train.partition(w, of: n) }
 
     /// The job spec whose tensors hold this model.
-    public func spec(job: String, codec: BlobCodec, chunkElements: Int) -> JobSpec {
+    public func spec(job: String, codec: BlobCodec, chunkElements: Int, pullEncoding: PullEncoding? = nil) -> JobSpec {
         JobSpec(
             job: job, tensors: tensors.map { TensorSpec(name: $0.name, shape: $0.shape) },
-            chunkElements: chunkElements, codec: codec)
+            chunkElements: chunkElements, codec: codec, pullEncoding: pullEncoding)
     }
 }

@@ -1,3 +1,4 @@
+import ShardManager
 import TensorBlob
 import TrainingProtocol
 import Workloads
@@ -28,6 +29,9 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     public var seed: UInt64 = 1
     /// `--codec`: a gradient encoding spec (`GradientEncoding`), such as `raw` or `bf16-shuffle-lz4`.
     public var codec = "raw"
+    /// `--pull`: what workers pull each version as: `f32` (the parameters), a pull copy's spec
+    /// (`PullEncoding`, e.g. `bf16`), or nil for the default (`pullEncoding`).
+    public var pull: String?
     public var chunkElements = 262_144
     public var syntheticExamples = 20_000
     public var syntheticFeatures = 100
@@ -117,6 +121,9 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
             )
         }
         do { _ = try GradientEncoding(parsing: codec) } catch { throw RequestError("--codec: \(error)") }
+        if let pull, pull != "f32" {
+            do { _ = try PullEncoding(parsing: pull) } catch { throw RequestError("--pull: \(error)") }
+        }
         try check(
             (1...WorkloadSettings.maxBatch).contains(batchSize),
             "--batch-size must be from 1 to \(WorkloadSettings.maxBatch), got \(batchSize)")
@@ -268,7 +275,8 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, momentum, faults, schedule, function
+        case dataset, model, hidden, workers, shards, steps, epochs, seed, codec, pull, momentum, faults, schedule
+        case function
         case testData = "test_data"
         case batchSize = "batch_size"
         case learningRate = "learning_rate"
@@ -299,11 +307,14 @@ extension TrainingRequest {
         (try? GradientEncoding(parsing: codec)) ?? .dense(.f32, .raw)
     }
 
-    /// The codec of the job's parameter and optimizer blobs: the encoding's codec when it is a
-    /// dense one, raw for top-k and sparse-lz4 (dense parameters have few +0 elements).
-    public var parameterCodec: BlobCodec {
-        if case .dense(_, let c) = gradientEncoding, c != .sparseLZ4 { return c }
-        return .raw
+    /// The codec of the job's parameter and optimizer blobs (`JobSpec.parameterCodec(for:)`).
+    public var parameterCodec: BlobCodec { JobSpec.parameterCodec(for: gradientEncoding) }
+
+    /// The pull copy the job keeps (`--pull`): by default `PullEncoding.matching` the gradient
+    /// encoding; none with `--pull f32`.
+    public var pullEncoding: PullEncoding? {
+        if let pull { return pull == "f32" ? nil : try? PullEncoding(parsing: pull) }
+        return PullEncoding.matching(gradientEncoding)
     }
 }
 

@@ -31,6 +31,8 @@ public struct JobKeys: Sendable, Equatable {
     // MARK: Chunks, on the chunk's shard
 
     public func params(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:params" }
+    /// The low-precision copy of `params` (same version) that workers pull, when the map names one.
+    public func pullCopy(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:pull" }
     public func optimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:opt" }
     public func checkpointParams(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:params" }
     public func checkpointOptimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:opt" }

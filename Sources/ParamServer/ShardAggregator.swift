@@ -16,8 +16,8 @@ import TrainingProtocol
 /// id has been added), so the sum never depends on arrival order. A sparse-lz4 (top-k) gradient
 /// of a worker other than 0 is kept and added as its pairs (`SparseGradient.add`), never as a
 /// dense vector, with the same bits as adding the dense vector it decodes to. Once all N are in, it applies
-/// SGD with momentum and, in one MULTI/EXEC, writes parameter version `v + 1` and the optimizer
-/// state, deletes the gradients and appends `v + 1` to the shard's version stream. Parameters and
+/// SGD with momentum and, in one MULTI/EXEC, writes parameter version `v + 1` (and its pull copy,
+/// when the job keeps one) and the optimizer state, deletes the gradients and appends `v + 1` to the shard's version stream. Parameters and
 /// optimizer state are cached in memory; Redis stays the source of truth when a server restarts,
 /// and nothing read for an unfinished step is lost with the process: the gradients stay in Redis
 /// until the step commits.
@@ -511,6 +511,18 @@ final class ShardAggregator {
                 transaction.append(
                     values.withUnsafeBufferPointer {
                         BorrowedCommand(["SET", key], payload: blob.segments(values: $0))
+                    })
+            }
+            // The copy the workers pull, rounded from the same f32 values (the master stays f32).
+            if let pull = map.pullEncoding {
+                let copy = p.withUnsafeBufferPointer {
+                    TensorBlob.encodeParts(
+                        $0, dtype: pull.dtype, codec: pull.codec, step: UInt64(v + 1), producer: producer)
+                }
+                blobs.append(copy)
+                transaction.append(
+                    p.withUnsafeBufferPointer {
+                        BorrowedCommand(["SET", keys.pullCopy(chunk: chunk)], payload: copy.segments(values: $0))
                     })
             }
         }

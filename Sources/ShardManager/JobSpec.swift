@@ -21,20 +21,26 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var tensors: [TensorSpec]
     public var chunkElements: Int
     public var codec: BlobCodec
+    /// The low-precision copy of each parameter version that workers pull, if the job keeps one.
+    public var pullEncoding: PullEncoding?
 
     public static let defaultChunkElements = 262_144
 
-    public init(job: String, tensors: [TensorSpec], chunkElements: Int = defaultChunkElements, codec: BlobCodec = .raw)
-    {
+    public init(
+        job: String, tensors: [TensorSpec], chunkElements: Int = defaultChunkElements, codec: BlobCodec = .raw,
+        pullEncoding: PullEncoding? = nil
+    ) {
         self.job = job
         self.tensors = tensors
         self.chunkElements = chunkElements
         self.codec = codec
+        self.pullEncoding = pullEncoding
     }
 
     enum CodingKeys: String, CodingKey {
         case job, tensors, codec
         case chunkElements = "chunk_elements"
+        case pullEncoding = "pull_encoding"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -43,6 +49,16 @@ public struct JobSpec: Codable, Sendable, Equatable {
         tensors = try c.decode([TensorSpec].self, forKey: .tensors)
         chunkElements = try c.decodeIfPresent(Int.self, forKey: .chunkElements) ?? Self.defaultChunkElements
         codec = try c.decodeIfPresent(BlobCodec.self, forKey: .codec) ?? .raw
+        pullEncoding = try c.decodeIfPresent(PullEncoding.self, forKey: .pullEncoding)
+    }
+
+    /// The codec of a job's parameter and optimizer blobs for gradients of `encoding`, as
+    /// `smlt train --codec` registers a job: the encoding's codec when it is a dense f32 one; raw
+    /// for top-k (dense parameters have few +0 elements) and for bf16 and f16 encodings, whose
+    /// f32 parameters are only the servers' master copy (workers pull the pull copy).
+    public static func parameterCodec(for encoding: GradientEncoding) -> BlobCodec {
+        if case .dense(.f32, let c) = encoding, c != .sparseLZ4 { return c }
+        return .raw
     }
 
     /// Checks names, shapes and sizes; throws a message naming the first problem.

@@ -236,7 +236,8 @@ public final class ShardManager: Sendable {
     // MARK: Chunk I/O
 
     /// Encodes every chunk of `flat` (the whole parameter space) and stores it as `kind`,
-    /// then runs `after(shard)` on each shard in the same round trip as its last batch.
+    /// then runs `after(shard)` on each shard in the same round trip as its last batch. Writing
+    /// `.params` of a job with a pull copy (`ShardMap.pullEncoding`) writes the copy too.
     /// - Parameters:
     ///   - step: stored in every blob header (the parameter version, or the gradient's step).
     ///   - expireSeconds: a TTL for the blobs (gradients), or nil to keep them.
@@ -285,6 +286,15 @@ public final class ShardManager: Sendable {
                         ["SET", kind.key(keys, chunk: chunk)], payload: blob.segments(values: values),
                         trailing: expireSeconds.map { ["EX", "\($0)"] } ?? []))
                 bytes += blob.blobLength
+                // Every version of the parameters goes with its pull copy, in the same batch.
+                if kind == .params, let pull = map.pullEncoding {
+                    let copy = TensorBlob.encodeParts(
+                        values, dtype: pull.dtype, codec: pull.codec, step: UInt64(step), producer: producer)
+                    parts.append(copy)
+                    batch.append(
+                        BorrowedCommand(["SET", keys.pullCopy(chunk: chunk)], payload: copy.segments(values: values)))
+                    bytes += copy.blobLength
+                }
                 if bytes >= Self.batchBytes { try flush([]) }
             }
             let extra = after(shard)

@@ -16,10 +16,14 @@ public struct ShardMap: Codable, Sendable, Equatable {
     public var tensors: [TensorSpec]
     public var chunkElements: Int
     public var codec: BlobCodec
+    /// The low-precision copy of every parameter version that workers pull instead of `params`;
+    /// nil (absent from the JSON) when they pull `params`.
+    public var pullEncoding: PullEncoding?
 
     enum CodingKeys: String, CodingKey {
         case job, epoch, shards, assignment, tensors, codec
         case chunkElements = "chunk_elements"
+        case pullEncoding = "pull_encoding"
     }
 
     /// The index of the shard `endpoint` names: the same endpoint text, or for a cluster lane the
@@ -38,11 +42,17 @@ public struct ShardMap: Codable, Sendable, Equatable {
         tensors = spec.tensors
         chunkElements = spec.chunkElements
         codec = spec.codec
+        pullEncoding = spec.pullEncoding
         let layout = ModelLayout(tensors: spec.tensors, chunkElements: spec.chunkElements)
         assignment = Placement.balanced(chunks: layout.chunkCount, job: spec.job, shards: shards)
     }
 
-    public var spec: JobSpec { JobSpec(job: job, tensors: tensors, chunkElements: chunkElements, codec: codec) }
+    public var spec: JobSpec {
+        JobSpec(job: job, tensors: tensors, chunkElements: chunkElements, codec: codec, pullEncoding: pullEncoding)
+    }
+
+    /// What a worker pulls: the pull copy when the job keeps one, else the parameters.
+    public var pulledKind: ChunkKind { pullEncoding == nil ? .params : .pullCopy }
     public var layout: ModelLayout { ModelLayout(tensors: tensors, chunkElements: chunkElements) }
 
     /// The chunks owned by shard `index`, in ascending order.
@@ -65,6 +75,8 @@ public struct ShardMap: Codable, Sendable, Equatable {
 /// Which per-chunk blob an operation reads or writes.
 public enum ChunkKind: Sendable, Equatable {
     case params
+    /// The low-precision copy of `params` that workers pull (see `ShardMap.pullEncoding`).
+    case pullCopy
     case optimizer
     case gradient(step: Int, worker: Int)
     /// The parameters as of the last checkpoint version (written by the servers).
@@ -75,6 +87,7 @@ public enum ChunkKind: Sendable, Equatable {
     func key(_ keys: JobKeys, chunk: Int) -> String {
         switch self {
         case .params: keys.params(chunk: chunk)
+        case .pullCopy: keys.pullCopy(chunk: chunk)
         case .optimizer: keys.optimizer(chunk: chunk)
         case .checkpointParams: keys.checkpointParams(chunk: chunk)
         case .checkpointOptimizer: keys.checkpointOptimizer(chunk: chunk)

@@ -56,7 +56,8 @@ public final class WorkerSession: Sendable {
     public var isMember: Bool { worker < config.workers }
 
     /// Waits until every shard has published parameter version `step` or later, then reads the
-    /// whole model into `into`. Returns the oldest and newest chunk versions read: both equal
+    /// whole model into `into` (from the pull copy when the job keeps one: the parameters
+    /// rounded to its dtype). Returns the oldest and newest chunk versions read: both equal
     /// `step` in a normal BSP step. A newer version means the step was already pushed by an
     /// earlier invocation of this worker (see `completePush(step:)`).
     @discardableResult
@@ -70,7 +71,7 @@ public final class WorkerSession: Sendable {
         // One deadline for all shards: with more shards than fan-out threads, a shard whose wait
         // starts late must not get the whole timeout again.
         let deadline = ContinuousClock.now + timeout
-        let headers = try shards.read(.params, into: flat) { shard, c throws(RedisError) in
+        let headers = try shards.read(shards.map.pulledKind, into: flat) { shard, c throws(RedisError) in
             while true {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else {

@@ -23,6 +23,10 @@ struct TrainingOptionGroup: ParsableArguments {
         help:
             "Gradient encoding: raw, lz4, shuffle-lz4 (f32); bf16, f16, bf16-shuffle-lz4, f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION (with error feedback). A dense codec is also the parameters' blob codec."
     ) var codec = "raw"
+    @Option(
+        help:
+            "What workers pull each version as: f32 (the parameters), or a copy the servers write rounded to bf16 or f16 (bf16, bf16-shuffle-lz4, f16…). Default: the --codec's dtype and codec when that is bf16 or f16, else f32."
+    ) var pull: String?
     @Option(help: "Parameters per chunk.") var chunkElements = JobSpec.defaultChunkElements
     @Option(help: "Maximum duration of one function invocation, e.g. 900s or 15m.") var functionTimeout = "900s"
     @Option(help: "Memory limit of one function invocation in MiB (billed as configured).") var memory = 1024
@@ -87,6 +91,7 @@ struct TrainingOptionGroup: ParsableArguments {
         r.weightDecay = weightDecay
         r.seed = seed
         r.codec = codec
+        r.pull = pull
         r.chunkElements = chunkElements
         r.syntheticExamples = syntheticExamples
         r.syntheticFeatures = syntheticFeatures

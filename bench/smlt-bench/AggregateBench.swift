@@ -52,6 +52,18 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "With a lossy encoding, have each worker run ErrorFeedback (from a zero residual, as a real worker's push computes it) before every push, timed: the CPU of error feedback, without storing the residual."
         ))
     var errorFeedbackPass = false
+    @Option(
+        help: ArgumentHelp(
+            "What workers pull with a bf16 or f16 encoding, as `smlt train --pull`: f32 (the parameters), or a pull copy (e.g. bf16). Default: the encoding's dtype and codec (f32 for f32 and top-k encodings).",
+            valueName: "spec"))
+    var pull: String?
+
+    /// The pull copy of a job whose gradients are `encoding` (see `--pull`).
+    func pullEncoding(for encoding: GradientEncoding) throws(ValidationError) -> PullEncoding? {
+        guard let pull else { return PullEncoding.matching(encoding) }
+        if pull == "f32" { return nil }
+        do { return try PullEncoding(parsing: pull) } catch { throw ValidationError("--pull: \(error)") }
+    }
 
     /// The gradient encodings of `--codec`, in order.
     func encodings() throws(ValidationError) -> [GradientEncoding] {
@@ -76,6 +88,7 @@ struct AggregateSetup: ParsableArguments, Sendable {
 
     func validate() throws {
         _ = try encodings()
+        _ = try pullEncoding(for: .dense(.bf16, .raw))
         if try rate() != nil && redis != nil {
             throw ValidationError("--link-rate starts its own shards in network namespaces; it cannot use --redis")
         }
@@ -186,6 +199,8 @@ struct AggregateResult: Codable, Sendable {
     var shards: Int
     /// The gradient encoding (`--codec`), as `smlt train --codec` writes it; raw for the baselines.
     var codec: String
+    /// What the workers pulled: `f32` (the parameters) or the pull copy's spec (`bf16-raw`).
+    var pull: String = "f32"
     /// The rate of each worker's and each shard's link (`--link-rate`), or `loopback`.
     var linkRate: String
     /// The same in bits per second; nil on loopback.
@@ -215,7 +230,7 @@ struct AggregateResult: Codable, Sendable {
     var scrapeSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
-        case method, workers, params, shards, codec, steps
+        case method, workers, params, shards, codec, pull, steps
         case linkRate = "link_rate"
         case linkRateBitsPerSecond = "link_rate_bits_per_second"
         case stepSecondsMedian = "step_seconds_median"
@@ -362,13 +377,14 @@ struct AggregateRunner {
     }
 
     /// One method with one gradient encoding. The job is registered as `smlt train --codec` does
-    /// it: the map's codec is the encoding's when it is dense (raw for top-k), and the config
-    /// names the encoding when it is lossy.
+    /// it: the map's codec is `JobSpec.parameterCodec(for:)`, its pull copy `--pull`'s (by
+    /// default the encoding's dtype and codec for bf16 and f16), and the config names the
+    /// encoding when it is lossy.
     func measure(_ method: AggregationMethod, _ encoding: GradientEncoding, _ endpoints: [RedisEndpoint]) throws
         -> AggregateResult
     {
-        let codec: BlobCodec
-        if case .dense(_, let c) = encoding, c != .sparseLZ4 { codec = c } else { codec = .raw }
+        let codec = JobSpec.parameterCodec(for: encoding)
+        let pull = try setup.pullEncoding(for: encoding)
         let n = setup.workers
         let run = "\(getpid())-\(method.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
         let keys = BenchKeys(run: run)
@@ -399,7 +415,7 @@ struct AggregateRunner {
             job = "bench-\(run)"
             let spec = JobSpec(
                 job: job, tensors: [TensorSpec(name: "gradient", shape: [setup.params])],
-                chunkElements: setup.chunkElements, codec: codec)
+                chunkElements: setup.chunkElements, codec: codec, pullEncoding: pull)
             manager = try ShardManager.register(spec, on: endpoints, options: options, replace: true)
             try TrainingConfig(
                 workers: n, steps: setup.warmup + setup.steps, learningRate: 0.01, momentum: setup.momentum,
@@ -521,6 +537,7 @@ struct AggregateRunner {
             ? Double((3 * n + 1) * blobBytes) : Double(after - before) / Double(setup.steps)
         return AggregateResult(
             method: method, workers: n, params: setup.params, shards: endpoints.count, codec: encoding.description,
+            pull: method.isSMLT ? pull?.description ?? "f32" : "f32",
             linkRate: network?.rate.text ?? "loopback", linkRateBitsPerSecond: network?.rate.bitsPerSecond,
             steps: setup.steps,
             stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,

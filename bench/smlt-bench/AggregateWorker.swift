@@ -107,7 +107,8 @@ struct AggregateWorker: ParsableCommand {
             range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params), known: known,
             config: client.config, encoding: encoding, chunkElements: chunkElements,
             initial: known.initialModel(
-                range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params)))
+                range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params)),
+            pulled: client.shards.map.pullEncoding?.dtype ?? .f32)
         _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
@@ -357,17 +358,24 @@ struct ModelChecker {
     let rangeSums: [[Float]]
     var params: [Float]
     var velocity: [Float]
+    /// The dtype of what the worker pulls: the servers' f32 parameters, or a pull copy of them.
+    let pulled: DType
+    private var expected: [Float]
     private(set) var checked = 0
 
     /// With a lossy `encoding` the sums are those of the decoded pushes
-    /// (`KnownGradient.expectedSums`), so every element is still checked bit for bit.
+    /// (`KnownGradient.expectedSums`), so every element is still checked bit for bit; with a
+    /// pull copy of dtype `pulled`, against the parameters rounded to it.
     init(
         range: Range<Int>, known: KnownGradient, config: TrainingConfig,
-        encoding: GradientEncoding = .dense(.f32, .raw), chunkElements: Int = 1, initial: [Float]? = nil
+        encoding: GradientEncoding = .dense(.f32, .raw), chunkElements: Int = 1, initial: [Float]? = nil,
+        pulled: DType = .f32
     ) {
         self.range = range
         self.known = known
         self.config = config
+        self.pulled = pulled
+        expected = pulled == .f32 ? [] : [Float](repeating: 0, count: range.count)
         rangeSums = known.expectedSums(range: range, encoding: encoding, chunkElements: chunkElements)
         params = initial ?? Array(repeating: 0, count: range.count)
         velocity = params
@@ -382,15 +390,21 @@ struct ModelChecker {
                 }
             }
         }
+        if pulled != .f32 {
+            params.withUnsafeBufferPointer { p in
+                expected.withUnsafeMutableBufferPointer { e in pulled.round(p, into: e) }
+            }
+        }
+        let want = pulled == .f32 ? params : expected
         let same = model.withUnsafeBytes { m in
-            params.withUnsafeBytes { p in memcmp(m.baseAddress! + range.lowerBound * 4, p.baseAddress!, p.count) == 0 }
+            want.withUnsafeBytes { p in memcmp(m.baseAddress! + range.lowerBound * 4, p.baseAddress!, p.count) == 0 }
         }
         if !same,
-            let o = params.indices.first(where: { model[range.lowerBound + $0].bitPattern != params[$0].bitPattern })
+            let o = want.indices.first(where: { model[range.lowerBound + $0].bitPattern != want[$0].bitPattern })
         {
             let i = range.lowerBound + o
             throw ValidationError(
-                "aggregate is wrong at step \(t), element \(i): got \(model[i]), expected \(params[o])")
+                "aggregate is wrong at step \(t), element \(i): got \(model[i]), expected \(want[o])")
         }
         checked += range.count
     }

@@ -240,16 +240,18 @@ def _get_bounded(conn: redis.Redis, key: str, limit: int, what: str) -> bytes | 
 def register_job(endpoints: list[str], job: str, parameters: Mapping[str, np.ndarray], config: TrainingConfig,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, codec: Codec | str = Codec.RAW,
                  objects: Mapping[str, bytes] | None = None, password: str | None = None,
-                 user: str | None = None) -> Job:
+                 user: str | None = None, pull_encoding: str | None = None) -> Job:
     """Register a new job and publish version 0, as a driver (steps 1-7 of the document).
 
     ``parameters`` gives the tensors in layout order (dict order) and their initial values;
     ``objects`` are named objects to stage before the config is stored (e.g. data partitions).
     Endpoint 0 becomes the home shard. Raises :class:`JobExists` if any shard has the job's map.
+    ``pull_encoding`` (e.g. ``"bf16"``) makes the job keep a pull copy that workers pull.
     Returns the open job.
     """
     keys.check_job_id(job)
-    shard_map = ShardMap.create(job, endpoints, specs_of(parameters), chunk_elements, codec)
+    shard_map = ShardMap.create(job, endpoints, specs_of(parameters), chunk_elements, codec,
+                                pull_encoding=pull_encoding)
     flat = flatten(parameters, shard_map.layout)
     handle = Job(shard_map, config, password, user, endpoints)
     n = len(endpoints)
@@ -283,6 +285,9 @@ def register_job(endpoints: list[str], job: str, parameters: Mapping[str, np.nda
         pipe = handle.shard(i).pipeline(transaction=False)
         for c in shard_map.chunks_of(i):
             pipe.set(keys.params(job, c), encode(chunks[c], shard_map.codec, step=0, producer=PRODUCER_SERVER))
+            if (pull := shard_map.pull_encoding) is not None:
+                pipe.set(keys.pull_copy(job, c),
+                         encode(chunks[c], pull.codec, step=0, producer=PRODUCER_SERVER, dtype=pull.dtype))
         pipe.execute()
     # 7. publish
     for i in range(n):

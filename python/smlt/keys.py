@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "JOBS", "SERVE_WAKEUP", "check_job_id", "map_key", "epoch_key", "train_key", "params",
+    "JOBS", "SERVE_WAKEUP", "check_job_id", "map_key", "epoch_key", "train_key", "params", "pull_copy",
     "opt", "grad", "ckpt_params", "ckpt_opt", "pushed", "inbox", "rejected", "versions",
     "hold", "metrics", "lease", "starts", "failure", "run", "obj", "describe", "describe_tensor",
     "evaluation",
@@ -40,6 +40,11 @@ def train_key(job: str) -> str:
 
 def params(job: str, chunk: int) -> str:
     return f"smlt:{{{job}/{chunk}}}:params"
+
+
+def pull_copy(job: str, chunk: int) -> str:
+    """The low-precision copy of ``params`` that workers pull when the map names a pull encoding."""
+    return f"smlt:{{{job}/{chunk}}}:pull"
 
 
 def opt(job: str, chunk: int) -> str:

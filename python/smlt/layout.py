@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .blob import Codec, Dtype
 from .feedback import EncodingError, GradientEncoding
+from . import keys as _keys
 from .keys import check_job_id
 
 __all__ = [
@@ -267,10 +268,18 @@ class ShardMap:
     tensors: tuple[TensorSpec, ...]
     chunk_elements: int
     codec: Codec
+    #: The low-precision copy of every version that workers pull instead of ``params`` (a dense
+    #: bf16 or f16 encoding); None when they pull ``params``.
+    pull_encoding: GradientEncoding | None = None
 
     @property
     def layout(self) -> Layout:
         return Layout(self.tensors, self.chunk_elements)
+
+    @property
+    def pulled_key(self):
+        """The key function of what workers pull: :func:`keys.pull_copy` or :func:`keys.params`."""
+        return _keys.pull_copy if self.pull_encoding is not None else _keys.params
 
     def chunks_of(self, shard: int) -> list[int]:
         """The chunks assigned to shard index ``shard``, in order."""
@@ -278,11 +287,14 @@ class ShardMap:
 
     @classmethod
     def create(cls, job: str, shards: list[str], tensors: list[TensorSpec], chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-               codec: Codec | str = Codec.RAW, epoch: int = 1) -> "ShardMap":
-        """Place a new job's chunks on ``shards`` (shard 0 is the home shard) and validate the result."""
+               codec: Codec | str = Codec.RAW, epoch: int = 1, pull_encoding: str | None = None) -> "ShardMap":
+        """Place a new job's chunks on ``shards`` (shard 0 is the home shard) and validate the result.
+        ``pull_encoding`` (e.g. ``"bf16"``) makes the job keep a pull copy of every version."""
         m = {"job": job, "epoch": epoch, "shards": list(shards), "assignment": [],
              "tensors": [t.to_json() for t in tensors], "chunk_elements": chunk_elements,
              "codec": Codec.parse(codec).wire_name}
+        if pull_encoding is not None:
+            m["pull_encoding"] = pull_encoding
         layout = Layout(_parse_tensors(m["tensors"], "job spec"), _int_field(m, "chunk_elements", 1, 1 << 26, "job spec"))
         m["assignment"] = place_chunks(job, list(shards), layout.num_chunks)
         return cls.from_json(json.dumps(m))
@@ -329,12 +341,33 @@ class ShardMap:
             raise SpecError(f"{what}: 'assignment' must have one entry per chunk ({layout.num_chunks})")
         if not all(_is_int(i) and 0 <= i < len(shards) for i in a):
             raise SpecError(f"{what}: 'assignment' has an entry that is not a shard index 0..<{len(shards)}")
-        return cls(job, epoch, tuple(shards), tuple(a), tensors, chunk_elements, codec)
+        pull = None
+        if "pull_encoding" in m:
+            pull = _pull_encoding(m["pull_encoding"], what)
+        return cls(job, epoch, tuple(shards), tuple(a), tensors, chunk_elements, codec, pull)
 
     def to_json(self) -> str:
-        return json.dumps({"job": self.job, "epoch": self.epoch, "shards": list(self.shards),
-                           "assignment": list(self.assignment), "tensors": [t.to_json() for t in self.tensors],
-                           "chunk_elements": self.chunk_elements, "codec": self.codec.wire_name})
+        m = {"job": self.job, "epoch": self.epoch, "shards": list(self.shards),
+             "assignment": list(self.assignment), "tensors": [t.to_json() for t in self.tensors],
+             "chunk_elements": self.chunk_elements, "codec": self.codec.wire_name}
+        if self.pull_encoding is not None:
+            m["pull_encoding"] = f"{self.pull_encoding.dtype.wire_name}-{self.pull_encoding.codec.wire_name}"
+        return json.dumps(m)
+
+
+def _pull_encoding(value, what: str) -> GradientEncoding:
+    """A map's ``pull_encoding``: a dense encoding of dtype bf16 or f16 (not sparse, not f32)."""
+    if not isinstance(value, str):
+        raise SpecError(f"{what}: 'pull_encoding' is {value!r}, expected a string such as \"bf16\"")
+    try:
+        e = GradientEncoding.parse(value)
+    except EncodingError as err:
+        raise SpecError(f"{what}: 'pull_encoding': {err}") from None
+    if e.topk is not None or e.codec == Codec.SPARSE_LZ4:
+        raise SpecError(f"{what}: 'pull_encoding' {value!r} is not dense; use e.g. bf16 or bf16-shuffle-lz4")
+    if e.dtype == Dtype.F32:
+        raise SpecError(f"{what}: 'pull_encoding' {value!r} is f32; a pull copy must be bf16 or f16")
+    return e
 
 
 @dataclass(frozen=True)

@@ -316,11 +316,13 @@ class Worker:
                 return None
             mine = m.chunks_of(i)
             pipe = self.job.shard(i).pipeline(transaction=False)
+            pulled = m.pulled_key  # the pull copy when the job keeps one
             for c in mine:
-                pipe.get(keys.params(m.job, c))
+                pipe.get(pulled(m.job, c))
             for c, raw in zip(mine, pipe.execute()):
                 if raw is None:
-                    raise SMLTError(f"job {m.job}: chunk {c}'s params are missing after version {step} was published")
+                    raise SMLTError(f"job {m.job}: chunk {c} has no {pulled(m.job, c)} after version {step} was "
+                                    "published")
                 b = decode(raw, expected_count=len(layout.chunk_range(c)))
                 if b.header.step < step:
                     raise SMLTError(f"job {m.job}: chunk {c} is at version {b.header.step} after {step} was published")

@@ -5,7 +5,7 @@ describes it; the gradient is smlt.builtin's), so that Python workers can train 
 import numpy as np
 
 from smlt import Job, TrainingConfig, register_job
-from smlt.blob import encode
+from smlt.blob import encode, round_to
 from smlt.builtin import Partition, Settings, batch, gradient as builtin_gradient
 from smlt.feedback import apply_feedback
 
@@ -39,11 +39,11 @@ def initial():
 
 
 def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4", lr=0.5, momentum=0.9,
-             weight_decay=0.001, gradient_encoding=None, password=None) -> Job:
+             weight_decay=0.001, gradient_encoding=None, password=None, pull_encoding=None) -> Job:
     config = TrainingConfig(workers=workers, steps=steps, learning_rate=lr, momentum=momentum,
                             weight_decay=weight_decay, workload=WORKLOAD, gradient_encoding=gradient_encoding)
     return register_job(endpoints, job, initial(), config, chunk_elements=chunk_elements, codec=codec,
-                        objects=staged_objects(workers, x, y), password=password)
+                        objects=staged_objects(workers, x, y), password=password, pull_encoding=pull_encoding)
 
 
 def gradient(params, px, py, step):
@@ -53,16 +53,19 @@ def gradient(params, px, py, step):
     return builtin_gradient(SETTINGS, params, x, y)
 
 
-def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, encoding=None, chunk_elements=5):
+def reference(workers, steps, x, y, lr=0.5, momentum=0.9, weight_decay=0.001, encoding=None, chunk_elements=5,
+              pulled=None):
     """The parameters after `steps` BSP steps, computed in this process (f32); with a lossy
-    `encoding` (a GradientEncoding) every worker pushes with error feedback."""
+    `encoding` (a GradientEncoding) every worker pushes with error feedback; with ``pulled`` (a
+    dtype) the workers compute from the parameters rounded to it (a pull copy)."""
     params, velocity = initial(), {k: np.zeros_like(v) for k, v in initial().items()}
     parts = partitions(workers, x, y)
     inv = np.float32(1) / np.float32(workers)
     lr, momentum, weight_decay = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
     residuals = [None] * workers
     for t in range(steps):
-        grads = [gradient(params, px, py, t).gradients for px, py in parts]
+        seen = params if pulled is None else {k: round_to(v, pulled).reshape(v.shape) for k, v in params.items()}
+        grads = [gradient(seen, px, py, t).gradients for px, py in parts]
         if encoding is not None:
             for w, g in enumerate(grads):
                 names = list(g)
