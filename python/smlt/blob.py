@@ -3,9 +3,11 @@
 See "Tensor blobs" in docs/wire-format.md. :func:`encode` writes a blob, :func:`decode` reads an
 untrusted one and raises a :class:`BlobError` subclass that names what is wrong. Blobs of dtype
 ``bf16`` and ``f16`` are written from float32 values rounded to nearest even and read back as
-float32, bit for bit as SMLT's Swift code does (:func:`round_to`). Sparse blobs (codec
-``sparse-lz4``) hold (index, value) pairs: :func:`encode_sparse` and :func:`encode_topk` write
-them, :func:`decode_sparse` reads the pairs and :func:`topk_indices` is SMLT's top-k selection.
+float32, bit for bit as SMLT's Swift code does (:func:`round_to`). The dense compressed codecs
+are one LZ4 block of the element bytes: as they are (``lz4``), byte-shuffled (``shuffle-lz4``)
+or bit-shuffled (``bitshuffle-lz4``). Sparse blobs (codec ``sparse-lz4``) hold (index, value)
+pairs: :func:`encode_sparse` and :func:`encode_topk` write them, :func:`decode_sparse` reads the
+pairs and :func:`topk_indices` is SMLT's top-k selection.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class Dtype(enum.IntEnum):
 
     @property
     def lz4_acceleration(self) -> int:
-        """The LZ4 acceleration SMLT's writers use (1 for f32, 48 for the 2-byte dtypes)."""
+        """The LZ4 acceleration SMLT's writers use for lz4 and shuffle-lz4 (1 for f32, 48 for the
+        2-byte dtypes); bitshuffle-lz4 uses 1 for every dtype."""
         return 1 if self == Dtype.F32 else 48
 
     @classmethod
@@ -84,11 +87,13 @@ class Codec(enum.IntEnum):
     LZ4 = 1
     SHUFFLE_LZ4 = 2
     SPARSE_LZ4 = 3
+    BITSHUFFLE_LZ4 = 4
 
     @property
     def wire_name(self) -> str:
-        """The name used in job specs and maps: ``raw``, ``lz4``, ``shuffle-lz4`` or ``sparse-lz4``."""
-        return ("raw", "lz4", "shuffle-lz4", "sparse-lz4")[self.value]
+        """The name used in job specs and maps: ``raw``, ``lz4``, ``shuffle-lz4``, ``sparse-lz4`` or
+        ``bitshuffle-lz4``."""
+        return ("raw", "lz4", "shuffle-lz4", "sparse-lz4", "bitshuffle-lz4")[self.value]
 
     @classmethod
     def parse(cls, value: "Codec | str | int") -> "Codec":
@@ -99,7 +104,8 @@ class Codec(enum.IntEnum):
             for c in cls:
                 if c.wire_name == value:
                     return c
-            raise ValueError(f"unknown codec {value!r}: expected raw, lz4, shuffle-lz4 or sparse-lz4")
+            raise ValueError(
+                f"unknown codec {value!r}: expected raw, lz4, shuffle-lz4, bitshuffle-lz4 or sparse-lz4")
         return cls(value)
 
 
@@ -179,6 +185,47 @@ def _shuffle(raw: bytes, count: int, width: int = 4) -> bytes:
 
 def _unshuffle(shuffled: bytes, count: int, width: int = 4) -> bytes:
     return np.frombuffer(shuffled, dtype=np.uint8).reshape(width, count).T.tobytes()
+
+
+def _transpose8x8(words: np.ndarray) -> None:
+    """Transpose, in place, the 8×8 bit matrix in each little-endian u64 of ``words``: bit
+    ``8r + c`` (bit ``c`` of byte ``r``) swaps with bit ``8c + r``. Its own inverse."""
+    for shift, mask in ((7, 0x00AA00AA00AA00AA), (14, 0x0000CCCC0000CCCC), (28, 0x00000000F0F0F0F0)):
+        t = ((words >> np.uint64(shift)) ^ words) & np.uint64(mask)
+        words ^= t
+        words ^= t << np.uint64(shift)
+
+
+def _bitshuffle(raw: bytes, count: int, width: int) -> bytes:
+    """The bit shuffle of ``count`` elements of ``width`` bytes (docs/wire-format.md, "Codecs"):
+    with ``m = count - count % 8``, one plane of ``m / 8`` bytes per element byte ``j`` and bit
+    ``b``, in the order (0, 0), (0, 1), ..., (width - 1, 7), whose bit ``i % 8`` of byte ``i // 8``
+    (least significant first) is bit ``b`` of byte ``j`` of element ``i``; then the raw bytes of
+    the last ``count % 8`` elements as they are.
+
+    Byte ``j`` of eight elements ``8q .. 8q + 7`` is one u64 (element ``8q + k`` in its byte
+    ``k``); transposing its bits puts bit ``b`` of all eight in byte ``b``, which is byte ``q``
+    of plane ``(j, b)``."""
+    if len(raw) != count * width:
+        raise ValueError(f"{len(raw)} bytes are not {count} elements of {width} bytes")
+    m = count - count % 8
+    groups = np.frombuffer(raw, dtype=np.uint8, count=m * width).reshape(m // 8, 8, width)
+    words = groups.transpose(2, 0, 1).copy().view("<u8")  # [j, q]: byte k is byte j of element 8q + k
+    _transpose8x8(words)  # [j, q]: byte b holds bit b of byte j of elements 8q .. 8q + 7
+    planes = words.view(np.uint8).reshape(width, m // 8, 8).transpose(0, 2, 1)  # [j, b, q]
+    return planes.tobytes() + bytes(raw[m * width:])
+
+
+def _bitunshuffle(shuffled: bytes, count: int, width: int) -> bytes:
+    """The element bytes back from :func:`_bitshuffle`'s ``count × width`` bytes."""
+    if len(shuffled) != count * width:
+        raise ValueError(f"{len(shuffled)} bytes are not {count} elements of {width} bytes")
+    m = count - count % 8
+    planes = np.frombuffer(shuffled, dtype=np.uint8, count=m * width).reshape(width, 8, m // 8)
+    words = planes.transpose(0, 2, 1).copy().view("<u8")  # [j, q]: byte b is byte q of plane (j, b)
+    _transpose8x8(words)  # [j, q]: byte k is byte j of element 8q + k
+    elements = words.view(np.uint8).reshape(width, m // 8, 8).transpose(1, 2, 0)  # [q, k, j]
+    return elements.tobytes() + bytes(shuffled[m * width:])
 
 
 def _to_bf16(f32: np.ndarray) -> np.ndarray:
@@ -276,8 +323,15 @@ def encode(values, codec: Codec | str = Codec.RAW, step: int = 0, producer: int 
         if sparse is not None:
             payload, used = sparse, codec
     elif codec != Codec.RAW and 0 < len(raw) <= LZ4_MAX_INPUT_SIZE:
-        source = _shuffle(raw, count, dtype.width) if codec == Codec.SHUFFLE_LZ4 else raw
-        compressed = _lz4.compress(source, mode="fast", acceleration=dtype.lz4_acceleration, store_size=False)
+        if codec == Codec.SHUFFLE_LZ4:
+            source = _shuffle(raw, count, dtype.width)
+        elif codec == Codec.BITSHUFFLE_LZ4:
+            source = _bitshuffle(raw, count, dtype.width)
+        else:
+            source = raw
+        # bitshuffle-lz4 compresses at acceleration 1 (LZ4's default) whatever the dtype
+        acceleration = 1 if codec == Codec.BITSHUFFLE_LZ4 else dtype.lz4_acceleration
+        compressed = _lz4.compress(source, mode="fast", acceleration=acceleration, store_size=False)
         if len(compressed) < len(raw):
             payload, used = compressed, codec
     return _assemble(dtype, used, count, step, producer, payload)
@@ -406,8 +460,9 @@ def parse_header(data: bytes | memoryview, max_count: int = DEFAULT_MAX_COUNT) -
         raise BadHeader(f"unsupported format version {version}, expected 1")
     if dtype > 2:
         raise UnsupportedDtype(f"unknown dtype byte {dtype}, expected 0-2 (f32, f16, bf16)")
-    if codec > 3:
-        raise BadHeader(f"unknown codec byte {codec}, expected 0-3")
+    if codec > 4:
+        raise BadHeader(
+            f"unknown codec byte {codec}, expected 0-4 (raw, lz4, shuffle-lz4, sparse-lz4, bitshuffle-lz4)")
     if flags != 0:
         raise BadHeader(f"flags byte is {flags}, must be 0")
     if reserved1 != 0:
@@ -480,6 +535,8 @@ def decode(data: bytes | memoryview, expected_count: int | None = None,
             raise CorruptPayload(f"LZ4 block decodes to {len(raw)} bytes, expected {raw_size}")
         if header.codec == Codec.SHUFFLE_LZ4:
             raw = _unshuffle(raw, count, width)
+        elif header.codec == Codec.BITSHUFFLE_LZ4:
+            raw = _bitunshuffle(raw, count, width)
     if header.dtype == Dtype.F32:
         values = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
     elif header.dtype == Dtype.BF16:

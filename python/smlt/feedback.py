@@ -19,9 +19,11 @@ from .blob import Codec, Dtype, round_to, topk_indices
 
 __all__ = ["GradientEncoding", "EncodingError", "apply_feedback", "residual_name", "EXAMPLES"]
 
-EXAMPLES = "raw, lz4, shuffle-lz4, bf16, f16, bf16-shuffle-lz4, f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION"
+EXAMPLES = ("raw, lz4, shuffle-lz4, bitshuffle-lz4, bf16, f16, bf16-shuffle-lz4, bf16-bitshuffle-lz4, "
+            "f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION")
 _DTYPES = {"f32": Dtype.F32, "f16": Dtype.F16, "bf16": Dtype.BF16}
-_CODECS = {"raw": Codec.RAW, "lz4": Codec.LZ4, "shuffle-lz4": Codec.SHUFFLE_LZ4, "sparse-lz4": Codec.SPARSE_LZ4}
+_CODECS = {"raw": Codec.RAW, "lz4": Codec.LZ4, "shuffle-lz4": Codec.SHUFFLE_LZ4,
+           "bitshuffle-lz4": Codec.BITSHUFFLE_LZ4, "sparse-lz4": Codec.SPARSE_LZ4}
 _NUMBER = set("0123456789.eE+-")
 
 

@@ -334,7 +334,7 @@ class ShardMap:
         except ValueError:
             codec = None
         if codec is None:
-            raise SpecError(f"{what}: 'codec' is {m['codec']!r}, expected raw, lz4 or shuffle-lz4")
+            raise SpecError(f"{what}: 'codec' is {m['codec']!r}, expected raw, lz4, shuffle-lz4 or bitshuffle-lz4")
         layout = Layout(tensors, chunk_elements)
         a = m["assignment"]
         if not isinstance(a, list) or len(a) != layout.num_chunks:

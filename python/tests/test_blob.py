@@ -103,7 +103,8 @@ def test_extra_bytes():
     (0, ord("X"), "bad magic"),
     (4, 2, "format version 2"),
     (5, 3, "dtype byte 3"),
-    (6, 4, "codec byte 4"),
+    (6, 5, "codec byte 5"),
+    (6, 255, "codec byte 255"),
     (7, 1, "flags byte"),
     (29, 1, "reserved bytes 28-31"),
     (46, 1, "reserved bytes 44-47"),
@@ -136,13 +137,14 @@ def test_raw_length_must_match_count():
         decode(restamp(b))
 
 
-def test_compressed_payload_not_smaller():
+@pytest.mark.parametrize("codec", [Codec.LZ4, Codec.SHUFFLE_LZ4, Codec.BITSHUFFLE_LZ4])
+def test_compressed_payload_not_smaller(codec):
     raw = bytearray(encode(np.ones(4, np.float32), "raw"))
-    raw[6] = 1  # claims lz4 with a 16-byte payload for 16 raw bytes
-    with pytest.raises(blob.BadLength, match="smaller than the 16 raw bytes"):
+    raw[6] = codec  # claims a compressed 16-byte payload for 16 raw bytes
+    with pytest.raises(blob.BadLength, match=f"{codec.wire_name} payload is 16 bytes.*smaller than the 16 raw bytes"):
         decode(restamp(raw))
     empty = bytearray(encode(np.zeros(0, np.float32), "raw"))
-    empty[6] = 2
+    empty[6] = codec
     with pytest.raises(blob.BadLength, match="non-empty"):
         decode(restamp(empty))
 
@@ -485,3 +487,169 @@ def test_sparse_corruption_behind_valid_checksum_is_typed():
             decode(restamp(b))
         except (blob.CorruptPayload, blob.InvalidIndex, blob.BadLength):
             pass
+
+
+# --- bitshuffle-lz4 ----------------------------------------------------------------------------
+
+
+def bitshuffle_by_definition(raw: bytes, n: int, w: int) -> bytes:
+    """The bit shuffle as docs/wire-format.md words it, bit by bit (small inputs only)."""
+    m = n - n % 8
+    out = bytearray()
+    for j in range(w):
+        for b in range(8):
+            plane = bytearray(m // 8)
+            for i in range(m):
+                if raw[i * w + j] >> b & 1:
+                    plane[i // 8] |= 1 << (i % 8)
+            out += plane
+    return bytes(out + raw[m * w:])
+
+
+def bitshuffle_by_unpackbits(raw: bytes, n: int, w: int) -> bytes:
+    """The same with numpy's bit (un)packing: planes[j, b, i // 8] bit i % 8 = bit b of byte j of element i."""
+    m = n - n % 8
+    elements = np.frombuffer(raw, dtype=np.uint8, count=m * w).reshape(m, w)
+    bits = np.unpackbits(elements[:, :, None], axis=2, bitorder="little")  # [i, j, b]
+    planes = np.packbits(bits.transpose(1, 2, 0), axis=2, bitorder="little")  # [j, b, i // 8]
+    return planes.tobytes() + raw[m * w:]
+
+
+def element_bytes(values: np.ndarray, dtype: Dtype) -> bytes:
+    if dtype == Dtype.F32:
+        return values.astype("<f4").tobytes()
+    return (blob._to_bf16 if dtype == Dtype.BF16 else blob._to_f16)(values).tobytes()
+
+
+def test_bitshuffle_doc_example():
+    """docs/wire-format.md: eight bf16 elements, 0x3F80 (1.0) then seven 0x0000."""
+    raw = np.array([0x3F80] + [0] * 7, dtype="<u2").tobytes()
+    expected = bytes.fromhex("00 00 00 00 00 00 00 01 01 01 01 01 01 01 00 00")
+    assert blob._bitshuffle(raw, 8, 2) == expected
+    assert blob._bitunshuffle(expected, 8, 2) == raw
+    assert bitshuffle_by_definition(raw, 8, 2) == expected
+    values = np.array([1.0] + [0.0] * 7, dtype=np.float32)
+    assert element_bytes(values, Dtype.BF16) == raw
+    data = encode(values, "bitshuffle-lz4", step=2, producer=1, dtype="bf16")
+    b = decode(data, expected_count=8)
+    assert b.values.tobytes() == values.tobytes() and (b.header.step, b.header.producer) == (2, 1)
+    if b.header.codec == Codec.BITSHUFFLE_LZ4:  # LZ4 gets these 16 bytes down to 14
+        assert lz4.block.decompress(data[48:], uncompressed_size=16) == expected
+    else:
+        assert b.header.codec == Codec.RAW and data[48:] == raw
+    # the example 512 times over compresses, and its block holds exactly those planes
+    many = np.tile(values, 512)
+    data = encode(many, "bitshuffle-lz4", dtype="bf16")
+    assert data[5:7] == b"\x02\x04" and len(data) - 48 < 8192
+    planes = lz4.block.decompress(data[48:], uncompressed_size=8192)
+    assert planes == b"".join(bytes([byte]) * 512 for byte in expected)
+    assert decode(data, expected_count=many.size).values.tobytes() == many.tobytes()
+
+
+@pytest.mark.parametrize("w", [2, 4])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 1003])
+def test_bitshuffle_is_the_definition(n, w):
+    raw = np.random.default_rng(n * w).integers(0, 256, n * w, dtype=np.uint8).tobytes()
+    shuffled = blob._bitshuffle(raw, n, w)
+    assert shuffled == bitshuffle_by_definition(raw, n, w)
+    assert blob._bitunshuffle(shuffled, n, w) == raw
+
+
+@pytest.mark.parametrize("w", [2, 4])
+def test_bitshuffle_of_a_large_blob(w):
+    n = 262147
+    raw = np.random.default_rng(w).integers(0, 256, n * w, dtype=np.uint8).tobytes()
+    shuffled = blob._bitshuffle(raw, n, w)
+    assert len(shuffled) == n * w and shuffled == bitshuffle_by_unpackbits(raw, n, w)
+    assert shuffled[-3 * w:] == raw[-3 * w:]  # the last n mod 8 elements as they are
+    assert blob._bitunshuffle(shuffled, n, w) == raw
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000, 262147])
+def test_bitshuffle_round_trip(dtype, n):
+    values = gradient(n, seed=n)
+    data = encode(values, "bitshuffle-lz4", step=5, producer=2, dtype=dtype)
+    b = decode(data, expected_count=n)
+    assert (b.header.dtype, b.header.step, b.header.producer, b.header.count) == (dtype, 5, 2, n)
+    assert b.values.dtype == np.float32
+    assert b.values.tobytes() == round_to(values, dtype).tobytes()
+    raw_size = n * dtype.width
+    if b.header.codec == Codec.BITSHUFFLE_LZ4:
+        assert 0 < len(data) - 48 < raw_size
+        block = lz4.block.decompress(data[48:], uncompressed_size=raw_size)
+        assert block == bitshuffle_by_unpackbits(element_bytes(values, dtype), n, dtype.width)
+    else:
+        assert b.header.codec == Codec.RAW and data[48:] == element_bytes(values, dtype)
+    if n <= 8:
+        assert b.header.codec == Codec.RAW
+    if n == 262147:  # gaussian gradients: sign and exponent planes compress in every dtype
+        assert b.header.codec == Codec.BITSHUFFLE_LZ4
+
+
+def test_bitshuffle_compresses_bf16_gradients():
+    n = 262144
+    data = encode(gradient(n, seed=11), "bitshuffle-lz4", dtype="bf16")
+    payload = len(data) - 48
+    assert data[6] == Codec.BITSHUFFLE_LZ4 and payload < n * 2
+    assert (n * 2) / payload >= 1.2, f"bitshuffle-lz4 payload {payload} bytes for {n * 2} raw bf16 bytes"
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+def test_bitshuffle_incompressible_is_stored_raw(dtype):
+    """Random element bits (every plane is noise) are stored raw, with codec byte 0."""
+    rng = np.random.default_rng(12)
+    if dtype == Dtype.F32:
+        values = rng.integers(0, 1 << 32, 262144, dtype=np.uint64).astype("<u4").view("<f4")
+    else:  # random 16-bit elements, as the f32 values they widen to
+        bits = rng.integers(0, 1 << 16, 262144, dtype=np.uint32).astype("<u2")
+        values = (blob._from_bf16 if dtype == Dtype.BF16 else blob._from_f16)(bits)
+    data = encode(values, "bitshuffle-lz4", dtype=dtype)
+    assert data[6] == 0 and len(data) == 48 + values.size * dtype.width
+    assert decode(data).values.tobytes() == round_to(values, dtype).tobytes()
+    assert encode(np.zeros(0, np.float32), "bitshuffle-lz4", dtype=dtype)[6] == 0
+
+
+def craft_bitshuffle(count: int, block: bytes, dtype: Dtype = Dtype.F32) -> bytes:
+    """A bitshuffle-lz4 blob with a valid checksum around whatever block it is given."""
+    return blob._assemble(dtype, Codec.BITSHUFFLE_LZ4, count, 0, 0, block)
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+def test_bitshuffle_truncated_block(dtype):
+    values = compressible()
+    shuffled = blob._bitshuffle(element_bytes(values, dtype), values.size, dtype.width)
+    whole = lz4.block.compress(shuffled, store_size=False)
+    assert decode(craft_bitshuffle(values.size, whole, dtype)).values.tobytes() == round_to(values, dtype).tobytes()
+    for cut in (1, len(whole) // 2, len(whole) - 1):
+        with pytest.raises(blob.CorruptPayload, match="LZ4 block"):
+            decode(craft_bitshuffle(values.size, whole[:cut], dtype))
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+@pytest.mark.parametrize("delta", [-8, -1, 1, 16])
+def test_bitshuffle_block_of_wrong_length(dtype, delta):
+    n = 1000
+    raw_size = n * dtype.width
+    block = lz4.block.compress(bytes(raw_size + delta), store_size=False)  # zeros: a short block
+    with pytest.raises(blob.CorruptPayload, match=str(raw_size)):
+        decode(craft_bitshuffle(n, block, dtype), expected_count=n)
+
+
+@pytest.mark.parametrize("dtype", list(Dtype))
+def test_bitshuffle_corruption_behind_valid_checksum_is_typed(dtype):
+    rng = np.random.default_rng(6)
+    sample = bytearray(encode(gradient(3000), "bitshuffle-lz4", dtype=dtype))
+    assert sample[6] == Codec.BITSHUFFLE_LZ4
+    refused = 0
+    for trial in range(300):
+        b = bytearray(sample)
+        for _ in range(1 + trial % 4):
+            b[48 + int(rng.integers(len(b) - 48))] = int(rng.integers(256))
+        try:
+            v = decode(restamp(b), expected_count=3000).values
+        except blob.CorruptPayload:
+            refused += 1
+        else:
+            assert v.size == 3000 and v.dtype == np.float32
+    assert refused > 0

@@ -24,6 +24,10 @@ from test_worker_job import event, finish, python_function, swift_function
     ("bf16", Dtype.BF16, Codec.RAW, "bf16-raw"), ("f16", Dtype.F16, Codec.RAW, "f16-raw"),
     ("bf16-shuffle-lz4", Dtype.BF16, Codec.SHUFFLE_LZ4, "bf16-shuffle-lz4"), ("f16-lz4", Dtype.F16, Codec.LZ4, "f16-lz4"),
     ("f32-shuffle-lz4", Dtype.F32, Codec.SHUFFLE_LZ4, "shuffle-lz4"),
+    ("bitshuffle-lz4", Dtype.F32, Codec.BITSHUFFLE_LZ4, "bitshuffle-lz4"),
+    ("f32-bitshuffle-lz4", Dtype.F32, Codec.BITSHUFFLE_LZ4, "bitshuffle-lz4"),
+    ("bf16-bitshuffle-lz4", Dtype.BF16, Codec.BITSHUFFLE_LZ4, "bf16-bitshuffle-lz4"),
+    ("f16-bitshuffle-lz4", Dtype.F16, Codec.BITSHUFFLE_LZ4, "f16-bitshuffle-lz4"),
     ("topk:0.01", Dtype.F32, Codec.SPARSE_LZ4, "topk:0.01"), ("bf16-topk:0.1", Dtype.BF16, Codec.SPARSE_LZ4, "bf16-topk:0.1"),
     ("topk:1", Dtype.F32, Codec.SPARSE_LZ4, "topk:1.0"), ("topk:1e-3", Dtype.F32, Codec.SPARSE_LZ4, "topk:0.001"),
 ])
@@ -35,7 +39,8 @@ def test_specs_parse_as_the_swift_client_parses_them(spec, dtype, codec, canonic
 
 
 @pytest.mark.parametrize("spec", ["", "bf17", "bf16-zstd", "BF16", "bf16-", "lz4-bf16", 3, None, "topk:0", "topk:1.5",
-                                  "topk:-0.1", "topk:nan", "topk:", "topk:0x1p-3", "top:0.1", "bf17-topk:0.1"])
+                                  "topk:-0.1", "topk:nan", "topk:", "topk:0x1p-3", "top:0.1", "bf17-topk:0.1",
+                                  "bitshuffle", "bf16-bitshuffle", "bitshuffle-lz4-bf16", "bf16-bitshuffle-lz4-"])
 def test_bad_specs_are_refused(spec):
     with pytest.raises(EncodingError):
         GradientEncoding.parse(spec)
@@ -46,8 +51,11 @@ def test_a_config_with_an_unknown_encoding_is_invalid():
     c = TrainingConfig.from_json(json.dumps({**base, "gradient_encoding": "bf16-shuffle-lz4"}))
     assert c.gradient_encoding == "bf16-shuffle-lz4" and json.loads(c.to_json())["gradient_encoding"] == c.gradient_encoding
     assert c.encoding("raw") == GradientEncoding(Dtype.BF16, Codec.SHUFFLE_LZ4)
+    bits = TrainingConfig.from_json(json.dumps({**base, "gradient_encoding": "bf16-bitshuffle-lz4"}))
+    assert bits.encoding("raw") == GradientEncoding(Dtype.BF16, Codec.BITSHUFFLE_LZ4)
     plain = TrainingConfig.from_json(json.dumps(base))
     assert plain.encoding("lz4") == GradientEncoding(Dtype.F32, Codec.LZ4)
+    assert plain.encoding("bitshuffle-lz4") == GradientEncoding(Dtype.F32, Codec.BITSHUFFLE_LZ4)
     assert "gradient_encoding" not in json.loads(plain.to_json())
     for bad in ("bf16-gzip", 16):
         with pytest.raises(SpecError, match="gradient_encoding|gradient encoding"):

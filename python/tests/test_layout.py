@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from smlt import keys
+from smlt.blob import Codec, Dtype
 from smlt.layout import (Layout, ShardMap, SpecError, TensorSpec, TrainingConfig, fnv1a64, object_shard,
                          parse_endpoint, place_chunks)
 from smlt.tensors import flatten, join_chunks, split_chunks, unflatten
@@ -43,6 +44,21 @@ def test_map_round_trip():
     m = ShardMap.from_json(json.dumps(MAP))
     assert m.layout.total == 650 and m.layout.num_chunks == 1 and m.chunks_of(0) == [0]
     assert ShardMap.from_json(m.to_json()) == m
+
+
+@pytest.mark.parametrize("codec", ["raw", "lz4", "shuffle-lz4", "bitshuffle-lz4"])
+def test_map_codecs(codec):
+    m = ShardMap.from_json(json.dumps({**MAP, "codec": codec}))
+    assert m.codec == Codec.parse(codec) and json.loads(m.to_json())["codec"] == codec
+    assert ShardMap.from_json(m.to_json()) == m
+    with pytest.raises(SpecError, match="expected raw, lz4, shuffle-lz4 or bitshuffle-lz4"):
+        ShardMap.from_json(json.dumps({**MAP, "codec": "bit-shuffle-lz4"}))
+
+
+def test_map_pull_encoding_may_be_bitshuffle_lz4():
+    m = ShardMap.from_json(json.dumps({**MAP, "pull_encoding": "bf16-bitshuffle-lz4"}))
+    assert (m.pull_encoding.dtype, m.pull_encoding.codec) == (Dtype.BF16, Codec.BITSHUFFLE_LZ4)
+    assert json.loads(m.to_json())["pull_encoding"] == "bf16-bitshuffle-lz4"
 
 
 @pytest.mark.parametrize("change,match", [
