@@ -84,13 +84,16 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
     }
 
     @Test func crc32cOfLongBuffersMatchesPieceByPiece() {
-        // Buffers from 256 bytes take the carry-less multiplication paths (128-bit, and 512-bit
-        // where the CPU has VPCLMULQDQ), 12 KiB and up without PCLMUL the three-chain path; pieces
-        // of 200 bytes chained one after the other take the plain single chain. All must agree,
-        // for any length and alignment.
+        // Buffers from 256 bytes take the carry-less multiplication paths (128-bit; from 512 bytes
+        // 256-bit where the CPU has AVX2 and VPCLMULQDQ, from 1 KiB 512-bit with AVX-512), 12 KiB
+        // and up without PCLMUL the three-chain path; pieces of 200 bytes chained one after the
+        // other take the plain single chain. All must agree, for any length and alignment.
         var rng = RandomBits(state: 9)
         let bytes = (0..<100_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let lengths = [255, 256, 257, 300, 1023, 1024, 1025, 4095, 12_288, 12_289, 40_000, 99_990, 100_000]
+        let lengths = [
+            255, 256, 257, 300, 511, 512, 513, 575, 639, 640, 1023, 1024, 1025, 4095, 12_288, 12_289, 40_000, 99_990,
+            100_000,
+        ]
         bytes.withUnsafeBytes { all in
             for length in lengths {
                 for start in [0, 1, 3] where start + length <= all.count {

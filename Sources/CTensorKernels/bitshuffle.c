@@ -1,0 +1,159 @@
+#include "simd.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* The bit shuffle of docs/wire-format.md ("Codecs"): of `count` = n elements of `width` = w
+ * bytes, the first m = n - n % 8 go to 8w bit planes of m/8 bytes, plane (j, b) holding bit b of
+ * byte j of every element, element i at bit i % 8 of byte i / 8; the last n % 8 elements follow
+ * as they are. It works in blocks of elements: a block's bytes are first byte-shuffled into a
+ * small buffer (ctk_shuffle), then each byte plane is bit-transposed into its 8 bit planes. */
+
+enum { BLOCK = 2048 }; /* elements per block: a multiple of 32, and w * BLOCK bytes fit in L1 */
+
+/* Transposes an 8x8 bit matrix held in a u64 (row r = byte r, column c = bit c): afterwards
+ * byte c holds, at bit r, what bit c of byte r was (Hacker's Delight, transpose8). */
+static inline uint64_t transpose8(uint64_t x) {
+    uint64_t t;
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
+    x = x ^ t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
+    x = x ^ t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
+    x = x ^ t ^ (t << 28);
+    return x;
+}
+
+/* Bit planes of `n` bytes (n % 8 == 0) at `in`: plane b (of n/8 bytes) starts at out + b * stride. */
+static void transpose_portable(const unsigned char *in, size_t from, size_t n, unsigned char *out, size_t stride) {
+    for (size_t i = from; i < n; i += 8) {
+        uint64_t x = 0;
+        for (int k = 0; k < 8; k++) x |= (uint64_t)in[i + k] << (8 * k);
+        x = transpose8(x);
+        for (int b = 0; b < 8; b++) out[(size_t)b * stride + i / 8] = (unsigned char)(x >> (8 * b));
+    }
+}
+
+/* The inverse: n bytes at `out` from the 8 planes. */
+static void untranspose_portable(const unsigned char *in, size_t stride, size_t from, size_t n, unsigned char *out) {
+    for (size_t i = from; i < n; i += 8) {
+        uint64_t x = 0;
+        for (int b = 0; b < 8; b++) x |= (uint64_t)in[(size_t)b * stride + i / 8] << (8 * b);
+        x = transpose8(x);
+        for (int k = 0; k < 8; k++) out[i + k] = (unsigned char)(x >> (8 * k));
+    }
+}
+
+#if defined(__x86_64__)
+/* MOVMSKB gathers the top bit of every byte, element k at bit k: plane 7 first, then each byte
+ * shifted left by one (an add to itself) for the next lower bit. */
+static size_t transpose_sse2(const unsigned char *in, size_t n, unsigned char *out, size_t stride) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(in + i));
+        for (int b = 7; b >= 0; b--) {
+            uint16_t mask = (uint16_t)_mm_movemask_epi8(v);
+            memcpy(out + (size_t)b * stride + i / 8, &mask, 2);
+            v = _mm_add_epi8(v, v);
+        }
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static size_t transpose_avx2(
+    const unsigned char *in, size_t n, unsigned char *out, size_t stride) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(in + i));
+        for (int b = 7; b >= 0; b--) {
+            uint32_t mask = (uint32_t)_mm256_movemask_epi8(v);
+            memcpy(out + (size_t)b * stride + i / 8, &mask, 4);
+            v = _mm256_add_epi8(v, v);
+        }
+    }
+    return i;
+}
+
+/* Each plane's 32 bits spread to 32 bytes (byte k gets bit k), compared with the bit, and the
+ * plane's bit OR-ed into the result. */
+__attribute__((target("avx2"))) static size_t untranspose_avx2(
+    const unsigned char *in, size_t stride, size_t n, unsigned char *out) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                            3, 3, 3, 3, 3, 3, 3);
+    const __m256i bits = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 1, 2, 4, 8, 16, 32, 64, (char)128, 1, 2,
+                                          4, 8, 16, 32, 64, (char)128, 1, 2, 4, 8, 16, 32, 64, (char)128);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int b = 0; b < 8; b++) {
+            uint32_t mask;
+            memcpy(&mask, in + (size_t)b * stride + i / 8, 4);
+            __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)mask), spread);
+            v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
+            acc = _mm256_or_si256(acc, _mm256_and_si256(v, _mm256_set1_epi8((char)(1 << b))));
+        }
+        _mm256_storeu_si256((__m256i *)(out + i), acc);
+    }
+    return i;
+}
+#endif
+
+static void transpose(const unsigned char *in, size_t n, unsigned char *out, size_t stride, int impl) {
+    size_t done = 0;
+#if defined(__x86_64__)
+    if (impl == CTK_IMPL_AVX2) done = transpose_avx2(in, n, out, stride);
+    if (impl != CTK_IMPL_PORTABLE) done += transpose_sse2(in + done, n - done, out + done / 8, stride);
+#endif
+    transpose_portable(in, done, n, out, stride);
+}
+
+static void untranspose(const unsigned char *in, size_t stride, size_t n, unsigned char *out, int impl) {
+    size_t done = 0;
+#if defined(__x86_64__)
+    if (impl == CTK_IMPL_AVX2) done = untranspose_avx2(in, stride, n, out);
+#endif
+    untranspose_portable(in, stride, done, n, out);
+}
+
+int ctk_bitshuffle_with(const void *src, void *dst, size_t count, size_t width, int impl) {
+    impl = ctk_lane_impl(impl);
+    if (!impl) return 0;
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    const size_t m = count - count % 8, stride = m / 8;
+    unsigned char planes[BLOCK * 8];
+    const size_t per = width <= 8 ? BLOCK : 8; /* elements per block that fit `planes` */
+    for (size_t i = 0; i < m; i += per) {
+        size_t k = m - i < per ? m - i : per;
+        ctk_shuffle_with(s + i * width, planes, k, width, impl);
+        for (size_t j = 0; j < width; j++) transpose(planes + j * k, k, d + j * 8 * stride + i / 8, stride, impl);
+    }
+    memcpy(d + m * width, s + m * width, (count - m) * width);
+    return 1;
+}
+
+int ctk_bitunshuffle_with(const void *src, void *dst, size_t count, size_t width, int impl) {
+    impl = ctk_lane_impl(impl);
+    if (!impl) return 0;
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    const size_t m = count - count % 8, stride = m / 8;
+    unsigned char planes[BLOCK * 8];
+    const size_t per = width <= 8 ? BLOCK : 8;
+    for (size_t i = 0; i < m; i += per) {
+        size_t k = m - i < per ? m - i : per;
+        for (size_t j = 0; j < width; j++) untranspose(s + j * 8 * stride + i / 8, stride, k, planes + j * k, impl);
+        ctk_unshuffle_with(planes, d + i * width, k, width, impl);
+    }
+    memcpy(d + m * width, s + m * width, (count - m) * width);
+    return 1;
+}
+
+void ctk_bitshuffle(const void *src, void *dst, size_t count, size_t width) {
+    ctk_bitshuffle_with(src, dst, count, width, CTK_IMPL_AUTO);
+}
+
+void ctk_bitunshuffle(const void *src, void *dst, size_t count, size_t width) {
+    ctk_bitunshuffle_with(src, dst, count, width, CTK_IMPL_AUTO);
+}
