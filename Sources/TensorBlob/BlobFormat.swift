@@ -51,6 +51,10 @@ public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConve
     /// LZ4 block; every other element is zero. Lossless as a codec (the writer keeps every
     /// element that is not +0); top-k gradients (`SparseGradient.topK`) are blobs of this codec.
     case sparseLZ4 = 3
+    /// Bit shuffle (every bit of an element byte to its own bit plane), then LZ4: a gradient's
+    /// sign and exponent bits, which change little, become long runs LZ4 shrinks to almost
+    /// nothing (docs/wire-format.md, "Codecs").
+    case bitshuffleLZ4 = 4
 
     public var description: String {
         switch self {
@@ -58,6 +62,7 @@ public enum BlobCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConve
         case .lz4: "lz4"
         case .shuffleLZ4: "shuffle-lz4"
         case .sparseLZ4: "sparse-lz4"
+        case .bitshuffleLZ4: "bitshuffle-lz4"
         }
     }
 

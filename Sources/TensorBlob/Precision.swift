@@ -10,6 +10,13 @@ extension DType {
         }
     }
 
+    /// The LZ4 acceleration SMLT's writer uses for blobs of this dtype under `codec`: 4 for
+    /// bitshuffle-lz4 whatever the dtype (bit planes are runs or noise; from 4 on LZ4 skips the
+    /// noise several times faster at the same ratio), else `lz4Acceleration`.
+    public func lz4Acceleration(for codec: BlobCodec) -> Int32 {
+        codec == .bitshuffleLZ4 ? 4 : lz4Acceleration
+    }
+
     /// The f32 values a blob of this dtype holds for `values`: what a reader decodes after
     /// `TensorBlob.encode(values, dtype: self, …)`. A worker with error feedback keeps
     /// `values[i] - result[i]` and adds it to its next gradient. `result` may be `values`.
@@ -49,12 +56,13 @@ extension DType {
 }
 
 /// The bytes a blob of `dtype` stores for `values`, made on first use: the elements (the values
-/// themselves for f32) and the elements byte-shuffled by the dtype's width.
+/// themselves for f32), and those elements byte-shuffled or bit-shuffled by the dtype's width.
 final class ElementBytes {
     let values: UnsafeBufferPointer<Float>
     let dtype: DType
     private var converted: UnsafeMutableRawBufferPointer?
     private var shuffledBytes: UnsafeMutableRawBufferPointer?
+    private var bitshuffledBytes: UnsafeMutableRawBufferPointer?
 
     init(_ values: UnsafeBufferPointer<Float>, _ dtype: DType) {
         self.values = values
@@ -64,6 +72,7 @@ final class ElementBytes {
     deinit {
         converted?.deallocate()
         shuffledBytes?.deallocate()
+        bitshuffledBytes?.deallocate()
     }
 
     var byteCount: Int { values.count * dtype.byteWidth }
@@ -91,6 +100,16 @@ final class ElementBytes {
             shuffledBytes = b
         }
         return UnsafeRawBufferPointer(rebasing: shuffledBytes![0..<byteCount])
+    }
+
+    /// The elements bit-shuffled (`ctk_bitshuffle`).
+    var bitshuffled: UnsafeRawBufferPointer {
+        if bitshuffledBytes == nil {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            ctk_bitshuffle(raw.baseAddress, b.baseAddress, values.count, dtype.byteWidth)
+            bitshuffledBytes = b
+        }
+        return UnsafeRawBufferPointer(rebasing: bitshuffledBytes![0..<byteCount])
     }
 
     /// Hands the converted elements over to the caller (who deallocates them); nil for f32.

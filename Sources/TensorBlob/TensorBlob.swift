@@ -73,9 +73,15 @@ public enum TensorBlob {
     /// LZ4-compresses the element bytes (shuffled for shuffle-lz4) into `dst`; returns the
     /// compressed length, or 0 when it does not fit in `capacity`.
     static func compress(_ e: ElementBytes, codec: BlobCodec, into dst: UnsafeMutableRawPointer, capacity: Int) -> Int {
-        let input = codec == .shuffleLZ4 ? e.shuffled : e.raw
+        let input =
+            switch codec {
+            case .shuffleLZ4: e.shuffled
+            case .bitshuffleLZ4: e.bitshuffled
+            default: e.raw
+            }
         return Int(
-            clz4_compress_fast(input.baseAddress, dst, Int32(input.count), Int32(capacity), e.dtype.lz4Acceleration))
+            clz4_compress_fast(
+                input.baseAddress, dst, Int32(input.count), Int32(capacity), e.dtype.lz4Acceleration(for: codec)))
     }
 
     public static func encode(
@@ -159,7 +165,7 @@ public enum TensorBlob {
                     "sparse payload of \(header.payloadLength) bytes for \(header.count) \(dtype) elements (\(raw) bytes); it must be 4 bytes or more and smaller"
                 )
             }
-        case .lz4, .shuffleLZ4:
+        case .lz4, .shuffleLZ4, .bitshuffleLZ4:
             guard header.payloadLength > 0, Int(header.payloadLength) < raw else {
                 throw TensorBlobError(
                     .lengthMismatch,
@@ -207,6 +213,13 @@ public enum TensorBlob {
                 throw TensorBlobError(.corruptPayload, "LZ4 payload does not decode to \(raw) bytes")
             }
             elements = UnsafeRawPointer(out)
+        }
+        if h.codec == .bitshuffleLZ4 {
+            // f32 elements un-bit-shuffle into place; 2-byte ones into scratch, then widen.
+            let target = h.dtype == .f32 ? dst : scratch.elements(raw).baseAddress!
+            ctk_bitunshuffle(elements, target, Int(h.count), h.dtype.byteWidth)
+            if h.dtype != .f32 { h.dtype.widen(UnsafeRawPointer(target), into: destination) }
+            return
         }
         switch (h.dtype, h.codec) {
         case (.f32, .shuffleLZ4): ctk_unshuffle(elements, dst, Int(h.count), 4)

@@ -23,7 +23,8 @@ extension AdminCommand {
             @Option(help: "The blob file to write.") var output: String
             @Option(help: "f32, f16 or bf16 (default: the --codec spec's, else f32).") var dtype: String?
             @Option(
-                help: "raw, lz4, shuffle-lz4, sparse-lz4 or topk:FRACTION, optionally after DTYPE- (bf16-shuffle-lz4)."
+                help:
+                    "raw, lz4, shuffle-lz4, bitshuffle-lz4, sparse-lz4 or topk:FRACTION, optionally after DTYPE- (bf16-bitshuffle-lz4)."
             )
             var codec = "raw"
             @Option(help: "The header's step.") var step: UInt64 = 0

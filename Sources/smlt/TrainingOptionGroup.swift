@@ -21,7 +21,7 @@ struct TrainingOptionGroup: ParsableArguments {
     @Option(help: "Seed for data generation and initial parameters.") var seed: UInt64 = 1
     @Option(
         help:
-            "Gradient encoding: raw, lz4, shuffle-lz4 (f32); bf16, f16, bf16-shuffle-lz4, f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION (with error feedback). A dense codec is also the parameters' blob codec."
+            "Gradient encoding: raw, lz4, shuffle-lz4, bitshuffle-lz4 (f32); bf16, f16, bf16-bitshuffle-lz4, bf16-shuffle-lz4, f16-bitshuffle-lz4, topk:FRACTION, bf16-topk:FRACTION (with error feedback). A dense f32 codec is also the parameters' blob codec."
     ) var codec = "raw"
     @Option(
         help:

@@ -36,7 +36,7 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
 
     @Test func compressibleDataIsCompressed() throws {
         let values = sparse(100_000)
-        for codec in [BlobCodec.lz4, .shuffleLZ4] {
+        for codec in [BlobCodec.lz4, .shuffleLZ4, .bitshuffleLZ4] {
             let blob = TensorBlob.encode(values, codec: codec, step: 0, producer: 0)
             let h = try blob.withUnsafeBytes { try TensorBlob.header(of: $0) }
             #expect(h.codec == codec)

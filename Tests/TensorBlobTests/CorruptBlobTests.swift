@@ -5,6 +5,7 @@ import Testing
 @Suite struct CorruptBlobs {
     static let samples: [[UInt8]] = [
         TensorBlob.encode(sparse(5000), codec: .shuffleLZ4, step: 3, producer: 1),
+        TensorBlob.encode(sparse(5000), codec: .bitshuffleLZ4, step: 3, producer: 1),
         TensorBlob.encode(sparse(5000), codec: .lz4, step: 3, producer: 1),
         TensorBlob.encode((0..<777).map { Float($0) * 0.37 }, codec: .raw, step: 3, producer: 1),
     ]
@@ -76,7 +77,7 @@ import Testing
     /// Garbage LZ4 data behind a valid header and checksum: the decoder must fail cleanly.
     @Test func corruptLZ4WithValidChecksumIsRejected() {
         var rng = RandomBits(state: 11)
-        for codec in [BlobCodec.lz4, .shuffleLZ4] {
+        for codec in [BlobCodec.lz4, .shuffleLZ4, .bitshuffleLZ4] {
             for trial in 0..<200 {
                 var blob = TensorBlob.encode(sparse(5000), codec: codec, step: 0, producer: 0)
                 for _ in 0..<(1 + trial % 5) {

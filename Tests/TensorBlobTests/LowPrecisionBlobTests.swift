@@ -104,7 +104,7 @@ import Testing
             (.f16, bits.map { Float(Float16(bitPattern: $0)) }.map { $0.isNaN ? 1 : $0 }),
         ]
         for (dtype, v) in inputs {
-            for codec in [BlobCodec.lz4, .shuffleLZ4] {
+            for codec in [BlobCodec.lz4, .shuffleLZ4, .bitshuffleLZ4] {
                 let blob = TensorBlob.encode(v, dtype: dtype, codec: codec, step: 0, producer: 0)
                 #expect(blob[6] == BlobCodec.raw.rawValue)
                 #expect(blob.count == BlobHeader.size + 2 * v.count)

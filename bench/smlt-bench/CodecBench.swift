@@ -143,7 +143,7 @@ struct CodecBench: ParsableCommand {
                     rows.append(
                         Row(
                             data: name, dtype: "\(dtype)", method: "smlt \(codec)\(stored)",
-                            acceleration: codec == .raw ? nil : Int(dtype.lz4Acceleration),
+                            acceleration: codec == .raw ? nil : Int(dtype.lz4Acceleration(for: codec)),
                             ratio: f32Bytes / Double(blob.count - BlobHeader.size), encodeGBps: f32Bytes / enc / 1e9,
                             decodeGBps: f32Bytes / dec / 1e9))
                 }

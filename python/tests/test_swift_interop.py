@@ -25,7 +25,7 @@ from smlt.tensors import flatten
 
 from conftest import REPO
 
-CODECS = ["raw", "lz4", "shuffle-lz4"]
+CODECS = ["raw", "lz4", "shuffle-lz4", "bitshuffle-lz4"]
 
 
 def run(args, timeout=120):

@@ -13,6 +13,13 @@ void ctk_shuffle(const void *src, void *dst, size_t count, size_t elementSize);
 /// The inverse of ctk_shuffle.
 void ctk_unshuffle(const void *src, void *dst, size_t count, size_t elementSize);
 
+/// Bit shuffle (docs/wire-format.md, "Codecs"): of `count` elements of `width` bytes, the first
+/// count - count % 8 go to 8 * width bit planes (plane (j, b): bit b of byte j of each element,
+/// element i at bit i % 8 of byte i / 8), the rest follow as they are. AVX2 where the CPU has it.
+void ctk_bitshuffle(const void *src, void *dst, size_t count, size_t width);
+/// The inverse of ctk_bitshuffle.
+void ctk_bitunshuffle(const void *src, void *dst, size_t count, size_t width);
+
 /// f32 -> bf16, round to nearest even; a NaN stays a NaN (quiet bit set). See docs/wire-format.md.
 void ctk_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /// bf16 -> f32 (exact: the 16 bits become the top half).
@@ -44,6 +51,8 @@ int ctk_impl_available(int impl);
 /// available or not one of that kernel's.
 int ctk_shuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl);
 int ctk_unshuffle_with(const void *src, void *dst, size_t count, size_t elementSize, int impl);
+int ctk_bitshuffle_with(const void *src, void *dst, size_t count, size_t width, int impl);
+int ctk_bitunshuffle_with(const void *src, void *dst, size_t count, size_t width, int impl);
 int ctk_f32_to_bf16_with(const float *src, uint16_t *dst, size_t n, int impl);
 int ctk_bf16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl);
 int ctk_f32_to_f16_with(const float *src, uint16_t *dst, size_t n, int impl);
