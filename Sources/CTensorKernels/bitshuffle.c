@@ -150,6 +150,62 @@ int ctk_bitunshuffle_with(const void *src, void *dst, size_t count, size_t width
     return 1;
 }
 
+/* f32 values to the bit-shuffled elements of a 2-byte dtype, a block at a time: the fused
+ * conversion and byte shuffle (`narrow`) into an L1-sized buffer, then the bit transposes; the
+ * same bytes as converting, then ctk_bitshuffle with width 2. */
+static void narrow_bitshuffled(const float *src, void *dst, size_t n,
+                               void (*narrow)(const float *, void *, size_t),
+                               void (*tail)(const float *, uint16_t *, size_t)) {
+    unsigned char *d = dst;
+    const size_t m = n - n % 8, stride = m / 8;
+    const int impl = ctk_lane_impl(CTK_IMPL_AUTO);
+    unsigned char planes[BLOCK * 2];
+    for (size_t i = 0; i < m; i += BLOCK) {
+        size_t k = m - i < BLOCK ? m - i : BLOCK;
+        narrow(src + i, planes, k);
+        transpose(planes, k, d + i / 8, stride, impl);
+        transpose(planes + k, k, d + 8 * stride + i / 8, stride, impl);
+    }
+    uint16_t rest[8];
+    tail(src + m, rest, n - m);
+    memcpy(d + 2 * m, rest, 2 * (n - m));
+}
+
+/* The inverse: the bit transposes into an L1-sized buffer, then the fused unshuffle and
+ * conversion (`widen`) into `dst`. */
+static void bitshuffled_widen(const void *src, float *dst, size_t n, void (*widen)(const void *, float *, size_t),
+                              void (*tail)(const uint16_t *, float *, size_t)) {
+    const unsigned char *s = src;
+    const size_t m = n - n % 8, stride = m / 8;
+    const int impl = ctk_lane_impl(CTK_IMPL_AUTO);
+    unsigned char planes[BLOCK * 2];
+    for (size_t i = 0; i < m; i += BLOCK) {
+        size_t k = m - i < BLOCK ? m - i : BLOCK;
+        untranspose(s + i / 8, stride, k, planes, impl);
+        untranspose(s + 8 * stride + i / 8, stride, k, planes + k, impl);
+        widen(planes, dst + i, k);
+    }
+    uint16_t rest[8];
+    memcpy(rest, s + 2 * m, 2 * (n - m));
+    tail(rest, dst + m, n - m);
+}
+
+void ctk_f32_to_bf16_bitshuffled(const float *src, void *dst, size_t n) {
+    narrow_bitshuffled(src, dst, n, ctk_f32_to_bf16_shuffled, ctk_f32_to_bf16);
+}
+
+void ctk_f32_to_f16_bitshuffled(const float *src, void *dst, size_t n) {
+    narrow_bitshuffled(src, dst, n, ctk_f32_to_f16_shuffled, ctk_f32_to_f16);
+}
+
+void ctk_bf16_bitshuffled_to_f32(const void *src, float *dst, size_t n) {
+    bitshuffled_widen(src, dst, n, ctk_bf16_shuffled_to_f32, ctk_bf16_to_f32);
+}
+
+void ctk_f16_bitshuffled_to_f32(const void *src, float *dst, size_t n) {
+    bitshuffled_widen(src, dst, n, ctk_f16_shuffled_to_f32, ctk_f16_to_f32);
+}
+
 void ctk_bitshuffle(const void *src, void *dst, size_t count, size_t width) {
     ctk_bitshuffle_with(src, dst, count, width, CTK_IMPL_AUTO);
 }

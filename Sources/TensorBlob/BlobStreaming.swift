@@ -35,7 +35,6 @@ public final class BlobParts {
 public final class DecodeScratch {
     private var payload = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var shuffle = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    private var unshuffled = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var pairBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
     public init() {}
@@ -43,14 +42,11 @@ public final class DecodeScratch {
     deinit {
         payload.deallocate()
         shuffle.deallocate()
-        unshuffled.deallocate()
         pairBuffer.deallocate()
     }
 
     func payload(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&payload, n) }
     func shuffle(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&shuffle, n) }
-    /// Elements of a 2-byte dtype un-bit-shuffled, before they are widened to f32.
-    func elements(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&unshuffled, n) }
 
     /// Room for a sparse blob's `k` indices and `k` values.
     func pairs(_ k: Int) -> (UnsafeMutableBufferPointer<UInt32>, UnsafeMutableBufferPointer<Float>) {

@@ -102,11 +102,16 @@ final class ElementBytes {
         return UnsafeRawBufferPointer(rebasing: shuffledBytes![0..<byteCount])
     }
 
-    /// The elements bit-shuffled (`ctk_bitshuffle`).
+    /// The elements bit-shuffled (`ctk_bitshuffle`); for 2-byte dtypes converted and shuffled in
+    /// one pass.
     var bitshuffled: UnsafeRawBufferPointer {
         if bitshuffledBytes == nil {
             let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-            ctk_bitshuffle(raw.baseAddress, b.baseAddress, values.count, dtype.byteWidth)
+            switch dtype {
+            case .f32: ctk_bitshuffle(values.baseAddress, b.baseAddress, values.count, 4)
+            case .bf16: ctk_f32_to_bf16_bitshuffled(values.baseAddress, b.baseAddress, values.count)
+            case .f16: ctk_f32_to_f16_bitshuffled(values.baseAddress, b.baseAddress, values.count)
+            }
             bitshuffledBytes = b
         }
         return UnsafeRawBufferPointer(rebasing: bitshuffledBytes![0..<byteCount])

@@ -214,14 +214,11 @@ public enum TensorBlob {
             }
             elements = UnsafeRawPointer(out)
         }
-        if h.codec == .bitshuffleLZ4 {
-            // f32 elements un-bit-shuffle into place; 2-byte ones into scratch, then widen.
-            let target = h.dtype == .f32 ? dst : scratch.elements(raw).baseAddress!
-            ctk_bitunshuffle(elements, target, Int(h.count), h.dtype.byteWidth)
-            if h.dtype != .f32 { h.dtype.widen(UnsafeRawPointer(target), into: destination) }
-            return
-        }
         switch (h.dtype, h.codec) {
+        // The un-bit-shuffle and, for 2-byte dtypes, the conversion in one pass.
+        case (.f32, .bitshuffleLZ4): ctk_bitunshuffle(elements, dst, Int(h.count), 4)
+        case (.bf16, .bitshuffleLZ4): ctk_bf16_bitshuffled_to_f32(elements, destination.baseAddress, destination.count)
+        case (.f16, .bitshuffleLZ4): ctk_f16_bitshuffled_to_f32(elements, destination.baseAddress, destination.count)
         case (.f32, .shuffleLZ4): ctk_unshuffle(elements, dst, Int(h.count), 4)
         case (.f32, _): if elements != UnsafeRawPointer(dst) { dst.copyMemory(from: elements, byteCount: raw) }
         // The unshuffle and the conversion in one pass.

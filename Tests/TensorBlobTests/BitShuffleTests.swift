@@ -53,6 +53,47 @@ import Testing
         }
     }
 
+    /// The fused conversions give the bytes of converting, then bit-shuffling, and back.
+    @Test(arguments: [DType.bf16, .f16])
+    func fusedConversionsAreTheKernelsOneAfterTheOther(dtype: DType) {
+        var rng = RandomBits(state: 17)
+        for count in [0, 1, 7, 8, 9, 33, 2047, 2048, 2049, 6007] {
+            let values = rng.floats(count)
+            var elements = [UInt8](repeating: 0, count: 2 * count)
+            values.withUnsafeBufferPointer { v in
+                elements.withUnsafeMutableBytes { dtype.narrow(v, into: $0.baseAddress!) }
+            }
+            var expected = [UInt8](repeating: 0, count: 2 * count)
+            elements.withUnsafeBytes { e in
+                expected.withUnsafeMutableBytes { ctk_bitshuffle(e.baseAddress, $0.baseAddress, count, 2) }
+            }
+            var fused = [UInt8](repeating: 0xAA, count: 2 * count)
+            var back = [Float](repeating: .nan, count: count)
+            values.withUnsafeBufferPointer { v in
+                fused.withUnsafeMutableBytes { f in
+                    if dtype == .bf16 {
+                        ctk_f32_to_bf16_bitshuffled(v.baseAddress, f.baseAddress, count)
+                    } else {
+                        ctk_f32_to_f16_bitshuffled(v.baseAddress, f.baseAddress, count)
+                    }
+                }
+            }
+            fused.withUnsafeBytes { f in
+                back.withUnsafeMutableBufferPointer { b in
+                    if dtype == .bf16 {
+                        ctk_bf16_bitshuffled_to_f32(f.baseAddress, b.baseAddress, count)
+                    } else {
+                        ctk_f16_bitshuffled_to_f32(f.baseAddress, b.baseAddress, count)
+                    }
+                }
+            }
+            var rounded = [Float](repeating: 0, count: count)
+            values.withUnsafeBufferPointer { v in rounded.withUnsafeMutableBufferPointer { dtype.round(v, into: $0) } }
+            #expect(fused == expected, "\(dtype) count \(count)")
+            #expect(back.map(\.bitPattern) == rounded.map(\.bitPattern), "\(dtype) count \(count)")
+        }
+    }
+
     /// The example in docs/wire-format.md.
     @Test func theDocumentsExample() throws {
         let elements: [UInt8] = [0x80, 0x3F] + [UInt8](repeating: 0, count: 14)

@@ -20,6 +20,13 @@ void ctk_bitshuffle(const void *src, void *dst, size_t count, size_t width);
 /// The inverse of ctk_bitshuffle.
 void ctk_bitunshuffle(const void *src, void *dst, size_t count, size_t width);
 
+/// The conversion and the bit shuffle in one pass (the same bytes as converting, then
+/// ctk_bitshuffle with width 2), and back.
+void ctk_f32_to_bf16_bitshuffled(const float *src, void *dst, size_t n);
+void ctk_f32_to_f16_bitshuffled(const float *src, void *dst, size_t n);
+void ctk_bf16_bitshuffled_to_f32(const void *src, float *dst, size_t n);
+void ctk_f16_bitshuffled_to_f32(const void *src, float *dst, size_t n);
+
 /// f32 -> bf16, round to nearest even; a NaN stays a NaN (quiet bit set). See docs/wire-format.md.
 void ctk_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /// bf16 -> f32 (exact: the 16 bits become the top half).
