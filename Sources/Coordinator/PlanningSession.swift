@@ -60,7 +60,8 @@ final class PlanningSession {
         let need = TrainingPlan.memoryNeeded(
             request, train: plan.train, parameters: model.parameterCount, workers: 1)
         let job = JobShape(
-            parameters: model.parameterCount, bytesPerParameter: 4, batchPerWorker: request.batchSize,
+            parameters: model.parameterCount, bytesPerParameter: request.wireBytesPerParameter,
+            batchPerWorker: request.batchSize,
             trainingExamples: plan.train.count, minimumMemoryMiB: Int(need.rounded(.up)))
         let amount: TrainingAmount =
             if let l = request.targetLoss { .targetLoss(l) } else if let e = request.epochs { .epochs(e) } else {

@@ -310,6 +310,19 @@ extension TrainingRequest {
     /// The codec of the job's parameter and optimizer blobs (`JobSpec.parameterCodec(for:)`).
     public var parameterCodec: BlobCodec { JobSpec.parameterCodec(for: gradientEncoding) }
 
+    /// Bytes per parameter a worker moves, on average over its push and its pull, before any LZ4:
+    /// the gradient's dtype (for top-k, its pairs: a u32 index and a value per kept element) and
+    /// the pull copy's dtype, or 4 for f32 pulls. What the planner's step-time prior assumes.
+    public var wireBytesPerParameter: Double {
+        let push: Double =
+            switch gradientEncoding {
+            case .dense(let d, _): Double(d.byteWidth)
+            case .topK(let f, let d): min(4, f * Double(4 + d.byteWidth))
+            }
+        let pull = Double(pullEncoding?.dtype.byteWidth ?? 4)
+        return (push + pull) / 2
+    }
+
     /// The pull copy the job keeps (`--pull`): by default `PullEncoding.matching` the gradient
     /// encoding; none with `--pull f32`.
     public var pullEncoding: PullEncoding? {

@@ -1,3 +1,4 @@
+import Coordinator
 import Foundation
 import KeySchema
 import LocalProcesses
@@ -102,6 +103,29 @@ import TrainingProtocol
         }
         let notAString = text.replacingOccurrences(of: #""bf16-raw""#, with: "2")
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(ShardMap.self, from: Data(notAString.utf8)) }
+    }
+
+    /// What `smlt train` registers for each `--codec` and `--pull`, and what the planner assumes
+    /// a parameter costs on the wire.
+    @Test func trainPicksThePullCopyAndThePlannerCountsItsBytes() throws {
+        func request(_ codec: String, pull: String? = nil) -> TrainingRequest {
+            var r = TrainingRequest()
+            r.codec = codec
+            r.pull = pull
+            return r
+        }
+        let cases: [(String, String?, BlobCodec, String?, Double)] = [
+            ("raw", nil, .raw, nil, 4), ("shuffle-lz4", nil, .shuffleLZ4, nil, 4),
+            ("bf16", nil, .raw, "bf16-raw", 2), ("bf16-bitshuffle-lz4", nil, .raw, "bf16-bitshuffle-lz4", 2),
+            ("bf16", "f32", .raw, nil, 3), ("raw", "bf16", .raw, "bf16-raw", 3), ("f16-lz4", nil, .raw, "f16-lz4", 2),
+            ("topk:0.01", nil, .raw, nil, (0.08 + 4) / 2),
+        ]
+        for (codec, pull, parameters, copy, bytes) in cases {
+            let r = request(codec, pull: pull)
+            #expect(r.parameterCodec == parameters, "\(codec) \(pull ?? "-")")
+            #expect(r.pullEncoding?.description == copy, "\(codec) \(pull ?? "-")")
+            #expect(abs(r.wireBytesPerParameter - bytes) < 1e-9, "\(codec) \(pull ?? "-")")
+        }
     }
 
     /// A worker refuses a pull copy that is not what the map says: missing, or of another count.
