@@ -75,6 +75,8 @@ struct WorkerLoop {
         // This invocation's last push, kept until the next step's parameters arrive: a server
         // that refuses it (its gradient missing or damaged in Redis) waits for it again.
         var lastPush: (step: Int, sent: [Float], encoding: GradientEncoding)?
+        // What each step pushes, in two buffers used in turn: `lastPush` holds the other one.
+        var sentBuffers: [[Float]] = [[], []]
         var waitingSince = ContinuousClock.now
         /// After a wait with nothing published: pushes the last step again where it was refused.
         func pushAgainIfRefused() throws {
@@ -184,17 +186,18 @@ struct WorkerLoop {
             }
             let pushStart = ContinuousClock.now
             let encoding = try session.config.encoding(mapCodec: session.shards.map.codec)
-            let feedback = ErrorFeedback(
-                gradient: gradient, residual: residual, encoding: encoding,
+            // The residual is updated in place: on a failure from here on the invocation ends,
+            // and the next one reads the residual this step started from out of Redis.
+            ErrorFeedback.apply(
+                gradient: gradient, residual: &residual, sent: &sentBuffers[step % 2], encoding: encoding,
                 chunkElements: session.shards.map.chunkElements)
-            if let why = Self.unencodable(feedback.sent, encoding: encoding, step: step) {
+            let sent = sentBuffers[step % 2]
+            if let why = Self.unencodable(sent, encoding: encoding, step: step) {
                 try? session.reportFailure(why)
                 return .stopJob(why)
             }
-            let stored = try session.push(
-                sent: feedback.sent, step: step, encoding: encoding, residual: feedback.residual)
-            lastPush = (step, feedback.sent, encoding)
-            residual = feedback.residual
+            let stored = try session.push(sent: sent, step: step, encoding: encoding, residual: residual)
+            lastPush = (step, sent, encoding)
             residualObject = stored
             let pushed = ContinuousClock.now
             try session.report(

@@ -34,6 +34,20 @@ extension DType {
         widen(UnsafeRawPointer(elements.baseAddress!), into: result)
     }
 
+    /// Error feedback's arithmetic for a push of this 2-byte dtype, in one pass: `v = gradient +
+    /// residual` (`v = gradient` without one), `sent = v` rounded to this dtype (`round`), and
+    /// `remainder = v − sent`, each one f32 operation per element. `remainder` may be `residual`.
+    public func feedback(
+        _ gradient: UnsafeBufferPointer<Float>, residual: UnsafeBufferPointer<Float>?,
+        sent: UnsafeMutableBufferPointer<Float>, remainder: UnsafeMutableBufferPointer<Float>
+    ) {
+        precondition(self != .f32, "feedback is for 2-byte dtypes")
+        let n = gradient.count
+        precondition(sent.count == n && remainder.count == n && (residual?.count ?? n) == n, "feedback: sizes differ")
+        ctk_error_feedback(
+            gradient.baseAddress, residual?.baseAddress, sent.baseAddress, remainder.baseAddress, n, Int32(rawValue))
+    }
+
     /// Converts f32 values to this 2-byte dtype's little-endian elements at `dst`.
     func narrow(_ values: UnsafeBufferPointer<Float>, into dst: UnsafeMutableRawPointer) {
         let out = dst.assumingMemoryBound(to: UInt16.self)

@@ -28,16 +28,31 @@ public struct ErrorFeedback: Sendable {
             self.residual = nil
             return
         }
-        var v = gradient
         if let residual {
-            precondition(residual.count == v.count, "residual of \(residual.count) values for \(v.count)")
-            for i in v.indices { v[i] += residual[i] }
+            precondition(residual.count == gradient.count, "residual of \(residual.count) values for \(gradient.count)")
         }
-        var q = [Float](repeating: 0, count: v.count)
         switch encoding {
         case .dense(let dtype, _):
-            v.withUnsafeBufferPointer { vs in q.withUnsafeMutableBufferPointer { dtype.round(vs, into: $0) } }
+            // Add, round, subtract in one pass (`DType.feedback`).
+            let n = gradient.count
+            var next = [Float](repeating: 0, count: n)
+            sent = [Float](unsafeUninitializedCapacity: n) { q, count in
+                next.withUnsafeMutableBufferPointer { r in
+                    gradient.withUnsafeBufferPointer { g in
+                        if let residual {
+                            residual.withUnsafeBufferPointer { dtype.feedback(g, residual: $0, sent: q, remainder: r) }
+                        } else {
+                            dtype.feedback(g, residual: nil, sent: q, remainder: r)
+                        }
+                    }
+                }
+                count = n
+            }
+            self.residual = next
         case .topK(let fraction, let dtype):
+            var v = gradient
+            if let residual { for i in v.indices { v[i] += residual[i] } }
+            var q = [Float](repeating: 0, count: v.count)
             v.withUnsafeBufferPointer { vs in
                 for start in stride(from: 0, to: vs.count, by: max(1, chunkElements)) {
                     let chunk = UnsafeBufferPointer(rebasing: vs[start..<min(vs.count, start + chunkElements)])
@@ -48,10 +63,48 @@ public struct ErrorFeedback: Sendable {
                     for (i, x) in zip(picked, kept) { q[start + Int(i)] = x }
                 }
             }
+            for i in v.indices { v[i] -= q[i] }
+            sent = q
+            self.residual = v
         }
-        for i in v.indices { v[i] -= q[i] }
-        sent = q
-        self.residual = v
+    }
+
+    /// The same computation into storage the caller keeps across steps, so that a worker's push
+    /// does not take fresh pages for two model-sized arrays every step (they cost more than the
+    /// arithmetic; BENCHMARKS.md, "The cost of error feedback's pass"): `sent` is overwritten
+    /// (resized to the gradient's count), and `residual` (nil: zero) becomes the next step's
+    /// residual, in place for bf16 and f16 (nil for a lossless encoding). The same bits as `init`.
+    public static func apply(
+        gradient: [Float], residual: inout [Float]?, sent: inout [Float], encoding: GradientEncoding,
+        chunkElements: Int
+    ) {
+        guard encoding.isLossy, case .dense(let dtype, _) = encoding else {
+            let fresh = ErrorFeedback(
+                gradient: gradient, residual: residual, encoding: encoding, chunkElements: chunkElements)
+            sent = fresh.sent
+            residual = fresh.residual
+            return
+        }
+        let n = gradient.count
+        if let residual { precondition(residual.count == n, "residual of \(residual.count) values for \(n)") }
+        if sent.count != n { sent = [Float](repeating: 0, count: n) }
+        if residual == nil {
+            var next = [Float](repeating: 0, count: n)
+            gradient.withUnsafeBufferPointer { g in
+                sent.withUnsafeMutableBufferPointer { q in
+                    next.withUnsafeMutableBufferPointer { dtype.feedback(g, residual: nil, sent: q, remainder: $0) }
+                }
+            }
+            residual = next
+            return
+        }
+        gradient.withUnsafeBufferPointer { g in
+            sent.withUnsafeMutableBufferPointer { q in
+                residual!.withUnsafeMutableBufferPointer { r in
+                    dtype.feedback(g, residual: UnsafeBufferPointer(r), sent: q, remainder: r)
+                }
+            }
+        }
     }
 
     /// The named object that holds worker `worker`'s residual for step `step`.

@@ -110,6 +110,8 @@ struct AggregateWorker: ParsableCommand {
                 range: KnownGradient.checkedRange(worker: worker, workers: workers, params: params)),
             pulled: client.shards.map.pullEncoding?.dtype ?? .f32)
         _ = try model.withUnsafeMutableBufferPointer { m in try client.pull(step: 0, into: m) }
+        var sent: [Float] = []
+        var residual: [Float]? = [Float](repeating: 0, count: params)
         for t in 0..<(warmup + steps) {
             if t == warmup { try ready(control, keys) }
             let start = monotonicSeconds()
@@ -120,9 +122,13 @@ struct AggregateWorker: ParsableCommand {
             var viaErrorFeedback = errorFeedbackPass && encoding.isLossy
             if case .topK = encoding { viaErrorFeedback = true }
             if viaErrorFeedback {
-                let pushed = ErrorFeedback(
-                    gradient: gradients[t % 2], residual: nil, encoding: encoding, chunkElements: chunkElements)
-                try client.push(sent: pushed.sent, step: t, encoding: encoding, residual: nil)
+                // As a real worker's loop does it: into storage kept across steps (the residual
+                // set to zero, as this benchmark pushes without carrying it; see bench/README.md).
+                residual!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+                ErrorFeedback.apply(
+                    gradient: gradients[t % 2], residual: &residual, sent: &sent, encoding: encoding,
+                    chunkElements: chunkElements)
+                try client.push(sent: sent, step: t, encoding: encoding, residual: nil)
             } else {
                 try gradients[t % 2].withUnsafeBufferPointer { g in
                     try client.push(gradient: g, step: t, encoding: encoding)

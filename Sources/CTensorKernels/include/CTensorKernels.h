@@ -65,6 +65,11 @@ int ctk_bf16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl);
 int ctk_f32_to_f16_with(const float *src, uint16_t *dst, size_t n, int impl);
 int ctk_f16_to_f32_with(const uint16_t *src, float *dst, size_t n, int impl);
 
+/// Error feedback for a push of dtype bf16 (`dtype` 2) or f16 (1): v = g + r (v = g when r is
+/// NULL), q = v rounded to the dtype, as f32 values, and r_out = v - q, element by element in
+/// one pass. r_out may be r.
+void ctk_error_feedback(const float *g, const float *r, float *q, float *r_out, size_t n, int dtype);
+
 /// dst[i] += src[i] for i < n.
 void ctk_add_f32(float *dst, const float *src, size_t n);
 
