@@ -104,31 +104,37 @@ final class ElementBytes {
 
     /// The elements byte-shuffled; for 2-byte dtypes converted and shuffled in one pass.
     var shuffled: UnsafeRawBufferPointer {
-        if shuffledBytes == nil {
-            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        made(&shuffledBytes) { dst in
             switch dtype {
-            case .f32: ctk_shuffle(values.baseAddress, b.baseAddress, values.count, 4)
-            case .bf16: ctk_f32_to_bf16_shuffled(values.baseAddress, b.baseAddress, values.count)
-            case .f16: ctk_f32_to_f16_shuffled(values.baseAddress, b.baseAddress, values.count)
+            case .f32: ctk_shuffle(values.baseAddress, dst, values.count, 4)
+            case .bf16: ctk_f32_to_bf16_shuffled(values.baseAddress, dst, values.count)
+            case .f16: ctk_f32_to_f16_shuffled(values.baseAddress, dst, values.count)
             }
-            shuffledBytes = b
         }
-        return UnsafeRawBufferPointer(rebasing: shuffledBytes![0..<byteCount])
     }
 
     /// The elements bit-shuffled (`ctk_bitshuffle`); for 2-byte dtypes converted and shuffled in
     /// one pass.
     var bitshuffled: UnsafeRawBufferPointer {
-        if bitshuffledBytes == nil {
-            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        made(&bitshuffledBytes) { dst in
             switch dtype {
-            case .f32: ctk_bitshuffle(values.baseAddress, b.baseAddress, values.count, 4)
-            case .bf16: ctk_f32_to_bf16_bitshuffled(values.baseAddress, b.baseAddress, values.count)
-            case .f16: ctk_f32_to_f16_bitshuffled(values.baseAddress, b.baseAddress, values.count)
+            case .f32: ctk_bitshuffle(values.baseAddress, dst, values.count, 4)
+            case .bf16: ctk_f32_to_bf16_bitshuffled(values.baseAddress, dst, values.count)
+            case .f16: ctk_f32_to_f16_bitshuffled(values.baseAddress, dst, values.count)
             }
-            bitshuffledBytes = b
         }
-        return UnsafeRawBufferPointer(rebasing: bitshuffledBytes![0..<byteCount])
+    }
+
+    /// `storage`'s bytes, made by `fill` into a new buffer of `byteCount` bytes on first use.
+    private func made(
+        _ storage: inout UnsafeMutableRawBufferPointer?, fill: (UnsafeMutableRawPointer) -> Void
+    ) -> UnsafeRawBufferPointer {
+        if storage == nil {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            fill(b.baseAddress!)
+            storage = b
+        }
+        return UnsafeRawBufferPointer(rebasing: storage![0..<byteCount])
     }
 
     /// Hands the converted elements over to the caller (who deallocates them); nil for f32.
