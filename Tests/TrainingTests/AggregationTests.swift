@@ -31,11 +31,14 @@ final class RunningServer: Sendable {
     }
 }
 
-/// Registers a 2-tensor job on `servers`, stores its config and publishes version 0 (all ones).
-func makeJob(_ job: String, _ servers: [RedisServerProcess], workers: Int, steps: Int = 5) throws -> ShardManager {
-    let spec = JobSpec(
-        job: job, tensors: [TensorSpec(name: "w", shape: [10, 7]), TensorSpec(name: "b", shape: [7])], chunkElements: 16
-    )
+/// Registers a 2-tensor job on `servers` (77 parameters in chunks of 16 unless told otherwise),
+/// stores its config and publishes version 0 (all ones).
+func makeJob(
+    _ job: String, _ servers: [RedisServerProcess], workers: Int, steps: Int = 5,
+    tensors: [TensorSpec] = [TensorSpec(name: "w", shape: [10, 7]), TensorSpec(name: "b", shape: [7])],
+    chunkElements: Int = 16
+) throws -> ShardManager {
+    let spec = JobSpec(job: job, tensors: tensors, chunkElements: chunkElements)
     let m = try ShardManager.register(spec, on: servers.map(\.endpoint))
     let config = TrainingConfig(workers: workers, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01)
     try config.store(on: m)

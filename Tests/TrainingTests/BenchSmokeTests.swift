@@ -8,25 +8,12 @@ extension EndToEnd {
     /// No timing is asserted.
     @Suite struct BenchSmokeTests {
         @Test func aggregateComparesThreeMethodsOnTinyGradients() throws {
-            let bench = URL(fileURLWithPath: smltBinary()).deletingLastPathComponent().appendingPathComponent(
-                "smlt-bench"
-            )
-            .path
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let p = try ChildProcess(
-                bench,
-                arguments: [
-                    "aggregate", "--workers", "3", "--params", "5000", "--shards", "2", "--steps", "3", "--warmup", "1",
-                    "--chunk-elements", "1000", "--compare", "--json",
-                ],
-                stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
-            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
-            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-            #expect(status.succeeded, "\(err)")
-            let data = FileManager.default.contents(atPath: "\(dir)/out") ?? Data()
-            let rows = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
+            let run = try runBench([
+                "aggregate", "--workers", "3", "--params", "5000", "--shards", "2", "--steps", "3", "--warmup", "1",
+                "--chunk-elements", "1000", "--compare", "--json",
+            ])
+            #expect(run.status.succeeded, "\(run.err)")
+            let rows = run.rows
             #expect(rows.compactMap { $0["method"] as? String } == ["smlt", "redis-limit", "scatter-reduce"])
             for row in rows {
                 for key in [
@@ -49,21 +36,12 @@ extension EndToEnd {
         /// namespaces (nor, with them, its links) is left afterwards.
         @Test(.enabled(if: NetworkNamespace.isPermitted, "--link-rate needs root for network namespaces and tc"))
         func aggregateBehindRateLimitedLinksLeavesNoNamespace() throws {
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let p = try ChildProcess(
-                benchBinary(),
-                arguments: [
-                    "aggregate", "--workers", "2", "--params", "4000", "--shards", "1", "--steps", "2", "--warmup", "1",
-                    "--chunk-elements", "1000", "--compare", "--link-rate", "100mbit", "--json",
-                ],
-                stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
-            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
-            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-            #expect(status.succeeded, "\(err)")
-            let data = FileManager.default.contents(atPath: "\(dir)/out") ?? Data()
-            let rows = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
+            let run = try runBench([
+                "aggregate", "--workers", "2", "--params", "4000", "--shards", "1", "--steps", "2", "--warmup", "1",
+                "--chunk-elements", "1000", "--compare", "--link-rate", "100mbit", "--json",
+            ])
+            #expect(run.status.succeeded, "\(run.err)")
+            let rows = run.rows
             #expect(rows.compactMap { $0["method"] as? String } == ["smlt", "redis-limit", "scatter-reduce"])
             for row in rows {
                 #expect(row["link_rate"] as? String == "100mbit")
@@ -71,7 +49,7 @@ extension EndToEnd {
                 #expect((row["gradient_gbps"] as? Double ?? 0) > 0)
             }
             // The run's namespaces are named smltnet-PID-…, after the process that made them.
-            let prefix = "\(RateLimitedNetwork.Layout.namePrefix)\(p.pid)-"
+            let prefix = "\(RateLimitedNetwork.Layout.namePrefix)\(run.pid)-"
             #expect(NetworkNamespace.list().filter { $0.hasPrefix(prefix) } == [])
             #expect(benchWorkers().isEmpty)
             #expect(processes(containing: "--network-prefix \(prefix)").isEmpty)
@@ -81,21 +59,15 @@ extension EndToEnd {
         /// cell with its rate, and no namespace left.
         @Test(.enabled(if: NetworkNamespace.isPermitted, "--link-rates needs root for network namespaces and tc"))
         func sweepOverLinkRatesRecordsEachRate() throws {
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let p = try ChildProcess(
-                benchBinary(),
-                arguments: [
+            let run = try runBench { dir in
+                [
                     "sweep", "--workers", "2", "--shards", "1", "--codecs", "raw", "--params", "4000", "--steps", "1",
                     "--warmup", "1", "--chunk-elements", "1000", "--smlt-only", "--link-rates", "loopback,100mbit",
                     "--csv", "\(dir)/sweep.csv", "--chart", "\(dir)/sweep.svg",
-                ],
-                stdout: .discard, stderr: .file("\(dir)/err"))
-            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
-            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-            #expect(status.succeeded, "\(err)")
-            let lines = ((try? String(contentsOfFile: "\(dir)/sweep.csv", encoding: .utf8)) ?? "")
+                ]
+            }
+            #expect(run.status.succeeded, "\(run.err)")
+            let lines = String(decoding: run.files["sweep.csv"] ?? Data(), as: UTF8.self)
                 .split(whereSeparator: \.isNewline)
             let column = lines.first?.split(separator: ",").firstIndex(of: "link_rate")
             #expect(column != nil)
@@ -103,7 +75,7 @@ extension EndToEnd {
                 $0.split(separator: ",", omittingEmptySubsequences: false)[column ?? 0]
             }
             #expect(rates == ["loopback", "100mbit"])
-            let svg = (try? String(contentsOfFile: "\(dir)/sweep.svg", encoding: .utf8)) ?? ""
+            let svg = String(decoding: run.files["sweep.svg"] ?? Data(), as: UTF8.self)
             #expect(svg.contains("100mbit, K=1 shards"))
             // Each cell's namespaces are named after its own process, gone by now: any left over
             // would be stale.
@@ -114,21 +86,12 @@ extension EndToEnd {
         /// checked bit for bit against the sums of the decoded pushes, every row checks elements,
         /// and each row says its speed relative to the raw row.
         @Test func aggregateMeasuresEveryGradientEncodingInOneRun() throws {
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let p = try ChildProcess(
-                benchBinary(),
-                arguments: [
-                    "aggregate", "--workers", "3", "--params", "5000", "--shards", "2", "--steps", "3", "--warmup", "1",
-                    "--chunk-elements", "1000", "--codec", "raw,bf16-shuffle-lz4,topk:0.1", "--json",
-                ],
-                stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
-            let status = p.wait(timeout: .seconds(120)) ?? p.terminate()
-            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-            #expect(status.succeeded, "\(err)")
-            let data = FileManager.default.contents(atPath: "\(dir)/out") ?? Data()
-            let rows = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] ?? []
+            let run = try runBench([
+                "aggregate", "--workers", "3", "--params", "5000", "--shards", "2", "--steps", "3", "--warmup", "1",
+                "--chunk-elements", "1000", "--codec", "raw,bf16-shuffle-lz4,topk:0.1", "--json",
+            ])
+            #expect(run.status.succeeded, "\(run.err)")
+            let rows = run.rows
             #expect(rows.compactMap { $0["codec"] as? String } == ["raw", "bf16-shuffle-lz4", "topk:0.1"])
             for row in rows {
                 #expect(row["method"] as? String == "smlt")
@@ -144,32 +107,18 @@ extension EndToEnd {
 
         /// An encoding that is not one is refused before anything starts, naming the flag.
         @Test func aggregateRefusesABadEncoding() throws {
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
             for bad in ["raw,topk:2", "bf32-lz4"] {
-                let p = try ChildProcess(
-                    benchBinary(), arguments: ["aggregate", "--codec", bad], stdout: .discard,
-                    stderr: .file("\(dir)/err"))
-                let status = p.wait(timeout: .seconds(30)) ?? p.terminate()
-                let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-                #expect(!status.succeeded)
-                #expect(err.contains("--codec: "), "\(err)")
+                let run = try runBench(["aggregate", "--codec", bad], timeout: .seconds(30))
+                #expect(!run.status.succeeded)
+                #expect(run.err.contains("--codec: "), "\(run.err)")
             }
         }
 
         /// A rate that is not one is refused before anything starts, naming the flag.
         @Test func aggregateRefusesABadLinkRate() throws {
-            let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let p = try ChildProcess(
-                benchBinary(), arguments: ["aggregate", "--link-rate", "1gb"], stdout: .discard,
-                stderr: .file("\(dir)/err"))
-            let status = p.wait(timeout: .seconds(30)) ?? p.terminate()
-            let err = (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? ""
-            #expect(!status.succeeded)
-            #expect(err.contains("--link-rate: '1gb' is not a rate"), "\(err)")
+            let run = try runBench(["aggregate", "--link-rate", "1gb"], timeout: .seconds(30))
+            #expect(!run.status.succeeded)
+            #expect(run.err.contains("--link-rate: '1gb' is not a rate"), "\(run.err)")
         }
 
         @Test func linkRatesParseAsTcWritesThem() throws {
@@ -184,7 +133,43 @@ extension EndToEnd {
     }
 }
 
-/// The smlt-bench binary built next to smlt.
+/// What one run of smlt-bench left: its exit status and pid, what it printed, and the files it
+/// wrote into its scratch directory.
+struct BenchRun {
+    let status: LocalProcesses.ExitStatus
+    let pid: Int32
+    let out: Data
+    let err: String
+    /// The scratch directory's files other than the run's output, by name.
+    let files: [String: Data]
+    /// The rows of `--json` output.
+    var rows: [[String: Any]] { (try? JSONSerialization.jsonObject(with: out)) as? [[String: Any]] ?? [] }
+}
+
+/// Runs smlt-bench with `arguments` in a scratch directory, which is removed afterwards, and waits
+/// up to `timeout` for it (terminating it then).
+func runBench(_ arguments: [String], timeout: Duration = .seconds(120)) throws -> BenchRun {
+    try runBench(timeout: timeout) { _ in arguments }
+}
+
+/// The same with the arguments made from the scratch directory's path (for files it should write).
+func runBench(timeout: Duration = .seconds(120), _ arguments: (String) -> [String]) throws -> BenchRun {
+    let dir = NSTemporaryDirectory() + "smlt-bench-test-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let p = try ChildProcess(
+        benchBinary(), arguments: arguments(dir), stdout: .file("\(dir)/out"), stderr: .file("\(dir)/err"))
+    let status = p.wait(timeout: timeout) ?? p.terminate()
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    var files: [String: Data] = [:]
+    for name in names where name != "out" && name != "err" {
+        files[name] = FileManager.default.contents(atPath: "\(dir)/\(name)")
+    }
+    return BenchRun(
+        status: status, pid: p.pid, out: FileManager.default.contents(atPath: "\(dir)/out") ?? Data(),
+        err: (try? String(contentsOfFile: "\(dir)/err", encoding: .utf8)) ?? "", files: files)
+}
+
 /// Worker processes of this build's smlt-bench still running (a benchmark run elsewhere on the
 /// machine is not this test's).
 func benchWorkers() -> [String] {
@@ -192,6 +177,7 @@ func benchWorkers() -> [String] {
     return processes(containing: "\(exe) aggregate-worker")
 }
 
+/// The smlt-bench binary built next to smlt.
 func benchBinary() -> String {
     URL(fileURLWithPath: smltBinary()).deletingLastPathComponent().appendingPathComponent("smlt-bench").path
 }

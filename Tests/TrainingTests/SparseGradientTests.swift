@@ -16,19 +16,9 @@ import TrainingProtocol
     /// Registers a job of 6 020 parameters in chunks of 1 000 on `servers` and publishes version 0
     /// (all ones), as `makeJob` does for its smaller model.
     func makeBigJob(_ job: String, _ servers: [RedisServerProcess], workers: Int) throws -> ShardManager {
-        let spec = JobSpec(
-            job: job, tensors: [TensorSpec(name: "w", shape: [300, 20]), TensorSpec(name: "b", shape: [20])],
-            chunkElements: 1000)
-        let m = try ShardManager.register(spec, on: servers.map(\.endpoint))
-        let config = TrainingConfig(workers: workers, steps: 3, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01)
-        try config.store(on: m)
-        try m.write([Float](repeating: 1, count: m.layout.totalElements), as: .params, step: 0, producer: 0)
-        let keys = JobKeys(job: job)
-        _ = try m.onEachShard { shard, c throws(RedisError) in
-            try c.run(["XADD", keys.versions(shard: shard), "0-1", "version", "0"])
-            try c.run(["RPUSH", JobKeys.wakeup, job])
-        }
-        return m
+        try makeJob(
+            job, servers, workers: workers, steps: 3,
+            tensors: [TensorSpec(name: "w", shape: [300, 20]), TensorSpec(name: "b", shape: [20])], chunkElements: 1000)
     }
 
     /// Stores worker `w`'s gradient of `step`, each chunk encoded by `encode`, then finishes the
