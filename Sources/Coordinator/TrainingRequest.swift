@@ -121,8 +121,8 @@ public struct TrainingRequest: Codable, Sendable, Equatable {
             )
         }
         do { _ = try GradientEncoding(parsing: codec) } catch { throw RequestError("--codec: \(error)") }
-        if let pull, pull != "f32" {
-            do { _ = try PullEncoding(parsing: pull) } catch { throw RequestError("--pull: \(error)") }
+        do { _ = try PullEncoding.chosen(by: pull, for: gradientEncoding) } catch {
+            throw RequestError("--pull: \(error)")
         }
         try check(
             (1...WorkloadSettings.maxBatch).contains(batchSize),
@@ -325,10 +325,7 @@ extension TrainingRequest {
 
     /// The pull copy the job keeps (`--pull`): by default `PullEncoding.matching` the gradient
     /// encoding; none with `--pull f32`.
-    public var pullEncoding: PullEncoding? {
-        if let pull { return pull == "f32" ? nil : try? PullEncoding(parsing: pull) }
-        return PullEncoding.matching(gradientEncoding)
-    }
+    public var pullEncoding: PullEncoding? { try? PullEncoding.chosen(by: pull, for: gradientEncoding) }
 }
 
 public struct RequestError: Error, Sendable, CustomStringConvertible {

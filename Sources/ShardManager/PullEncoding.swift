@@ -47,6 +47,14 @@ public struct PullEncoding: Codable, Sendable, Equatable, CustomStringConvertibl
         return try? PullEncoding(dtype: d, codec: c)
     }
 
+    /// The pull copy a `--pull` option asks for next to gradients of `encoding`: nil (the
+    /// option not given) means `matching(encoding)`, `f32` none, anything else a spec.
+    /// - Throws: `ShardError(.invalidSpec)` for a spec that is not a pull copy's.
+    public static func chosen(by option: String?, for encoding: GradientEncoding) throws(ShardError) -> PullEncoding? {
+        guard let option else { return matching(encoding) }
+        return option == "f32" ? nil : try PullEncoding(parsing: option)
+    }
+
     /// The spec in canonical form, `DTYPE-CODEC` (e.g. `bf16-raw`).
     public var description: String { "\(dtype)-\(codec)" }
 

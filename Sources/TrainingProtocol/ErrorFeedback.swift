@@ -32,22 +32,11 @@ public struct ErrorFeedback: Sendable {
             precondition(residual.count == gradient.count, "residual of \(residual.count) values for \(gradient.count)")
         }
         switch encoding {
-        case .dense(let dtype, _):
-            // Add, round, subtract in one pass (`DType.feedback`).
-            let n = gradient.count
-            var next = [Float](repeating: 0, count: n)
-            sent = [Float](unsafeUninitializedCapacity: n) { q, count in
-                next.withUnsafeMutableBufferPointer { r in
-                    gradient.withUnsafeBufferPointer { g in
-                        if let residual {
-                            residual.withUnsafeBufferPointer { dtype.feedback(g, residual: $0, sent: q, remainder: r) }
-                        } else {
-                            dtype.feedback(g, residual: nil, sent: q, remainder: r)
-                        }
-                    }
-                }
-                count = n
-            }
+        case .dense:
+            var next = residual
+            var q: [Float] = []
+            Self.apply(gradient: gradient, residual: &next, sent: &q, encoding: encoding, chunkElements: chunkElements)
+            sent = q
             self.residual = next
         case .topK(let fraction, let dtype):
             var v = gradient

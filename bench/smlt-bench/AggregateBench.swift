@@ -60,9 +60,9 @@ struct AggregateSetup: ParsableArguments, Sendable {
 
     /// The pull copy of a job whose gradients are `encoding` (see `--pull`).
     func pullEncoding(for encoding: GradientEncoding) throws(ValidationError) -> PullEncoding? {
-        guard let pull else { return PullEncoding.matching(encoding) }
-        if pull == "f32" { return nil }
-        do { return try PullEncoding(parsing: pull) } catch { throw ValidationError("--pull: \(error)") }
+        do { return try PullEncoding.chosen(by: pull, for: encoding) } catch {
+            throw ValidationError("--pull: \(error)")
+        }
     }
 
     /// The gradient encodings of `--codec`, in order.
