@@ -12,7 +12,6 @@ import tempfile
 import time
 import uuid
 
-import numpy as np
 import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -24,6 +23,7 @@ from smlt import FunctionEvent, Job, TrainingConfig, Worker, keys
 from smlt.client import UntrustedEndpoint, connect
 from smlt.lanes import LaneError, LaneRedis, prefix_arguments, slot_map, strip_reply
 from smlt.layout import ClusterEndpoint, ShardMap, SpecError, TensorSpec, parse_endpoint
+from test_worker_job import assert_matches_reference
 
 PASSWORD = f"cluster-{uuid.uuid4().hex[:12]}"
 
@@ -377,12 +377,7 @@ def test_python_and_swift_workers_train_one_cluster_job(cluster, procs, smlt_bin
             w0.close()
         _, err = swift.communicate(timeout=60)
         assert swift.returncode == 0, err
-        job.wait_version(steps, timeout=30)
-        version, params = job.read_parameters()
-        assert version == steps
-        want = softmax.reference(workers, steps, x, y)
-        for k in want:
-            np.testing.assert_allclose(params[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        assert_matches_reference(job, workers, steps, x, y)
         metrics = [json.loads(f[b"m"]) for _, f in job.shard(0).xrange(keys.metrics(job_id))]
         assert sorted((m["worker"], m["step"]) for m in metrics) == [(w, t) for w in range(2) for t in range(steps)]
 
