@@ -17,7 +17,9 @@ struct CodecBench: ParsableCommand {
     @Option(help: "Elements per blob.") var elements = 1 << 20
     @Option(help: "Encode/decode repetitions per measurement (the median is reported).") var repeats = 20
     @Option(help: "Comma-separated dtypes.") var dtypes = "f32,bf16,f16"
-    @Option(help: "Comma-separated data sets (gaussian, laplace, known, bf16-truncated, half-zeros, sparse).")
+    @Option(
+        help: "Comma-separated data sets (gaussian, laplace, known, bf16-truncated, half-zeros, sparse, bf16-residual)."
+    )
     var data = "gaussian,laplace,known,bf16-truncated,half-zeros,sparse"
     @Option(
         help: ArgumentHelp(
@@ -45,11 +47,13 @@ struct CodecBench: ParsableCommand {
         }
     }
 
-    static let allData = ["gaussian", "laplace", "known", "bf16-truncated", "half-zeros", "sparse"]
+    static let allData = ["gaussian", "laplace", "known", "bf16-truncated", "half-zeros", "sparse", "bf16-residual"]
 
     /// The data sets, by name: dense Gaussian and Laplace (heavy-tailed) gradients of scale
     /// 0.01, the aggregation benchmark's known gradient (integers times 2^-24), Gaussian values
-    /// truncated to bf16 but stored as f32, and Gaussian values with half or 99% zeros.
+    /// truncated to bf16 but stored as f32, Gaussian values with half or 99% zeros, and the
+    /// error-feedback residual of a bf16 push of the Gaussian gradient (`v - round_bf16(v)`, what
+    /// a worker stores as `residual-W-P`).
     func dataset(_ name: String) throws -> [Float] {
         var rng = SplitMix(seed: 42)
         let dense = (0..<elements).map { _ in rng.normal() * 0.01 }
@@ -64,6 +68,17 @@ struct CodecBench: ParsableCommand {
         case "bf16-truncated": return dense.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) }
         case "half-zeros": return dense.map { rng.next() % 2 == 0 ? 0 : $0 }
         case "sparse": return dense.map { rng.next() % 100 == 0 ? $0 : 0 }
+        case "bf16-residual":
+            var sent = [Float](repeating: 0, count: elements)
+            var residual = [Float](repeating: 0, count: elements)
+            dense.withUnsafeBufferPointer { g in
+                sent.withUnsafeMutableBufferPointer { s in
+                    residual.withUnsafeMutableBufferPointer {
+                        DType.bf16.feedback(g, residual: nil, sent: s, remainder: $0)
+                    }
+                }
+            }
+            return residual
         default: throw ValidationError("unknown data set '\(name)' (\(Self.allData.joined(separator: ", ")))")
         }
     }
