@@ -96,11 +96,28 @@ public struct ErrorFeedback: Sendable {
         }
     }
 
-    /// The named object that holds worker `worker`'s residual for step `step`.
+    /// The name of worker `worker`'s residual for step `step`, as its progress names it. The
+    /// residual is stored in parts, one named object per chunk of the layout (`partName`).
     public static func objectName(worker: Int, step: Int) -> String { "residual-\(worker)-\(step % 2)" }
 
-    /// The residual blob's codec: the residual of a bf16 rounding has its low f32 byte zero.
-    static let codec = BlobCodec.raw
+    /// The named object that holds part `part` of residual `name`: the residual's elements of
+    /// the layout's chunk `part`. Parts keep every value near a chunk's size (Redis takes a
+    /// 16 MiB SET at a quarter of a 1 MiB one's rate or less, BENCHMARKS.md "Error feedback's
+    /// bytes") and spread a worker's residual over the shards.
+    public static func partName(_ name: String, part: Int) -> String { "\(name).\(part)" }
+
+    /// The codec SMLT's writers store `encoding`'s residual with (readers take any codec; the
+    /// blob is always f32, so the residual stays exact). A dense encoding (bf16 or f16, whatever
+    /// its codec) stores it `bitshuffle-lz4`: the residual of a rounding to bf16 or f16 (in the
+    /// dtype's normal range) has its low 8 or 11 bits of f32 significand zero and an exponent
+    /// below the value's, which bit planes turn into runs (1.62x against raw on Gaussian
+    /// gradients), and a residual is storage traffic that goes through the shards' links with the
+    /// gradients (BENCHMARKS.md, "Error feedback's bytes"). Top-k stores it raw: its residual is
+    /// the unsent gradient itself, f32 noise to LZ4.
+    public static func residualCodec(for encoding: GradientEncoding) -> BlobCodec {
+        guard case .dense = encoding else { return .raw }
+        return .bitshuffleLZ4
+    }
 }
 
 extension WorkerSession {
@@ -112,57 +129,81 @@ extension WorkerSession {
         return try loadResidual(named: name, step: progress.nextStep)
     }
 
-    /// Reads residual object `name`, which must belong to this worker's step `step`.
+    /// Reads residual `name` (all its parts), which must belong to this worker's step `step`.
     public func loadResidual(named name: String, step: Int) throws(ShardError) -> [Float] {
         guard name == ErrorFeedback.objectName(worker: worker, step: step) else {
             throw ShardError(
                 .corruptChunk, "worker \(worker)'s progress names residual '\(name)' for step \(step)")
         }
-        guard let bytes = try object(name) else {
-            throw ShardError(
-                .corruptChunk, "the error-feedback residual '\(name)' of worker \(worker) for step \(step) is missing")
+        let layout = shards.layout
+        var residual = [Float](repeating: 0, count: layout.totalElements)
+        for part in 0..<layout.chunkCount {
+            let partName = ErrorFeedback.partName(name, part: part)
+            let range = layout.range(ofChunk: part)
+            guard let bytes = try object(partName) else {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual of worker \(worker) for step \(step) is missing")
+            }
+            let header: BlobHeader
+            do {
+                header = try residual.withUnsafeMutableBufferPointer { r in
+                    try bytes.withUnsafeBytes { b in
+                        try TensorBlob.decode(b, into: UnsafeMutableBufferPointer(rebasing: r[range]))
+                    }
+                }
+            } catch {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual is not a valid blob of \(range.count) values: \(error)"
+                )
+            }
+            guard header.step == UInt64(step), header.producer == UInt32(worker), header.dtype == .f32 else {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual holds \(header.dtype) values of step \(header.step) from producer \(header.producer); worker \(worker) needs f32 of step \(step)"
+                )
+            }
         }
-        let decoded: (header: BlobHeader, values: [Float])
-        do { decoded = try TensorBlob.decode(bytes) } catch {
-            throw ShardError(.corruptChunk, "the error-feedback residual '\(name)' is not a valid blob: \(error)")
-        }
-        guard decoded.header.step == UInt64(step), decoded.header.producer == UInt32(worker),
-            decoded.values.count == parameterCount
-        else {
-            throw ShardError(
-                .corruptChunk,
-                "the error-feedback residual '\(name)' holds \(decoded.values.count) values of step \(decoded.header.step) from producer \(decoded.header.producer); worker \(worker) needs \(parameterCount) of step \(step)"
-            )
-        }
-        return decoded.values
+        return residual
     }
 
     /// Pushes `sent` for `step` with `encoding` (two phases, as `push(gradient:step:)`), storing
-    /// `residual` (the next step's) in the first phase. Returns the residual's object name, for
-    /// the progress saved after the push; nil without a residual.
+    /// `residual` (the next step's) in the first phase, as an f32 blob of `residualCodec`
+    /// (nil: `ErrorFeedback.residualCodec(for: encoding)`). Returns the residual's object name,
+    /// for the progress saved after the push; nil without a residual.
     @discardableResult
-    public func push(sent: [Float], step: Int, encoding: GradientEncoding, residual: [Float]?) throws(ShardError)
-        -> String?
-    {
-        var extra: (shard: Int, command: RedisCommand)?
+    public func push(
+        sent: [Float], step: Int, encoding: GradientEncoding, residual: [Float]?, residualCodec: BlobCodec? = nil
+    ) throws(ShardError) -> String? {
         var name: String?
+        var store: @Sendable (Int) -> [RedisCommand] = { _ in [] }
         if let residual {
+            // The parts go with the gradient chunks of their shards' first phase, encoded on
+            // those shards' threads.
             let objectName = ErrorFeedback.objectName(worker: worker, step: step + 1)
-            let blob = TensorBlob.encode(
-                residual, codec: ErrorFeedback.codec, step: UInt64(step + 1), producer: UInt32(worker))
-            let key = training.object(objectName)
-            extra = (
-                JobObjects.shard(for: objectName, job: shards.map.job, shards: shards.map.shards),
-                RedisCommand("SET", key).appending(bytes: blob)
-            )
+            let codec = residualCodec ?? ErrorFeedback.residualCodec(for: encoding)
+            let (map, layout, training, worker) = (shards.map, shards.layout, training, worker)
+            store = { shard in
+                (0..<layout.chunkCount).compactMap { part in
+                    let partName = ErrorFeedback.partName(objectName, part: part)
+                    guard JobObjects.shard(for: partName, job: map.job, shards: map.shards) == shard else { return nil }
+                    let blob = residual.withUnsafeBufferPointer { r in
+                        TensorBlob.encode(
+                            UnsafeBufferPointer(rebasing: r[layout.range(ofChunk: part)]), codec: codec,
+                            step: UInt64(step + 1), producer: UInt32(worker))
+                    }
+                    return RedisCommand("SET", training.object(partName)).appending(bytes: blob)
+                }
+            }
             name = objectName
         }
-        let after = extra
+        let after = store
         try sent.withUnsafeBufferPointer { (g) throws(ShardError) in
             try shards.write(
                 g, as: .gradient(step: step, worker: worker), step: step, producer: UInt32(worker),
                 expireSeconds: Self.gradientTTLSeconds, codec: encoding.codec, dtype: encoding.dtype,
-                after: { shard in after.flatMap { $0.shard == shard ? [$0.command] : nil } ?? [] })
+                after: after)
         }
         try markPushed(step: step) { _, _ in true }
         return name

@@ -139,12 +139,13 @@ import TrainingProtocol
     @Test func theResidualIsStoredWithThePushAndCheckedOnLoad() throws {
         try withRedisServers(2) { servers in
             let eps = servers.map(\.endpoint)
-            let m = try makeJob("ef", servers, workers: 2)
+            let m = try makeJob(
+                "ef", servers, workers: 2, tensors: [TensorSpec(name: "w", shape: [3000])], chunkElements: 1024)
             let n = m.layout.totalElements
             let session = try WorkerSession(job: "ef", worker: 1, endpoints: eps)
             let encoding = try GradientEncoding(parsing: "bf16-lz4")
             let g = (0..<n).map { Float($0) * 0.001 + 1e-5 }
-            let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding, chunkElements: 16)
+            let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding, chunkElements: 1024)
             let name = try session.push(sent: fb.sent, step: 0, encoding: encoding, residual: fb.residual)
             #expect(name == "residual-1-1")
             // The gradient chunks are bf16 blobs holding exactly `sent`.
@@ -156,6 +157,17 @@ import TrainingProtocol
             let chunk = try TensorBlob.decode(blob)
             #expect(chunk.header.dtype == .bf16)
             #expect(chunk.values == Array(fb.sent[0..<chunk.values.count]))
+            // The residual is stored in parts, one per chunk of the layout; a dense encoding's as
+            // bit planes, exactly.
+            let layout = m.layout
+            #expect(layout.chunkCount > 1)
+            for part in 0..<layout.chunkCount {
+                let stored = try TensorBlob.decode(try #require(try session.object("residual-1-1.\(part)")))
+                #expect(stored.header.codec == .bitshuffleLZ4 && stored.header.dtype == .f32)
+                #expect(stored.header.step == 1 && stored.header.producer == 1)
+                #expect(stored.values.map(\.bitPattern) == fb.residual![layout.range(ofChunk: part)].map(\.bitPattern))
+            }
+            #expect(try session.object("residual-1-1") == nil)
             let progress = WorkerProgress(nextStep: 1, generation: 0, residual: name)
             #expect(try session.loadResidual(progress) == fb.residual)
             #expect(try session.loadResidual(WorkerProgress(nextStep: 1, generation: 0)) == nil)
@@ -167,14 +179,52 @@ import TrainingProtocol
             ] {
                 #expect(throws: ShardError.self) { try session.loadResidual(bad) }
             }
-            try session.setObject(
-                "residual-1-1", TensorBlob.encode(fb.residual!, codec: .raw, step: 1, producer: 0))
+            // A part of another producer, of another size, damaged, or missing.
+            let last = "residual-1-1.\(layout.chunkCount - 1)"
+            let good = try #require(try session.object(last))
+            let lastValues = Array(fb.residual![layout.range(ofChunk: layout.chunkCount - 1)])
+            for bad in [
+                TensorBlob.encode(lastValues, codec: .raw, step: 1, producer: 0),
+                TensorBlob.encode(lastValues + [0], codec: .raw, step: 1, producer: 1),
+                Array(good.dropLast()),
+            ] {
+                try session.setObject(last, bad)
+                #expect(throws: ShardError.self) { try session.loadResidual(progress) }
+            }
+            try session.setObject(last, good)
+            #expect(try session.loadResidual(progress) == fb.residual)
+            let owner = JobObjects.shard(for: last, job: "ef", shards: m.map.shards)
+            try m.onShard(owner) { c throws(RedisError) in _ = try c.run(["DEL", JobKeys(job: "ef").object(last)]) }
             #expect(throws: ShardError.self) { try session.loadResidual(progress) }
             // Progress JSON carries the name; without it, there is no residual.
             let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
             #expect(json.contains("\"residual\":\"residual-1-1\""))
             let old = try JSONDecoder().decode(WorkerProgress.self, from: Data(#"{"next_step":4,"generation":2}"#.utf8))
             #expect(old.residual == nil && old.nextStep == 4)
+        }
+    }
+
+    /// Which codec a worker stores its residual with: bit planes for a dense bf16 or f16 encoding
+    /// (a rounding's residual has its low significand bits zero), raw for top-k (the unsent
+    /// gradient is f32 noise).
+    @Test(arguments: [
+        ("bf16-shuffle-lz4", BlobCodec.bitshuffleLZ4), ("bf16-bitshuffle-lz4", .bitshuffleLZ4),
+        ("f16-lz4", .bitshuffleLZ4), ("bf16", .bitshuffleLZ4), ("f16", .bitshuffleLZ4), ("topk:0.1", .raw),
+        ("bf16-topk:0.1", .raw),
+    ])
+    func theResidualCodecFollowsTheEncoding(spec: String, codec: BlobCodec) throws {
+        let encoding = try GradientEncoding(parsing: spec)
+        #expect(ErrorFeedback.residualCodec(for: encoding) == codec)
+        // Whatever the codec, the stored residual decodes to the same bits, and the compressed one
+        // is smaller (for a rounding's residual of uniform values in ±0.05).
+        var rng = SystemRandomNumberGenerator()
+        let g = (0..<4096).map { _ in Float.random(in: -0.05...0.05, using: &rng) }
+        let fb = ErrorFeedback(gradient: g, residual: nil, encoding: encoding, chunkElements: 1024)
+        let r = try #require(fb.residual)
+        let blob = TensorBlob.encode(r, codec: codec, step: 1, producer: 0)
+        #expect(try TensorBlob.decode(blob).values.map(\.bitPattern) == r.map(\.bitPattern))
+        if codec == .bitshuffleLZ4 {
+            #expect(blob.count < TensorBlob.encode(r, codec: .raw, step: 1, producer: 0).count * 3 / 4)
         }
     }
 }
@@ -213,8 +263,12 @@ import TrainingProtocol
                     g, as: .gradient(step: 0, worker: 0), step: 0, producer: 0, expireSeconds: 3600,
                     codec: encoding.codec, dtype: encoding.dtype)
             }
-            try w0.setObject(
-                "residual-0-1", TensorBlob.encode(first.residual!, codec: .raw, step: 1, producer: 0))
+            for part in 0..<m.layout.chunkCount {
+                try w0.setObject(
+                    ErrorFeedback.partName("residual-0-1", part: part),
+                    TensorBlob.encode(
+                        Array(first.residual![m.layout.range(ofChunk: part)]), codec: .raw, step: 1, producer: 0))
+            }
             let keys = JobKeys(job: "ef-sdk")
             try m.onShard(0) { c throws(RedisError) in
                 _ = try c.pipeline([

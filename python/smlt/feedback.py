@@ -17,7 +17,8 @@ import numpy as np
 
 from .blob import Codec, Dtype, round_to, topk_indices
 
-__all__ = ["GradientEncoding", "EncodingError", "apply_feedback", "residual_name", "EXAMPLES"]
+__all__ = ["GradientEncoding", "EncodingError", "apply_feedback", "residual_name", "residual_part_name", "residual_codec",
+           "EXAMPLES"]
 
 EXAMPLES = ("raw, lz4, shuffle-lz4, bitshuffle-lz4, bf16, f16, bf16-shuffle-lz4, bf16-bitshuffle-lz4, "
             "f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION")
@@ -109,6 +110,21 @@ def apply_feedback(gradient: np.ndarray, residual: np.ndarray | None, encoding: 
     return q, (v - q).astype(np.float32, copy=False)
 
 
+def residual_codec(encoding: GradientEncoding) -> Codec:
+    """The codec a worker stores ``encoding``'s residual with (an f32 blob; readers take any codec):
+    ``bitshuffle-lz4`` for a dense bf16 or f16 encoding (a rounding's residual has its low
+    significand bits zero, which bit planes store in a few bytes), ``raw`` for top-k (whose
+    residual is the unsent gradient), as SMLT's Swift workers do (docs/wire-format.md, "Gradient
+    encodings and error feedback")."""
+    return Codec.RAW if encoding.topk is not None else Codec.BITSHUFFLE_LZ4
+
+
 def residual_name(worker: int, step: int) -> str:
-    """The named object that holds worker ``worker``'s residual for step ``step``."""
+    """The name of worker ``worker``'s residual for step ``step``, as its progress names it; the
+    residual itself is stored in parts (:func:`residual_part_name`)."""
     return f"residual-{worker}-{step % 2}"
+
+
+def residual_part_name(name: str, part: int) -> str:
+    """The named object holding part ``part`` of residual ``name``: its elements of chunk ``part``."""
+    return f"{name}.{part}"

@@ -21,9 +21,9 @@ from typing import NoReturn
 import numpy as np
 
 from . import keys
-from .blob import encode, decode
+from .blob import BlobError, Dtype, decode, encode
 from .client import Job, SMLTError, connect
-from .feedback import GradientEncoding, apply_feedback, residual_name
+from .feedback import GradientEncoding, apply_feedback, residual_codec, residual_name, residual_part_name
 from .layout import SpecError, json_object
 from .phases import PhaseError, load_test_set, write_description, write_evaluation
 from .tensors import flatten, join_chunks, split_chunks, unflatten
@@ -225,20 +225,30 @@ class Worker:
         return self.job.config.encoding(self.job.map.codec)
 
     def load_residual(self, name: str, step: int) -> np.ndarray:
-        """The error-feedback residual ``name``, which must be this worker's for ``step``; raises
-        :class:`SMLTError` when it is missing or not that (the worker cannot resume exactly)."""
+        """The error-feedback residual ``name`` (all its parts), which must be this worker's for
+        ``step``; raises :class:`SMLTError` when a part is missing or not that (the worker cannot
+        resume exactly)."""
         if name != residual_name(self.id, step):
             raise SMLTError(f"worker {self.id}'s progress names residual {name!r} for step {step}")
-        raw = self.job.get_object(name)
-        if raw is None:
-            raise SMLTError(f"the error-feedback residual {name!r} of worker {self.id} for step {step} is missing")
-        b = decode(raw)
-        total = self.job.map.layout.total
-        if (b.header.step, b.header.producer, b.values.size) != (step, self.id, total):
-            raise SMLTError(f"the error-feedback residual {name!r} holds {b.values.size} values of step "
-                            f"{b.header.step} from producer {b.header.producer}; worker {self.id} needs {total} "
-                            f"of step {step}")
-        return b.values.astype(np.float32, copy=False)
+        layout = self.job.map.layout
+        residual = np.zeros(layout.total, dtype=np.float32)
+        for part in range(layout.num_chunks):
+            part_name = residual_part_name(name, part)
+            r = layout.chunk_range(part)
+            raw = self.job.get_object(part_name)
+            if raw is None:
+                raise SMLTError(f"part {part_name!r} of the error-feedback residual of worker {self.id} for step "
+                                f"{step} is missing")
+            try:
+                b = decode(raw)
+            except BlobError as e:
+                raise SMLTError(f"part {part_name!r} of the error-feedback residual is not a valid blob: {e}") from e
+            if (b.header.dtype, b.header.step, b.header.producer, b.values.size) != (Dtype.F32, step, self.id, len(r)):
+                raise SMLTError(f"part {part_name!r} of the error-feedback residual holds {b.values.size} "
+                                f"{b.header.dtype.wire_name} values of step {b.header.step} from producer "
+                                f"{b.header.producer}; worker {self.id} needs {len(r)} f32 values of step {step}")
+            residual[r.start:r.stop] = b.values
+        return residual
 
     # Lease -------------------------------------------------------------------------------------
 
@@ -350,8 +360,12 @@ class Worker:
             for c in m.chunks_of(i):
                 pipe.set(keys.grad(m.job, c, step, self.id),
                          encode(chunks[c], encoding.codec, step, self.id, dtype=encoding.dtype), ex=3600)
-            if name is not None and self.job.object_shard(name) == i:
-                pipe.set(keys.obj(m.job, name), encode(residual, "raw", step + 1, self.id))
+            if name is not None:
+                for part, values in enumerate(split_chunks(residual, m.layout)):
+                    part_name = residual_part_name(name, part)
+                    if self.job.object_shard(part_name) == i:
+                        pipe.set(keys.obj(m.job, part_name),
+                                 encode(values, residual_codec(encoding), step + 1, self.id))
             pipe.execute()
         return name
 

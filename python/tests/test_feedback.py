@@ -14,7 +14,7 @@ import pytest
 import softmax
 from smlt import SpecError, TrainingConfig, keys
 from smlt.blob import Codec, Dtype, decode, encode, round_to, topk_indices
-from smlt.feedback import EncodingError, GradientEncoding, apply_feedback, residual_name
+from smlt.feedback import EncodingError, GradientEncoding, apply_feedback, residual_codec, residual_name, residual_part_name
 from test_worker_job import event, finish, python_function, swift_function
 
 
@@ -148,13 +148,23 @@ def test_a_python_worker_resumes_its_residual_exactly_beside_a_swift_worker(clus
         for w in range(2):
             state = json.loads(limited.get_object(f"state-{w}"))
             assert state["next_step"] == 13 and state["residual"] == residual_name(w, 13) == f"residual-{w}-1"
-            b = decode(limited.get_object(state["residual"]))
-            assert (b.header.step, b.header.producer, b.values.size) == (13, w, limited.map.layout.total)
-            assert np.abs(b.values).max() > 0
+            # In parts, one per chunk of the layout (none under the name itself), written with the
+            # codec the encoding calls for (bit planes for bf16-shuffle-lz4, raw for top-k).
+            layout = limited.map.layout
+            assert limited.get_object(state["residual"]) is None
+            blobs = [decode(limited.get_object(residual_part_name(state["residual"], part)))
+                     for part in range(layout.num_chunks)]
+            assert layout.num_chunks > 1
+            assert limited.get_object(residual_part_name(state["residual"], layout.num_chunks)) is None
+            for part, b in enumerate(blobs):
+                assert (b.header.step, b.header.producer, b.values.size) == (13, w, len(layout.chunk_range(part)))
+                assert b.header.codec in (residual_codec(GradientEncoding.parse(spec)), Codec.RAW)
+            values = np.concatenate([b.values for b in blobs])
+            assert np.abs(values).max() > 0
             if spec.startswith("bf16"):
                 # What a residual of bf16 rounding is: at most half a bf16 step, so its low 8 bits
                 # of f32 significand are zero.
-                normal = b.values[np.abs(b.values) >= np.finfo(np.float32).tiny]
+                normal = values[np.abs(values) >= np.finfo(np.float32).tiny]
                 assert not (normal.view(np.uint32) & 0xFF).any()
 
 
@@ -216,3 +226,20 @@ def test_a_half_finished_push_resumes_from_the_residual_it_stored(cluster, spec)
         want = softmax.reference(2, 3, x, y, encoding=encoding)
         for k in want:
             np.testing.assert_allclose(params[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("spec, codec", [
+    ("bf16-shuffle-lz4", Codec.BITSHUFFLE_LZ4), ("bf16-bitshuffle-lz4", Codec.BITSHUFFLE_LZ4),
+    ("f16-lz4", Codec.BITSHUFFLE_LZ4), ("bf16", Codec.BITSHUFFLE_LZ4), ("f16", Codec.BITSHUFFLE_LZ4),
+    ("topk:0.1", Codec.RAW),
+    ("bf16-topk:0.1", Codec.RAW)])
+def test_the_residual_codec_follows_the_encoding(spec, codec):
+    """As ErrorFeedback.residualCodec: bit planes for a dense bf16 or f16 encoding, raw for top-k; the stored residual decodes to the same bits, and bit planes are smaller."""
+    encoding = GradientEncoding.parse(spec)
+    assert residual_codec(encoding) == codec
+    g = np.random.default_rng(7).uniform(-0.05, 0.05, 4096).astype(np.float32)
+    _, r = apply_feedback(g, None, encoding, 1024)
+    blob = encode(r, codec, 1, 0)
+    assert decode(blob).values.tobytes() == r.tobytes()
+    if codec == Codec.BITSHUFFLE_LZ4:
+        assert len(blob) < len(encode(r, "raw", 1, 0)) * 3 // 4
