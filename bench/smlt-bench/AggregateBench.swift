@@ -52,6 +52,16 @@ struct AggregateSetup: ParsableArguments, Sendable {
             "With a lossy encoding, have each worker run ErrorFeedback (from a zero residual, as a real worker's push computes it) before every push, timed: the CPU of error feedback, without storing the residual."
         ))
     var errorFeedbackPass = false
+    @Flag(
+        help: ArgumentHelp(
+            "With a lossy encoding, also store each step's residual as a real worker's push does (the object residual-W-P, in the push's first phase; implies --error-feedback-pass): the bytes of error feedback."
+        ))
+    var storeResidual = false
+    @Option(
+        help: ArgumentHelp(
+            "The residual's codec with --store-residual (default: the one SMLT's workers write for the encoding, ErrorFeedback.residualCodec).",
+            valueName: "codec"))
+    var residualCodec: BlobCodec?
     @Option(
         help: ArgumentHelp(
             "What workers pull with a bf16 or f16 encoding, as `smlt train --pull`: f32 (the parameters), or a pull copy (e.g. bf16). Default: the encoding's dtype and codec (f32 for f32 and top-k encodings).",
@@ -201,6 +211,9 @@ struct AggregateResult: Codable, Sendable {
     var codec: String
     /// What the workers pulled: `f32` (the parameters) or the pull copy's spec (`bf16-raw`).
     var pull: String = "f32"
+    /// The codec of the error-feedback residual each worker stored with every push
+    /// (`--store-residual`); nil when none was stored.
+    var residual: String?
     /// The rate of each worker's and each shard's link (`--link-rate`), or `loopback`.
     var linkRate: String
     /// The same in bits per second; nil on loopback.
@@ -230,7 +243,7 @@ struct AggregateResult: Codable, Sendable {
     var scrapeSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
-        case method, workers, params, shards, codec, pull, steps
+        case method, workers, params, shards, codec, pull, residual, steps
         case linkRate = "link_rate"
         case linkRateBitsPerSecond = "link_rate_bits_per_second"
         case stepSecondsMedian = "step_seconds_median"
@@ -256,6 +269,7 @@ struct AggregateResult: Codable, Sendable {
         var out =
             "N=\(first.workers) workers, P=\(first.params) params, K=\(first.shards) shards, codec \(codecs.joined(separator: ", ")), "
             + "\(first.steps) timed steps, "
+            + (rows.contains { $0.residual != nil } ? "error-feedback residuals stored, " : "")
             + ((first.linkRateBitsPerSecond == nil
                 ? "loopback" : "links of \(first.linkRate) per worker and per shard"))
             + "\n"
@@ -463,7 +477,9 @@ struct AggregateRunner {
                         "--codec", codec.description, "--chunk-elements", "\(setup.chunkElements)", "--momentum",
                         "\(setup.momentum)",
                         "--redis", endpoints.map(\.description).joined(separator: ","), "--run", run, "--job", job,
-                    ] + (setup.errorFeedbackPass ? ["--error-feedback-pass"] : []),
+                    ] + (setup.errorFeedbackPass ? ["--error-feedback-pass"] : [])
+                        + (setup.storeResidual ? ["--store-residual"] : [])
+                        + (setup.residualCodec.map { ["--residual-codec", "\($0)"] } ?? []),
                     stdout: .file("\(dir)/\(w).json"), stderr: .file("\(dir)/\(w).err"),
                     networkNamespace: network?.workerNamespace(w)))
         }
@@ -538,6 +554,8 @@ struct AggregateRunner {
         return AggregateResult(
             method: method, workers: n, params: setup.params, shards: endpoints.count, codec: encoding.description,
             pull: method.isSMLT ? pull?.description ?? "f32" : "f32",
+            residual: method.isSMLT && setup.storeResidual && encoding.isLossy
+                ? "\(setup.residualCodec ?? ErrorFeedback.residualCodec(for: encoding))" : nil,
             linkRate: network?.rate.text ?? "loopback", linkRateBitsPerSecond: network?.rate.bitsPerSecond,
             steps: setup.steps,
             stepSecondsMedian: median, stepSecondsMin: stepTimes.first!,

@@ -67,6 +67,8 @@ struct AggregateWorker: ParsableCommand {
     @Option(name: .customLong("run")) var runID: String
     @Option var job: String = ""
     @Flag var errorFeedbackPass = false
+    @Flag var storeResidual = false
+    @Option var residualCodec: BlobCodec?
 
     func run() throws {
         let endpoints = try RedisEndpoint.list(parsing: redis)
@@ -118,8 +120,9 @@ struct AggregateWorker: ParsableCommand {
             // Without error feedback (see bench/README.md): a dense encoding rounds as it encodes
             // the chunks; top-k picks each chunk's largest elements (`ErrorFeedback` from a zero
             // residual) and pushes those as sparse blobs. Both are timed. With
-            // --error-feedback-pass dense lossy pushes go through `ErrorFeedback` too.
-            var viaErrorFeedback = errorFeedbackPass && encoding.isLossy
+            // --error-feedback-pass dense lossy pushes go through `ErrorFeedback` too, and with
+            // --store-residual the push stores the residual as a real worker's does.
+            var viaErrorFeedback = (errorFeedbackPass || storeResidual) && encoding.isLossy
             if case .topK = encoding { viaErrorFeedback = true }
             if viaErrorFeedback {
                 // As a real worker's loop does it: into storage kept across steps (the residual
@@ -128,7 +131,9 @@ struct AggregateWorker: ParsableCommand {
                 ErrorFeedback.apply(
                     gradient: gradients[t % 2], residual: &residual, sent: &sent, encoding: encoding,
                     chunkElements: chunkElements)
-                try client.push(sent: sent, step: t, encoding: encoding, residual: nil)
+                try client.push(
+                    sent: sent, step: t, encoding: encoding, residual: storeResidual ? residual : nil,
+                    residualCodec: residualCodec)
             } else {
                 try gradients[t % 2].withUnsafeBufferPointer { g in
                     try client.push(gradient: g, step: t, encoding: encoding)
