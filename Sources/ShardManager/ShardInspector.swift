@@ -39,11 +39,18 @@ public struct ChunkStatus: Codable, Sendable {
     public var storedBytes: Int?
     /// Raw element bytes divided by stored payload bytes.
     public var ratio: Double?
+    /// The chunk's pull copy when the job keeps one (`ShardMap.pullEncoding`): its dtype and the
+    /// codec it is stored with (`bf16-shuffle-lz4`, or `bf16-raw` when a blob did not shrink),
+    /// its version when that differs from the parameters', or `missing`.
+    public var pull: String?
+    /// The pull copy's stored bytes, header included.
+    public var pullStoredBytes: Int?
     public var error: String?
 
     enum CodingKeys: String, CodingKey {
-        case chunk, shard, tensors, elements, version, codec, ratio, error
+        case chunk, shard, tensors, elements, version, codec, ratio, pull, error
         case storedBytes = "stored_bytes"
+        case pullStoredBytes = "pull_stored_bytes"
     }
 }
 
@@ -83,6 +90,9 @@ public enum ShardInspector {
                     }
                 }
                 for h in try headers(c, chunks.map { keys.optimizer(chunk: $0) }) { s.bytes += h?.stored ?? 0 }
+                if map.pullEncoding != nil {
+                    for h in try headers(c, chunks.map { keys.pullCopy(chunk: $0) }) { s.bytes += h?.stored ?? 0 }
+                }
             }
         } catch {
             s.error = "\(error)"
@@ -107,8 +117,22 @@ public enum ShardInspector {
             do {
                 let c = try RedisConnection(try RedisEndpoint(parsing: map.shards[shard]), options: options)
                 let found = try headers(c, chunks.map { keys.params(chunk: $0) })
-                return zip(base, found).map { b, h in
+                let copies =
+                    map.pullEncoding == nil
+                    ? found.map { _ in nil } : try headers(c, chunks.map { keys.pullCopy(chunk: $0) })
+                return zip(base, zip(found, copies)).map { b, hs in
                     var b = b
+                    let (h, copy) = hs
+                    if map.pullEncoding != nil {
+                        b.pullStoredBytes = copy?.stored
+                        if let copy, let header = copy.header {
+                            b.pull =
+                                "\(header.dtype)-\(header.codec)"
+                                + (h?.header.map { $0.step == header.step } ?? true ? "" : " (version \(header.step))")
+                        } else {
+                            b.pull = copy?.error ?? "missing"
+                        }
+                    }
                     guard let h else {
                         b.error = "missing"
                         return b

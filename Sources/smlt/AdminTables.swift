@@ -33,12 +33,19 @@ func clusterNodesTable(_ nodes: [ClusterNodeStatus]) -> String {
 
 /// The `smlt admin chunks` table.
 func chunksTable(_ chunks: [ChunkStatus]) -> String {
-    var t = TextTable("CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO")
+    // The pull copy's column only for a job that keeps one.
+    let pulls = chunks.contains { $0.pull != nil }
+    var t = TextTable(
+        ["CHUNK", "SHARD", "TENSORS", "ELEMENTS", "VERSION", "CODEC", "STORED", "RATIO"]
+            + (pulls ? ["PULL COPY", "PULL STORED"] : []))
     for c in chunks {
         t.add(
-            "\(c.chunk)", c.shard, c.tensors.joined(separator: ","), "\(c.elements)",
-            c.version.map(String.init) ?? "-", c.codec ?? (c.error ?? "-"), byteCount(c.storedBytes),
-            c.ratio.map { String(format: "%.2fx", $0) } ?? "-")
+            [
+                "\(c.chunk)", c.shard, c.tensors.joined(separator: ","), "\(c.elements)",
+                c.version.map(String.init) ?? "-", c.codec ?? (c.error ?? "-"), byteCount(c.storedBytes),
+                c.ratio.map { String(format: "%.2fx", $0) } ?? "-",
+            ]
+                + (pulls ? [c.pull ?? "-", byteCount(c.pullStoredBytes)] : []))
     }
     return t.render()
 }

@@ -7,7 +7,11 @@ struct TextTable {
 
     init(_ headers: String...) { self.headers = headers }
 
+    init(_ headers: [String]) { self.headers = headers }
+
     mutating func add(_ cells: String...) { rows.append(cells) }
+
+    mutating func add(_ cells: [String]) { rows.append(cells) }
 
     func render() -> String {
         let all = [headers] + rows

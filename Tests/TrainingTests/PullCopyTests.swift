@@ -68,6 +68,13 @@ import TrainingProtocol
                 #expect(h.dtype == pull.dtype && h.step == 1 && h.producer == BlobHeader.serverProducer)
                 #expect(h.codec == pull.codec || h.codec == .raw)
             }
+            // `smlt admin chunks` shows each chunk's copy, as stored.
+            let statuses = try ShardInspector.chunks(job: job, endpoints: eps)
+            #expect(statuses.count == m.layout.chunkCount)
+            for (st, h) in zip(statuses, headers) {
+                #expect(st.version == 1 && st.pull == "\(pull.dtype)-\(h.codec)")
+                #expect((st.pullStoredBytes ?? 0) > BlobHeader.size)
+            }
         }
     }
 
@@ -80,6 +87,8 @@ import TrainingProtocol
             let keys = JobKeys(job: "no-pull")
             let c = try RedisConnection(servers[0].endpoint)
             #expect(try c.run(["EXISTS", keys.pullCopy(chunk: 0)]) == .integer(0))
+            let statuses = try ShardInspector.chunks(job: "no-pull", endpoints: servers.map(\.endpoint))
+            #expect(statuses.allSatisfy { $0.pull == nil && $0.pullStoredBytes == nil && $0.version == 0 })
         }
     }
 
@@ -137,6 +146,9 @@ import TrainingProtocol
             let keys = JobKeys(job: job)
             let c = try RedisConnection(servers[0].endpoint)
             _ = try c.run(["DEL", keys.pullCopy(chunk: 2)])
+            let statuses = try ShardInspector.chunks(job: job, endpoints: servers.map(\.endpoint))
+            #expect(statuses[2].pull == "missing" && statuses[2].pullStoredBytes == nil)
+            #expect(statuses[1].pull?.hasPrefix("bf16-") == true)
             #expect {
                 _ = try w.pull(step: 0, timeout: .seconds(2))
             } throws: { e in
