@@ -4,11 +4,13 @@ import ShardManager
 import TensorBlob
 import TrainingProtocol
 
-/// A job's parameters and optimizer state at one version, saved as a safetensors file.
+/// A job's parameters and optimizer state at one version, saved as a safetensors file, with
+/// the workers' error-feedback residuals when the job has a lossy gradient encoding.
 ///
 /// The file holds one tensor per job tensor under its own name (so PyTorch and NumPy users load
-/// the model directly), the momentum as `momentum.NAME` when the job has momentum, and in its
-/// metadata the job id, the version (`step`) and the training config.
+/// the model directly), the momentum as `momentum.NAME` when the job has momentum, each
+/// worker's residual as `smlt.residual.W` (flat) when it has them, and in its metadata the job
+/// id, the version (`step`), the training config and the residuals' count (`residuals`).
 public struct Checkpoint: Sendable, Equatable {
     public var job: String
     public var step: Int
@@ -17,18 +19,25 @@ public struct Checkpoint: Sendable, Equatable {
     public var params: [Float]
     /// The momentum, flat; nil for plain SGD.
     public var optimizer: [Float]?
+    /// Each worker's error-feedback residual for `step` (worker `w` at index `w`, flat): what
+    /// the workers resume from after a restore, so that a roll-back stays exact. Nil for a
+    /// lossless encoding, at step 0 (zero residuals), and when they could not be read at the
+    /// same version; a restore then starts the workers from zero residuals.
+    public var residuals: [[Float]]?
     public var config: TrainingConfig
 
     public static let format = "smlt-checkpoint/1"
 
     public init(
-        job: String, step: Int, tensors: [TensorSpec], params: [Float], optimizer: [Float]?, config: TrainingConfig
+        job: String, step: Int, tensors: [TensorSpec], params: [Float], optimizer: [Float]?,
+        residuals: [[Float]]? = nil, config: TrainingConfig
     ) {
         self.job = job
         self.step = step
         self.tensors = tensors
         self.params = params
         self.optimizer = optimizer
+        self.residuals = residuals
         self.config = config
     }
 
@@ -57,7 +66,7 @@ public struct Checkpoint: Sendable, Equatable {
             }
             return Checkpoint(
                 job: m.map.job, step: Int(step), tensors: m.map.tensors, params: p.values, optimizer: optimizer,
-                config: config)
+                residuals: residuals(m, config: config, step: Int(step), snapshot: snapshot), config: config)
         } catch {
             if error.code == .missingChunk {
                 throw CheckpointError(
@@ -67,10 +76,32 @@ public struct Checkpoint: Sendable, Equatable {
         }
     }
 
+    /// The workers' residuals for version `step`: with `snapshot` the copies the workers store at
+    /// every `checkpoint_every`-th version, else the residuals themselves. Nil when the encoding
+    /// is lossless, at step 0, or when any part is missing or of another step (the workers moved
+    /// on: a restore then starts them from zero residuals, as before residuals were saved).
+    static func residuals(_ m: ShardManager, config: TrainingConfig, step: Int, snapshot: Bool) -> [[Float]]? {
+        guard step > 0, let spec = config.gradientEncoding, let encoding = try? GradientEncoding(parsing: spec),
+            encoding.isLossy, !snapshot || config.checkpointEvery > 0
+        else { return nil }
+        var all: [[Float]] = []
+        for w in 0..<config.workers {
+            let name =
+                snapshot
+                ? ErrorFeedback.checkpointName(worker: w, version: step, every: config.checkpointEvery)
+                : ErrorFeedback.objectName(worker: w, step: step)
+            guard let r = try? ErrorFeedback.read(named: name, worker: w, step: step, from: m) else { return nil }
+            all.append(r)
+        }
+        return all
+    }
+
     /// Puts the job back at this checkpoint: parameters and optimizer state at version `step` on
     /// every chunk, version streams restarted at `step`, pending gradients and pushes dropped,
-    /// and every worker's saved progress set to `step`. The job's workers must be stopped first;
-    /// its parameter servers notice the new version by themselves.
+    /// and every worker's saved progress set to `step` (with the residual it holds for that
+    /// worker, stored again as `residual-W-P`, when it holds one per worker of the config). The
+    /// job's workers must be stopped first; its parameter servers notice the new version by
+    /// themselves.
     public func restore(to m: ShardManager) throws(CheckpointError) {
         guard tensors == m.map.tensors else {
             throw CheckpointError(
@@ -86,9 +117,20 @@ public struct Checkpoint: Sendable, Equatable {
             try m.dropStepState()
             try m.write(params, as: .params, step: step, producer: BlobHeader.serverProducer)
             if let optimizer { try m.write(optimizer, as: .optimizer, step: step, producer: BlobHeader.serverProducer) }
-            let progress = try JSONEncoder().encode(WorkerProgress(nextStep: step, generation: 0))
             let objects = JobObjects(m)
-            for w in 0..<config.workers { try objects.set(WorkerProgress.objectName(worker: w), Array(progress)) }
+            let encoding = config.gradientEncoding.flatMap { try? GradientEncoding(parsing: $0) }
+            let residuals = encoding != nil && self.residuals?.count == config.workers ? self.residuals : nil
+            for w in 0..<config.workers {
+                var progress = WorkerProgress(nextStep: step, generation: 0)
+                if let residuals, let encoding {
+                    let name = ErrorFeedback.objectName(worker: w, step: step)
+                    try ErrorFeedback.store(
+                        residuals[w], named: name, worker: w, step: step,
+                        codec: ErrorFeedback.residualCodec(for: encoding), on: m)
+                    progress.residual = name
+                }
+                try objects.set(WorkerProgress.objectName(worker: w), Array(try JSONEncoder().encode(progress)))
+            }
             try m.publish(version: step)
         } catch let e as CheckpointError {
             throw e
@@ -122,6 +164,9 @@ public struct Checkpoint: Sendable, Equatable {
             }
             offset += t.count
         }
+        for (w, r) in (residuals ?? []).enumerated() {
+            list.append(SafeTensors.Tensor(name: "smlt.residual.\(w)", shape: [r.count], values: r))
+        }
         let configJSON: String
         do { configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self) } catch {
             throw CheckpointError(.invalid, "\(error)")
@@ -131,7 +176,7 @@ public struct Checkpoint: Sendable, Equatable {
             metadata: [
                 "format": Self.format, "job": job, "step": "\(step)", "config": configJSON,
                 "tensors": tensors.map(\.name).joined(separator: ","),
-            ])
+            ].merging(residuals.map { ["residuals": "\($0.count)"] } ?? [:]) { a, _ in a })
         let path = directory + "/" + Self.fileName(step: step)
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -186,6 +231,22 @@ public struct Checkpoint: Sendable, Equatable {
                 optimizer! += m.values
             }
         }
-        return Checkpoint(job: job, step: step, tensors: specs, params: params, optimizer: optimizer, config: config)
+        var residuals: [[Float]]?
+        if let text = meta["residuals"] {
+            guard let count = Int(text), count >= 0, count <= 1 << 20 else {
+                throw CheckpointError(.corrupt, "\(path): residuals '\(text)' is not a worker count")
+            }
+            residuals = []
+            for w in 0..<count {
+                guard let r = byName["smlt.residual.\(w)"], r.values.count == params.count else {
+                    throw CheckpointError(
+                        .corrupt, "\(path) lacks the residual of worker \(w) (\(params.count) values)")
+                }
+                residuals!.append(r.values)
+            }
+        }
+        return Checkpoint(
+            job: job, step: step, tensors: specs, params: params, optimizer: optimizer, residuals: residuals,
+            config: config)
     }
 }

@@ -106,6 +106,92 @@ public struct ErrorFeedback: Sendable {
     /// bytes") and spread a worker's residual over the shards.
     public static func partName(_ name: String, part: Int) -> String { "\(name).\(part)" }
 
+    /// The name of the copy of worker `worker`'s residual for checkpoint version `version`
+    /// (a multiple of the config's `checkpoint_every`, `every`), stored in parts like the
+    /// residual: `ckpt-residual-W-Q`, `Q` = `(version / every) mod 2`. A worker writes it with the
+    /// push that stores the residual of such a version, so that the servers' copy of that version
+    /// (`checkpoint_every`) can be saved with the residuals it continues from.
+    public static func checkpointName(worker: Int, version: Int, every: Int) -> String {
+        "ckpt-residual-\(worker)-\(version / max(every, 1) % 2)"
+    }
+
+    /// The SET commands that store `residual` as parts of `names` (each part of every name, with
+    /// the same blob) whose objects are on shard `shard`.
+    static func storeCommands(
+        _ residual: [Float], names: [String], shard: Int, map: ShardMap, codec: BlobCodec, step: Int, worker: Int
+    ) -> [RedisCommand] {
+        let layout = map.layout
+        let keys = JobKeys(job: map.job)
+        var commands: [RedisCommand] = []
+        for part in 0..<layout.chunkCount {
+            let owned = names.map { partName($0, part: part) }.filter {
+                JobObjects.shard(for: $0, job: map.job, shards: map.shards) == shard
+            }
+            guard !owned.isEmpty else { continue }
+            let blob = residual.withUnsafeBufferPointer { r in
+                TensorBlob.encode(
+                    UnsafeBufferPointer(rebasing: r[layout.range(ofChunk: part)]), codec: codec, step: UInt64(step),
+                    producer: UInt32(worker))
+            }
+            for name in owned { commands.append(RedisCommand("SET", keys.object(name)).appending(bytes: blob)) }
+        }
+        return commands
+    }
+
+    /// Stores `residual` as the parts of `name` (a driver restoring a checkpoint).
+    public static func store(
+        _ residual: [Float], named name: String, worker: Int, step: Int, codec: BlobCodec, on m: ShardManager
+    ) throws(ShardError) {
+        let map = m.map
+        _ = try m.onEachShard { shard, c throws(RedisError) in
+            let commands = storeCommands(
+                residual, names: [name], shard: shard, map: map, codec: codec, step: step, worker: worker)
+            guard !commands.isEmpty else { return }
+            for r in try c.pipeline(commands) {
+                if case .error(let e) = r { throw c.serverError(e, command: "SET") }
+            }
+        }
+    }
+
+    /// Reads residual `name` (all its parts) of worker `worker` for step `step`; every part must
+    /// be an f32 blob of its chunk's size, of that step and worker.
+    public static func read(named name: String, worker: Int, step: Int, from m: ShardManager) throws(ShardError)
+        -> [Float]
+    {
+        let layout = m.layout
+        let objects = JobObjects(m)
+        var residual = [Float](repeating: 0, count: layout.totalElements)
+        for part in 0..<layout.chunkCount {
+            let partName = partName(name, part: part)
+            let range = layout.range(ofChunk: part)
+            guard let bytes = try objects.get(partName) else {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual of worker \(worker) for step \(step) is missing")
+            }
+            let header: BlobHeader
+            do {
+                header = try residual.withUnsafeMutableBufferPointer { r in
+                    try bytes.withUnsafeBytes { b in
+                        try TensorBlob.decode(b, into: UnsafeMutableBufferPointer(rebasing: r[range]))
+                    }
+                }
+            } catch {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual is not a valid blob of \(range.count) values: \(error)"
+                )
+            }
+            guard header.step == UInt64(step), header.producer == UInt32(worker), header.dtype == .f32 else {
+                throw ShardError(
+                    .corruptChunk,
+                    "part '\(partName)' of the error-feedback residual holds \(header.dtype) values of step \(header.step) from producer \(header.producer); worker \(worker) needs f32 of step \(step)"
+                )
+            }
+        }
+        return residual
+    }
+
     /// The codec SMLT's writers store `encoding`'s residual with (readers take any codec; the
     /// blob is always f32, so the residual stays exact). A dense encoding (bf16 or f16, whatever
     /// its codec) stores it `bitshuffle-lz4`: the residual of a rounding to bf16 or f16 (in the
@@ -135,37 +221,7 @@ extension WorkerSession {
             throw ShardError(
                 .corruptChunk, "worker \(worker)'s progress names residual '\(name)' for step \(step)")
         }
-        let layout = shards.layout
-        var residual = [Float](repeating: 0, count: layout.totalElements)
-        for part in 0..<layout.chunkCount {
-            let partName = ErrorFeedback.partName(name, part: part)
-            let range = layout.range(ofChunk: part)
-            guard let bytes = try object(partName) else {
-                throw ShardError(
-                    .corruptChunk,
-                    "part '\(partName)' of the error-feedback residual of worker \(worker) for step \(step) is missing")
-            }
-            let header: BlobHeader
-            do {
-                header = try residual.withUnsafeMutableBufferPointer { r in
-                    try bytes.withUnsafeBytes { b in
-                        try TensorBlob.decode(b, into: UnsafeMutableBufferPointer(rebasing: r[range]))
-                    }
-                }
-            } catch {
-                throw ShardError(
-                    .corruptChunk,
-                    "part '\(partName)' of the error-feedback residual is not a valid blob of \(range.count) values: \(error)"
-                )
-            }
-            guard header.step == UInt64(step), header.producer == UInt32(worker), header.dtype == .f32 else {
-                throw ShardError(
-                    .corruptChunk,
-                    "part '\(partName)' of the error-feedback residual holds \(header.dtype) values of step \(header.step) from producer \(header.producer); worker \(worker) needs f32 of step \(step)"
-                )
-            }
-        }
-        return residual
+        return try ErrorFeedback.read(named: name, worker: worker, step: step, from: shards)
     }
 
     /// Pushes `sent` for `step` with `encoding` (two phases, as `push(gradient:step:)`), storing
@@ -180,21 +236,18 @@ extension WorkerSession {
         var store: @Sendable (Int) -> [RedisCommand] = { _ in [] }
         if let residual {
             // The parts go with the gradient chunks of their shards' first phase, encoded on
-            // those shards' threads.
+            // those shards' threads; at a checkpoint version, also as that version's copy.
             let objectName = ErrorFeedback.objectName(worker: worker, step: step + 1)
+            let every = config.checkpointEvery
+            let names =
+                [objectName]
+                + (every > 0 && (step + 1) % every == 0
+                    ? [ErrorFeedback.checkpointName(worker: worker, version: step + 1, every: every)] : [])
             let codec = residualCodec ?? ErrorFeedback.residualCodec(for: encoding)
-            let (map, layout, training, worker) = (shards.map, shards.layout, training, worker)
+            let (map, worker) = (shards.map, worker)
             store = { shard in
-                (0..<layout.chunkCount).compactMap { part in
-                    let partName = ErrorFeedback.partName(objectName, part: part)
-                    guard JobObjects.shard(for: partName, job: map.job, shards: map.shards) == shard else { return nil }
-                    let blob = residual.withUnsafeBufferPointer { r in
-                        TensorBlob.encode(
-                            UnsafeBufferPointer(rebasing: r[layout.range(ofChunk: part)]), codec: codec,
-                            step: UInt64(step + 1), producer: UInt32(worker))
-                    }
-                    return RedisCommand("SET", training.object(partName)).appending(bytes: blob)
-                }
+                ErrorFeedback.storeCommands(
+                    residual, names: names, shard: shard, map: map, codec: codec, step: step + 1, worker: worker)
             }
             name = objectName
         }

@@ -76,6 +76,70 @@ import TrainingProtocol
         }
     }
 
+    /// With a lossy gradient encoding a checkpoint holds every worker's residual of its version
+    /// (live, or from the copies the workers store at checkpoint versions), and a restore gives
+    /// each worker that residual back, named in its progress.
+    @Test func aLossyJobsCheckpointHoldsTheWorkersResiduals() throws {
+        try withRedisServers(2) { servers in
+            let eps = servers.map(\.endpoint)
+            let m = try makeJob(
+                "ckpt-ef", servers, workers: 2, steps: 6, tensors: [TensorSpec(name: "w", shape: [3000])],
+                chunkElements: 1024)
+            let config = TrainingConfig(
+                workers: 2, steps: 6, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01, checkpointEvery: 2,
+                gradientEncoding: "bf16-shuffle-lz4")
+            try config.store(on: m)
+            let server = RunningServer(eps)
+            defer { server.stop() }
+            let n = m.layout.totalElements
+            let encoding = try GradientEncoding(parsing: "bf16-shuffle-lz4")
+            let w = try (0..<2).map { try WorkerSession(job: "ckpt-ef", worker: $0, endpoints: eps) }
+            var residuals: [[Float]?] = [nil, nil]
+            func steps(_ range: Range<Int>) throws {
+                for step in range {
+                    for i in 0..<2 {
+                        let fb = ErrorFeedback(
+                            gradient: gradient(UInt64(70 + 2 * step + i), n), residual: residuals[i],
+                            encoding: encoding, chunkElements: 1024)
+                        try w[i].push(sent: fb.sent, step: step, encoding: encoding, residual: fb.residual)
+                        residuals[i] = fb.residual
+                    }
+                    _ = try w[0].pull(step: step + 1, timeout: .seconds(20))
+                }
+            }
+            try steps(0..<2)
+            let atTwo = residuals.map { $0! }
+            #expect(atTwo.allSatisfy { r in r.contains { $0 != 0 } })
+            for snapshot in [false, true] {
+                let c = try #require(try Checkpoint.capture(m, config: config, snapshot: snapshot))
+                #expect(c.step == 2 && c.residuals == atTwo, "snapshot \(snapshot)")
+            }
+            let saved = try #require(try Checkpoint.capture(m, config: config, snapshot: true))
+            let dir = NSTemporaryDirectory() + "smlt-ckpt-ef-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let path = try saved.write(to: dir)
+            #expect(try Checkpoint.read(from: dir) == saved)
+
+            // Two more steps (the live residuals move on), then back to version 2.
+            try steps(2..<4)
+            #expect(try Checkpoint.capture(m, config: config, snapshot: false)?.residuals == residuals.map { $0! })
+            try Checkpoint.read(from: dir).restore(to: m)
+            for i in 0..<2 {
+                let progress = try #require(try w[i].loadProgress())
+                #expect(progress == WorkerProgress(nextStep: 2, generation: 0, residual: "residual-\(i)-0"))
+                #expect(try w[i].loadResidual(progress) == atTwo[i])
+            }
+
+            // A file that names residuals it lacks is refused.
+            let (tensors, meta) = try SafeTensors.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+            let damaged = try SafeTensors.encode(tensors.filter { $0.name != "smlt.residual.1" }, metadata: meta)
+            try Data(damaged).write(to: URL(fileURLWithPath: path))
+            #expect { try Checkpoint.read(from: dir) } throws: {
+                ($0 as? CheckpointError)?.code == .corrupt && "\($0)".contains("worker 1")
+            }
+        }
+    }
+
     @Test func restoreRefusesAnotherJobsTensors() throws {
         try withRedisServers(1) { servers in
             let m = try makeJob("other", servers, workers: 1)

@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 import FunctionClient
 import KeySchema
@@ -383,6 +384,20 @@ extension EndToEnd {
             #expect(faulty["param_digest"] as? String == digest)
             #expect((faulty["faults_injected"] as? Int ?? 0) >= 2)
             #expect((faulty["continuations"] as? Int ?? 0) >= 1)
+            // A shard that restarts empty: the job rolls back to its last checkpoint, which holds
+            // the workers' residuals of that version, and still ends with the same bits.
+            let dir = NSTemporaryDirectory() + "smlt-ef-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let wiped = try train([
+                "--codec", "bf16-shuffle-lz4", "--inject-faults", "shard-wipe=1", "--checkpoint-every", "7",
+                "--checkpoint-dir", dir,
+            ])
+            #expect(wiped["param_digest"] as? String == digest)
+            #expect(wiped["rollbacks"] as? Int == 1)
+            let saved = try Checkpoint.read(from: dir)
+            let residuals = try #require(saved.residuals)
+            #expect(residuals.count == 4 && residuals.allSatisfy { $0.count == saved.params.count })
+            #expect(residuals.contains { r in r.contains { $0 != 0 } })
             // The codec on top of bf16 is lossless, for the gradients and the pull copy alike:
             // bit planes instead of byte planes change the bytes in Redis, not the run.
             let bitPlanes = try train(["--codec", "bf16-bitshuffle-lz4"])

@@ -18,7 +18,7 @@ import numpy as np
 from .blob import Codec, Dtype, round_to, topk_indices
 
 __all__ = ["GradientEncoding", "EncodingError", "apply_feedback", "residual_name", "residual_part_name", "residual_codec",
-           "EXAMPLES"]
+           "checkpoint_residual_name", "EXAMPLES"]
 
 EXAMPLES = ("raw, lz4, shuffle-lz4, bitshuffle-lz4, bf16, f16, bf16-shuffle-lz4, bf16-bitshuffle-lz4, "
             "f16-shuffle-lz4, topk:FRACTION, bf16-topk:FRACTION")
@@ -123,6 +123,13 @@ def residual_name(worker: int, step: int) -> str:
     """The name of worker ``worker``'s residual for step ``step``, as its progress names it; the
     residual itself is stored in parts (:func:`residual_part_name`)."""
     return f"residual-{worker}-{step % 2}"
+
+
+def checkpoint_residual_name(worker: int, version: int, every: int) -> str:
+    """The copy of worker ``worker``'s residual for checkpoint version ``version`` (a multiple of
+    ``checkpoint_every`` = ``every``), stored in parts like the residual, by the push that stores
+    that version's residual."""
+    return f"ckpt-residual-{worker}-{version // max(every, 1) % 2}"
 
 
 def residual_part_name(name: str, part: int) -> str:

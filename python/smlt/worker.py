@@ -23,7 +23,8 @@ import numpy as np
 from . import keys
 from .blob import BlobError, Dtype, decode, encode
 from .client import Job, SMLTError, connect
-from .feedback import GradientEncoding, apply_feedback, residual_codec, residual_name, residual_part_name
+from .feedback import (GradientEncoding, apply_feedback, checkpoint_residual_name, residual_codec, residual_name,
+                       residual_part_name)
 from .layout import SpecError, json_object
 from .phases import PhaseError, load_test_set, write_description, write_evaluation
 from .tensors import flatten, join_chunks, split_chunks, unflatten
@@ -355,17 +356,22 @@ class Worker:
         encoding = self.encoding
         chunks = split_chunks(gradient, m.layout)
         name = None if residual is None else residual_name(self.id, step + 1)
+        # At a checkpoint version the residual also goes to that version's copy.
+        every = self.job.config.checkpoint_every
+        names = [] if name is None else [name] + (
+            [checkpoint_residual_name(self.id, step + 1, every)] if every > 0 and (step + 1) % every == 0 else [])
         for i in range(len(m.shards)):
             pipe = self.job.shard(i).pipeline(transaction=False)
             for c in m.chunks_of(i):
                 pipe.set(keys.grad(m.job, c, step, self.id),
                          encode(chunks[c], encoding.codec, step, self.id, dtype=encoding.dtype), ex=3600)
-            if name is not None:
+            if names:
                 for part, values in enumerate(split_chunks(residual, m.layout)):
-                    part_name = residual_part_name(name, part)
-                    if self.job.object_shard(part_name) == i:
-                        pipe.set(keys.obj(m.job, part_name),
-                                 encode(values, residual_codec(encoding), step + 1, self.id))
+                    blob = None
+                    for part_name in (residual_part_name(n, part) for n in names):
+                        if self.job.object_shard(part_name) == i:
+                            blob = blob or encode(values, residual_codec(encoding), step + 1, self.id)
+                            pipe.set(keys.obj(m.job, part_name), blob)
             pipe.execute()
         return name
 

@@ -39,9 +39,11 @@ def initial():
 
 
 def register(endpoints, job, workers, steps, x, y, chunk_elements=5, codec="lz4", lr=0.5, momentum=0.9,
-             weight_decay=0.001, gradient_encoding=None, password=None, pull_encoding=None) -> Job:
+             weight_decay=0.001, gradient_encoding=None, password=None, pull_encoding=None,
+             checkpoint_every=0) -> Job:
     config = TrainingConfig(workers=workers, steps=steps, learning_rate=lr, momentum=momentum,
-                            weight_decay=weight_decay, workload=WORKLOAD, gradient_encoding=gradient_encoding)
+                            weight_decay=weight_decay, workload=WORKLOAD, gradient_encoding=gradient_encoding,
+                            checkpoint_every=checkpoint_every)
     return register_job(endpoints, job, initial(), config, chunk_elements=chunk_elements, codec=codec,
                         objects=staged_objects(workers, x, y), password=password, pull_encoding=pull_encoding)
 

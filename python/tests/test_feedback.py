@@ -14,7 +14,8 @@ import pytest
 import softmax
 from smlt import SpecError, TrainingConfig, keys
 from smlt.blob import Codec, Dtype, decode, encode, round_to, topk_indices
-from smlt.feedback import EncodingError, GradientEncoding, apply_feedback, residual_codec, residual_name, residual_part_name
+from smlt.feedback import (EncodingError, GradientEncoding, apply_feedback, checkpoint_residual_name, residual_codec,
+                           residual_name, residual_part_name)
 from test_worker_job import event, finish, python_function, swift_function
 
 
@@ -243,3 +244,33 @@ def test_the_residual_codec_follows_the_encoding(spec, codec):
     assert decode(blob).values.tobytes() == r.tobytes()
     if codec == Codec.BITSHUFFLE_LZ4:
         assert len(blob) < len(encode(r, "raw", 1, 0)) * 3 // 4
+
+
+def test_a_push_at_a_checkpoint_version_stores_the_residual_copy(cluster):
+    """With checkpoint_every = 2, the push of step 1 (whose residual is version 2's) also stores
+    the residual as ckpt-residual-W-1 (2 // 2 % 2), part by part, as the Swift workers do; the
+    push of step 0 stores none."""
+    from smlt import Worker
+    x, y = softmax.dataset()
+    encoding = GradientEncoding.parse("bf16-shuffle-lz4")
+    job = softmax.register(cluster, "ef-ckpt-copy", 1, 4, x, y, gradient_encoding=encoding.spec, checkpoint_every=2)
+    with job:
+        layout = job.map.layout
+        w = Worker(event(cluster, "ef-ckpt-copy", 0))
+        try:
+            g = np.random.default_rng(5).standard_normal(layout.total).astype(np.float32) * 0.01
+            _, r0 = apply_feedback(g, None, encoding, layout.chunk_elements)
+            w._store(g, 0, r0)
+            name = checkpoint_residual_name(0, 2, 2)
+            assert name == "ckpt-residual-0-1"
+            assert all(job.get_object(residual_part_name(n, p)) is None for n in (name, checkpoint_residual_name(0, 1, 2))
+                       for p in range(layout.num_chunks))
+            _, r1 = apply_feedback(g, r0, encoding, layout.chunk_elements)
+            w._store(g, 1, r1)
+            for part in range(layout.num_chunks):
+                b = decode(job.get_object(residual_part_name(name, part)))
+                rng = layout.chunk_range(part)
+                assert (b.header.step, b.header.producer) == (2, 0)
+                assert b.values.tobytes() == r1[rng.start:rng.stop].tobytes()
+        finally:
+            w.close()
