@@ -61,9 +61,27 @@ static size_t transpose_sse2(const unsigned char *in, size_t n, unsigned char *o
     return i;
 }
 
+/* Four vectors (128 bytes) at a time, so that each plane gets one 16-byte store instead of four
+ * 4-byte ones: the planes are m/8 bytes apart, for a chunk a power of two, and the narrow stores
+ * to them were the limit (5.4-6.0 against 2.9-3.5 GB/s for width 4 on this machine). */
 __attribute__((target("avx2"))) static size_t transpose_avx2(
     const unsigned char *in, size_t n, unsigned char *out, size_t stride) {
     size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(in + i));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(in + i + 32));
+        __m256i v2 = _mm256_loadu_si256((const __m256i *)(in + i + 64));
+        __m256i v3 = _mm256_loadu_si256((const __m256i *)(in + i + 96));
+        for (int b = 7; b >= 0; b--) {
+            uint64_t lo = (uint32_t)_mm256_movemask_epi8(v0) | (uint64_t)(uint32_t)_mm256_movemask_epi8(v1) << 32;
+            uint64_t hi = (uint32_t)_mm256_movemask_epi8(v2) | (uint64_t)(uint32_t)_mm256_movemask_epi8(v3) << 32;
+            _mm_storeu_si128((__m128i *)(out + (size_t)b * stride + i / 8), _mm_set_epi64x((long long)hi, (long long)lo));
+            v0 = _mm256_add_epi8(v0, v0);
+            v1 = _mm256_add_epi8(v1, v1);
+            v2 = _mm256_add_epi8(v2, v2);
+            v3 = _mm256_add_epi8(v3, v3);
+        }
+    }
     for (; i + 32 <= n; i += 32) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(in + i));
         for (int b = 7; b >= 0; b--) {

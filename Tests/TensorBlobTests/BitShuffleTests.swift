@@ -29,7 +29,8 @@ import Testing
     @Test(arguments: [1, 2, 4])
     func matchesTheDefinitionOnEveryPath(width: Int) {
         var rng = RandomBits(state: UInt64(width) &+ 40)
-        let counts = Array(0..<41) + [63, 64, 65, 2047, 2048, 2049, 4096 + 24, 5003]
+        // 2048 + 160 and 2048 + 232: a last block through the 128-byte, 32-byte and narrower paths.
+        let counts = Array(0..<41) + [63, 64, 65, 127, 128, 129, 2047, 2048, 2049, 2208, 2280, 4096 + 24, 5003]
         for count in counts {
             let src = (0..<(count * width)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let expected = reference(src, count: count, width: width)
@@ -57,7 +58,7 @@ import Testing
     @Test(arguments: [DType.bf16, .f16])
     func fusedConversionsAreTheKernelsOneAfterTheOther(dtype: DType) {
         var rng = RandomBits(state: 17)
-        for count in [0, 1, 7, 8, 9, 33, 2047, 2048, 2049, 6007] {
+        for count in [0, 1, 7, 8, 9, 33, 128, 2047, 2048, 2049, 2208, 6007] {
             let values = rng.floats(count)
             var elements = [UInt8](repeating: 0, count: 2 * count)
             values.withUnsafeBufferPointer { v in
