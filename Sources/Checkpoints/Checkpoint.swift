@@ -119,7 +119,10 @@ public struct Checkpoint: Sendable, Equatable {
             if let optimizer { try m.write(optimizer, as: .optimizer, step: step, producer: BlobHeader.serverProducer) }
             let objects = JobObjects(m)
             let encoding = config.gradientEncoding.flatMap { try? GradientEncoding(parsing: $0) }
-            let residuals = encoding != nil && self.residuals?.count == config.workers ? self.residuals : nil
+            let residuals =
+                encoding != nil && self.residuals?.count == config.workers
+                    && self.residuals?.allSatisfy({ $0.count == params.count }) == true
+                ? self.residuals : nil
             for w in 0..<config.workers {
                 var progress = WorkerProgress(nextStep: step, generation: 0)
                 if let residuals, let encoding {
