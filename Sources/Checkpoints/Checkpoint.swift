@@ -44,8 +44,11 @@ public struct Checkpoint: Sendable, Equatable {
     // MARK: From and to Redis
 
     /// Reads the job's current parameters (and optimizer state), or with `snapshot` the copy the
-    /// servers keep every `checkpoint_every` versions. Returns nil when the chunks are not all at
-    /// one version (a step committed on some shard while reading): try again.
+    /// servers keep every `checkpoint_every` versions, and with a lossy gradient encoding the
+    /// workers' residuals of that version. Returns nil when the chunks are not all at one version
+    /// (a step committed on some shard while reading) or a residual is not all there at that
+    /// version (the workers moved on, or a shard is being wiped): try again. A checkpoint of a
+    /// lossy job without its residuals would make a roll-back to it inexact.
     public static func capture(_ m: ShardManager, config: TrainingConfig, snapshot: Bool) throws(CheckpointError)
         -> Checkpoint?
     {
@@ -64,9 +67,14 @@ public struct Checkpoint: Sendable, Equatable {
                 guard o.headers.allSatisfy({ $0.step == step }) else { return nil }
                 optimizer = o.values
             }
+            var residuals: [[Float]]?
+            if needsResiduals(config, step: Int(step), snapshot: snapshot) {
+                guard let r = Self.residuals(m, config: config, step: Int(step), snapshot: snapshot) else { return nil }
+                residuals = r
+            }
             return Checkpoint(
                 job: m.map.job, step: Int(step), tensors: m.map.tensors, params: p.values, optimizer: optimizer,
-                residuals: residuals(m, config: config, step: Int(step), snapshot: snapshot), config: config)
+                residuals: residuals, config: config)
         } catch {
             if error.code == .missingChunk {
                 throw CheckpointError(
@@ -76,14 +84,19 @@ public struct Checkpoint: Sendable, Equatable {
         }
     }
 
+    /// Whether a checkpoint of version `step` holds the workers' residuals: with a lossy encoding,
+    /// after version 0 (whose residuals are zero), and for a snapshot when the workers store
+    /// copies (`checkpoint_every` > 0).
+    static func needsResiduals(_ config: TrainingConfig, step: Int, snapshot: Bool) -> Bool {
+        guard step > 0, let spec = config.gradientEncoding, let encoding = try? GradientEncoding(parsing: spec)
+        else { return false }
+        return encoding.isLossy && (!snapshot || config.checkpointEvery > 0)
+    }
+
     /// The workers' residuals for version `step`: with `snapshot` the copies the workers store at
-    /// every `checkpoint_every`-th version, else the residuals themselves. Nil when the encoding
-    /// is lossless, at step 0, or when any part is missing or of another step (the workers moved
-    /// on: a restore then starts them from zero residuals, as before residuals were saved).
+    /// every `checkpoint_every`-th version, else the residuals themselves. Nil when any part is
+    /// missing or of another step.
     static func residuals(_ m: ShardManager, config: TrainingConfig, step: Int, snapshot: Bool) -> [[Float]]? {
-        guard step > 0, let spec = config.gradientEncoding, let encoding = try? GradientEncoding(parsing: spec),
-            encoding.isLossy, !snapshot || config.checkpointEvery > 0
-        else { return nil }
         var all: [[Float]] = []
         for w in 0..<config.workers {
             let name =
