@@ -35,19 +35,10 @@ import Testing
             let src = (0..<(count * width)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let expected = reference(src, count: count, width: width)
             for (name, impl) in Self.impls {
-                var shuffled = [UInt8](repeating: 0xAA, count: src.count)
-                var back = [UInt8](repeating: 0x55, count: src.count)
-                let ok = src.withUnsafeBytes { s in
-                    shuffled.withUnsafeMutableBytes {
-                        ctk_bitshuffle_with(s.baseAddress, $0.baseAddress, count, width, impl)
-                    }
-                }
-                guard ok == 1 else { continue }
-                _ = shuffled.withUnsafeBytes { s in
-                    back.withUnsafeMutableBytes {
-                        ctk_bitunshuffle_with(s.baseAddress, $0.baseAddress, count, width, impl)
-                    }
-                }
+                guard
+                    let (shuffled, back) = roundTrip(
+                        src, count: count, width: width, impl: impl, ctk_bitshuffle_with, ctk_bitunshuffle_with)
+                else { continue }
                 #expect(shuffled == expected, "bitshuffle \(name) width \(width) count \(count)")
                 #expect(back == src, "bitunshuffle \(name) width \(width) count \(count)")
             }
@@ -58,6 +49,10 @@ import Testing
     @Test(arguments: [DType.bf16, .f16])
     func fusedConversionsAreTheKernelsOneAfterTheOther(dtype: DType) {
         var rng = RandomBits(state: 17)
+        let (narrow, widen) =
+            dtype == .bf16
+            ? (ctk_f32_to_bf16_bitshuffled, ctk_bf16_bitshuffled_to_f32)
+            : (ctk_f32_to_f16_bitshuffled, ctk_f16_bitshuffled_to_f32)
         for count in [0, 1, 7, 8, 9, 33, 128, 2047, 2048, 2049, 2208, 6007] {
             let values = rng.floats(count)
             var elements = [UInt8](repeating: 0, count: 2 * count)
@@ -71,22 +66,10 @@ import Testing
             var fused = [UInt8](repeating: 0xAA, count: 2 * count)
             var back = [Float](repeating: .nan, count: count)
             values.withUnsafeBufferPointer { v in
-                fused.withUnsafeMutableBytes { f in
-                    if dtype == .bf16 {
-                        ctk_f32_to_bf16_bitshuffled(v.baseAddress, f.baseAddress, count)
-                    } else {
-                        ctk_f32_to_f16_bitshuffled(v.baseAddress, f.baseAddress, count)
-                    }
-                }
+                fused.withUnsafeMutableBytes { f in narrow(v.baseAddress, f.baseAddress, count) }
             }
             fused.withUnsafeBytes { f in
-                back.withUnsafeMutableBufferPointer { b in
-                    if dtype == .bf16 {
-                        ctk_bf16_bitshuffled_to_f32(f.baseAddress, b.baseAddress, count)
-                    } else {
-                        ctk_f16_bitshuffled_to_f32(f.baseAddress, b.baseAddress, count)
-                    }
-                }
+                back.withUnsafeMutableBufferPointer { widen(f.baseAddress, $0.baseAddress, count) }
             }
             var rounded = [Float](repeating: 0, count: count)
             values.withUnsafeBufferPointer { v in rounded.withUnsafeMutableBufferPointer { dtype.round(v, into: $0) } }

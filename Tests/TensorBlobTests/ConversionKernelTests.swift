@@ -149,19 +149,10 @@ import Testing
                     let src = Array(bytes[offset..<(offset + count * width)])
                     var expected = [UInt8](repeating: 0, count: src.count)
                     for i in 0..<count { for j in 0..<width { expected[j * count + i] = src[i * width + j] } }
-                    var shuffled = [UInt8](repeating: 0, count: src.count)
-                    var back = [UInt8](repeating: 0, count: src.count)
-                    let ok = src.withUnsafeBytes { s in
-                        shuffled.withUnsafeMutableBytes {
-                            ctk_shuffle_with(s.baseAddress, $0.baseAddress, count, width, impl)
-                        }
-                    }
-                    guard ok == 1 else { continue }
-                    _ = shuffled.withUnsafeBytes { s in
-                        back.withUnsafeMutableBytes {
-                            ctk_unshuffle_with(s.baseAddress, $0.baseAddress, count, width, impl)
-                        }
-                    }
+                    guard
+                        let (shuffled, back) = roundTrip(
+                            src, count: count, width: width, impl: impl, ctk_shuffle_with, ctk_unshuffle_with)
+                    else { continue }
                     #expect(shuffled == expected, "shuffle \(implName) width \(width) count \(count)")
                     #expect(back == src, "unshuffle \(implName) width \(width) count \(count)")
                 }
