@@ -21,12 +21,15 @@ public struct Checkpoint: Sendable, Equatable {
     public var optimizer: [Float]?
     /// Each worker's error-feedback residual for `step` (worker `w` at index `w`, flat): what
     /// the workers resume from after a restore, so that a roll-back stays exact. Nil for a
-    /// lossless encoding, at step 0 (zero residuals), and when they could not be read at the
-    /// same version; a restore then starts the workers from zero residuals.
+    /// lossless encoding and at step 0 (zero residuals); a restore then starts the workers from
+    /// zero residuals. `capture` does not return a lossy job's checkpoint without them.
     public var residuals: [[Float]]?
     public var config: TrainingConfig
 
     public static let format = "smlt-checkpoint/1"
+
+    /// The file's tensor that holds worker `w`'s residual.
+    static func residualTensorName(worker w: Int) -> String { "smlt.residual.\(w)" }
 
     public init(
         job: String, step: Int, tensors: [TensorSpec], params: [Float], optimizer: [Float]?,
@@ -181,7 +184,7 @@ public struct Checkpoint: Sendable, Equatable {
             offset += t.count
         }
         for (w, r) in (residuals ?? []).enumerated() {
-            list.append(SafeTensors.Tensor(name: "smlt.residual.\(w)", shape: [r.count], values: r))
+            list.append(SafeTensors.Tensor(name: Self.residualTensorName(worker: w), shape: [r.count], values: r))
         }
         let configJSON: String
         do { configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self) } catch {
@@ -254,7 +257,7 @@ public struct Checkpoint: Sendable, Equatable {
             }
             residuals = []
             for w in 0..<count {
-                guard let r = byName["smlt.residual.\(w)"], r.values.count == params.count else {
+                guard let r = byName[residualTensorName(worker: w)], r.values.count == params.count else {
                     throw CheckpointError(
                         .corrupt, "\(path) lacks the residual of worker \(w) (\(params.count) values)")
                 }
