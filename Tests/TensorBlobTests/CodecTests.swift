@@ -85,14 +85,16 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
 
     @Test func crc32cOfLongBuffersMatchesPieceByPiece() {
         // Buffers from 256 bytes take the carry-less multiplication paths (128-bit; from 512 bytes
-        // 256-bit where the CPU has AVX2 and VPCLMULQDQ, from 1 KiB 512-bit with AVX-512), 12 KiB
-        // and up without PCLMUL the three-chain path; pieces of 200 bytes chained one after the
-        // other take the plain single chain. All must agree, for any length and alignment.
+        // 256-bit where the CPU has AVX2 and VPCLMULQDQ, and from 28,800 bytes that folding and
+        // three crc32 chains in one loop; from 1 KiB 512-bit with AVX-512), 12 KiB and up without
+        // PCLMUL the three-chain path; pieces of 200 bytes chained one after the other take the
+        // plain single chain. All must agree, for any length and alignment, and when the buffer
+        // continues a running CRC (a blob's payload continues its header's).
         var rng = RandomBits(state: 9)
         let bytes = (0..<100_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let lengths = [
-            255, 256, 257, 300, 511, 512, 513, 575, 639, 640, 1023, 1024, 1025, 4095, 12_288, 12_289, 40_000, 99_990,
-            100_000,
+            255, 256, 257, 300, 511, 512, 513, 575, 639, 640, 1023, 1024, 1025, 4095, 12_288, 12_289, 28_799, 28_800,
+            28_801, 29_311, 29_312, 40_000, 57_600, 58_113, 86_400, 99_990, 100_000,
         ]
         bytes.withUnsafeBytes { all in
             for length in lengths {
@@ -104,6 +106,45 @@ func sparse(_ n: Int) -> [Float] { (0..<n).map { $0 % 97 == 0 ? Float($0 % 13) *
                         chained = ctk_crc32c(chained, part.baseAddress, part.count)
                     }
                     #expect(ctkCRC(slice) == chained, "start \(start), length \(length)")
+                    let head = UnsafeRawBufferPointer(rebasing: slice[0..<40])
+                    let rest = UnsafeRawBufferPointer(rebasing: slice[40...])
+                    let continued = ctk_crc32c(ctkCRC(head), rest.baseAddress, rest.count)
+                    #expect(continued == chained, "start \(start), length \(length), after 40 bytes")
+                }
+            }
+        }
+    }
+
+    @Test func everyCRCPathThisCPUHasAgreesWithTheTable() {
+        // ctk_crc32c uses one path per length; each path alone must give the portable table's
+        // CRC for any length, alignment and running CRC, including the lengths where it hands
+        // its tail to the next path. The table path and ctk_crc32c's choice are always there.
+        var rng = RandomBits(state: 21)
+        let bytes = (0..<70_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let paths = [
+            CTK_CRC_AUTO, CTK_CRC_CHAINS, CTK_CRC_FOLD128, CTK_CRC_FOLD256, CTK_CRC_FOLD256_CHAINS, CTK_CRC_FOLD512,
+        ].map { Int32($0) }
+        #expect(ctk_crc32c_path_available(Int32(CTK_CRC_TABLE)) == 1)
+        #expect(ctk_crc32c_path_available(Int32(CTK_CRC_AUTO)) == 1)
+        #expect(ctk_crc32c_path_available(99) == 0)
+        var unused: UInt32 = 7
+        #expect(ctk_crc32c_with(&unused, bytes, 16, 99) == 0 && unused == 7)
+        let lengths = [
+            0, 1, 63, 64, 255, 256, 511, 512, 1023, 1024, 1151, 12_289, 28_799, 28_800, 28_801, 57_600, 70_000,
+        ]
+        bytes.withUnsafeBytes { all in
+            for length in lengths {
+                for start in [0, 3] where start + length <= all.count {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    for initial: UInt32 in [0, 0xDEAD_BEEF] {
+                        var expected = initial
+                        #expect(ctk_crc32c_with(&expected, slice.baseAddress, length, Int32(CTK_CRC_TABLE)) == 1)
+                        for path in paths where ctk_crc32c_path_available(path) == 1 {
+                            var crc = initial
+                            #expect(ctk_crc32c_with(&crc, slice.baseAddress, length, path) == 1)
+                            #expect(crc == expected, "path \(path), start \(start), length \(length), from \(initial)")
+                        }
+                    }
                 }
             }
         }

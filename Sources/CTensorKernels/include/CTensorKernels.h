@@ -7,6 +7,25 @@
 /// Uses the SSE4.2 instruction where the CPU has it, a table otherwise.
 uint32_t ctk_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// The paths ctk_crc32c chooses from, for tests and benchmarks: AUTO is ctk_crc32c's choice;
+/// TABLE the portable one; CHAINS three chains of the SSE4.2 crc32 instruction; FOLD128,
+/// FOLD256 and FOLD512 carry-less multiplication folding (PCLMULQDQ, then VPCLMULQDQ on 256 and
+/// 512 bits); FOLD256_CHAINS the 256-bit folding and three crc32 chains in one loop.
+enum {
+    CTK_CRC_AUTO = 0,
+    CTK_CRC_TABLE = 1,
+    CTK_CRC_CHAINS = 2,
+    CTK_CRC_FOLD128 = 3,
+    CTK_CRC_FOLD256 = 4,
+    CTK_CRC_FOLD256_CHAINS = 5,
+    CTK_CRC_FOLD512 = 6
+};
+/// 1 when `path` runs on this CPU.
+int ctk_crc32c_path_available(int path);
+/// ctk_crc32c through one path: updates `*crc` and returns 1, or returns 0 (and leaves `*crc`)
+/// when the path is not available here.
+int ctk_crc32c_with(uint32_t *crc, const void *data, size_t length, int path);
+
 /// Byte shuffle (Blosc's filter): byte j of element i moves to j * count + i. SIMD for element
 /// sizes 2 and 4 (AVX2 where the CPU has it, SSE2 otherwise); any size works.
 void ctk_shuffle(const void *src, void *dst, size_t count, size_t elementSize);
