@@ -306,8 +306,9 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_
 }
 
 /* Folding and the crc32 instruction at once. They run on different execution units (vector and
- * integer), so one loop that feeds both goes faster than either alone: on Zen 3, 35 GB/s against
- * 25 for the folding and 23 for three crc32 chains, on data in L2 (BENCHMARKS.md, "Checksums").
+ * integer), so one loop that feeds both goes faster than either alone. On Zen 3, for a 1 MiB chunk
+ * in cache: 29 GB/s against 25 for the folding and 18 for three crc32 chains; from memory 12.8
+ * against 11.5 (`smlt-bench checksum`, BENCHMARKS.md "Checksums").
  * The data is taken as superblocks of HYBRID_VECTOR bytes for the folding (the first 128 bytes,
  * then 128 per step) followed by three blocks of CRC_BLOCK bytes, one per crc32 chain (32 bytes of
  * each per step). A superblock's four registers are merged as crc32c_hw merges its stripes. */

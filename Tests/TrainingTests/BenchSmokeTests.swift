@@ -114,6 +114,27 @@ extension EndToEnd {
             }
         }
 
+        /// `checksum` times every CRC-32C path this CPU has, warm and cold, next to memcpy, and
+        /// refuses a size that is not one.
+        @Test func checksumTimesEveryPathAgainstMemcpy() throws {
+            let run = try runBench(
+                ["checksum", "--sizes", "4096,65536", "--repeats", "3", "--cold-mi-b", "4", "--json"],
+                timeout: .seconds(60))
+            #expect(run.status.succeeded, "\(run.err)")
+            let rows = run.rows
+            let methods = Set(rows.compactMap { $0["method"] as? String })
+            #expect(methods.isSuperset(of: ["memcpy", "table", "ctk_crc32c"]), "\(methods)")
+            // 2 sizes x warm and cold, each with memcpy and every path.
+            #expect(rows.count == 4 * methods.count)
+            for row in rows {
+                #expect((row["gbps"] as? Double ?? 0) > 0, "\(row)")
+                if row["method"] as? String == "memcpy" { #expect(row["vs_memcpy"] as? Double == 1) }
+            }
+            let bad = try runBench(["checksum", "--sizes", "4096,x"], timeout: .seconds(30))
+            #expect(!bad.status.succeeded)
+            #expect(bad.err.contains("size 'x' is not a positive integer"), "\(bad.err)")
+        }
+
         /// A rate that is not one is refused before anything starts, naming the flag.
         @Test func aggregateRefusesABadLinkRate() throws {
             let run = try runBench(["aggregate", "--link-rate", "1gb"], timeout: .seconds(30))

@@ -8,7 +8,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smlt-bench", abstract: "Benchmarks for SMLT, each against a baseline run in the same invocation.",
         subcommands: [
-            AggregateBench.self, SweepBench.self, RedisValueBench.self, CodecBench.self, ReshardBench.self,
+            AggregateBench.self, SweepBench.self, RedisValueBench.self, CodecBench.self, ChecksumBench.self,
+            ReshardBench.self,
             ScheduleBench.self, FailoverBench.self, AggregateWorker.self,
         ])
 }
