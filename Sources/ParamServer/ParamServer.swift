@@ -148,7 +148,16 @@ public final class ParamServer: Sendable {
                     lastRefresh = ContinuousClock.now
                 }
                 for a in jobs.active {
-                    let n = try a.advance(c)
+                    let n: Int
+                    do throws(RedisError) {
+                        n = try a.advance(c)
+                    } catch {
+                        // A job whose keys the ACL user may not touch must not stop the others.
+                        guard error.code == .permissionDenied else { throw error }
+                        jobs.deny(a.job, error)
+                        continue
+                    }
+                    if n > 0 { jobs.confirm(a.job) }
                     if n > 0 && a.finished {
                         logger.info(
                             "\(name): job \(a.job) finished at version \(a.version ?? 0)",
@@ -164,7 +173,13 @@ public final class ParamServer: Sendable {
                 var wait = RedisCommand("BLPOP", JobKeys.wakeup)
                 for a in jobs.active { wait.append(a.training.inbox(shard: a.shard)) }
                 wait.append("1")
-                let woke = try c.run(wait, blockingFor: .seconds(1))
+                let woke: RedisReply
+                do throws(RedisError) {
+                    woke = try c.run(wait, blockingFor: .seconds(1))
+                } catch {
+                    guard error.code == .permissionDenied, try denyJobsWithClosedInboxes(c, jobs) else { throw error }
+                    continue
+                }
                 if let parts = woke.array, parts.first?.text == JobKeys.wakeup {
                     if let job = parts.dropFirst().first?.text { jobs.wake(job) }
                     lastRefresh = ContinuousClock.now - .seconds(10)
@@ -192,6 +207,23 @@ public final class ParamServer: Sendable {
                 backoff = min(backoff * 2, Self.maxBackoff)
             }
         }
+    }
+
+    /// After a `NOPERM` for the BLPOP on the wake-up key and the active jobs' inboxes: pops
+    /// nothing (`LPOP key 0`) from each inbox, and stops serving each job whose inbox the ACL user
+    /// may not touch, so that one job's keys do not stop the shard's others. Returns whether any
+    /// job was the cause (if none was, the command or the wake-up key is, and the whole loop must
+    /// wait for the ACL).
+    private func denyJobsWithClosedInboxes(_ c: RedisConnection, _ jobs: ShardJobs) throws(RedisError) -> Bool {
+        let active = jobs.active
+        let probes = try c.pipeline(active.map { ["LPOP", $0.training.inbox(shard: $0.shard), "0"] })
+        var denied = false
+        for (a, reply) in zip(active, probes) {
+            guard case .error(let m) = reply, m.hasPrefix("NOPERM"), m.contains("keys") else { continue }
+            jobs.deny(a.job, c.serverError(m, command: "BLPOP"))
+            denied = true
+        }
+        return denied
     }
 
     /// Counts this server's start on the shard (`smlt:serve:starts`, kept in Redis so that it

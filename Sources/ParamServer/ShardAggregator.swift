@@ -356,7 +356,7 @@ final class ShardAggregator {
             metrics.gradientBytes.increment(by: bytesRead)
             stepGradientBytes += bytesRead
         }
-        return try c.getBlobs(
+        let failures = try c.getBlobs(
             chunks.map { keys.gradient(chunk: $0, step: v, worker: w) }, scratch: scratch, into: destination,
             check: { _, h throws(TensorBlobError) in
                 guard h.step == UInt64(v), h.producer == UInt32(w) else {
@@ -372,6 +372,11 @@ final class ShardAggregator {
                 bytesRead += BlobHeader.size + Int(h.payloadLength)
                 sparse(i, s)
             })
+        // A GET this server's ACL user may not run is the server's problem, not a bad push.
+        for case .serverError(let m) in failures.values where m.hasPrefix("NOPERM") {
+            throw c.serverError(m, command: "GET")
+        }
+        return failures
     }
 
     /// Takes worker `w` out of step `v`'s pushed set (it may push again), logs why (naming the
@@ -433,6 +438,13 @@ final class ShardAggregator {
         if let p = params.removeValue(forKey: chunk), let v = velocity.removeValue(forKey: chunk) { return (p, v) }
         let n = map.layout.range(ofChunk: chunk).count
         let replies = try c.pipeline([["GET", keys.params(chunk: chunk)], ["GET", keys.optimizer(chunk: chunk)]])
+        for case .error(let m) in replies {
+            let error = c.serverError(m, command: "GET")
+            // The ACL's problem, for the server loop to handle; anything else is this chunk's.
+            if error.code == .permissionDenied { throw error }
+            log(.error, "chunk_invalid", "chunk \(chunk): \(error)", ["chunk": "\(chunk)"])
+            return nil
+        }
         guard let pb = replies[0].bytes else {
             log(
                 .warning, "chunk_waiting", "chunk \(chunk) has no parameters on this shard; waiting",

@@ -35,6 +35,8 @@ final class ShardJobs {
     private var woken: Set<String> = []
     /// What was last logged per job, so that each state is logged once; it outlives `reset()`.
     private var logged: [String: String] = [:]
+    /// Jobs refused by the ACL (`deny`) that have not committed a step since.
+    private var denied: Set<String> = []
 
     private struct Entry {
         /// The epoch key's value when the job was last read (nil: no epoch key).
@@ -76,6 +78,7 @@ final class ShardJobs {
         for job in entries.keys.sorted() where !ids.contains(job) {
             series.retire(job)
             entries[job] = nil
+            denied.remove(job)
             note(
                 job, .warning, "job_dropped", "stopped serving it: it is no longer registered (not in \(JobKeys.jobs))",
                 reason: "not registered")
@@ -100,7 +103,12 @@ final class ShardJobs {
         if !watched.isEmpty {
             let epochs = try c.pipeline(watched.map { ["GET", JobKeys(job: $0).epoch] })
             for (job, reply) in zip(watched, epochs) {
-                if case .error(let m) = reply { throw c.serverError(m, command: "GET") }
+                if case .error(let m) = reply {
+                    let error = c.serverError(m, command: "GET")
+                    guard error.code == .permissionDenied else { throw error }
+                    deny(job, error, now: now)
+                    continue
+                }
                 if reply.text != entries[job]?.epoch { toRead.insert(job) }
             }
         }
@@ -147,9 +155,14 @@ final class ShardJobs {
             ]
         }
         let sizes = try c.pipeline(sizing)
+        // A job whose keys the ACL user may not read is not served; the others are.
+        var denied: [Int: RedisError] = [:]
         for i in jobs.indices {
             for r in sizes[(4 * i)..<(4 * i + 4)] {
-                if case .error(let m) = r { throw c.serverError(m, command: "GET/STRLEN/XREVRANGE") }
+                guard case .error(let m) = r else { continue }
+                let error = c.serverError(m, command: "GET/STRLEN/XREVRANGE")
+                guard error.code == .permissionDenied else { throw error }
+                denied[i] = denied[i] ?? error
             }
             found[i].epoch = sizes[4 * i].text
             found[i].mapLength = Int(sizes[4 * i + 1].integer ?? 0)
@@ -159,7 +172,7 @@ final class ShardJobs {
         // GET only what is within the limits; a value is copied only when its checksum changed.
         var gets: [(job: Int, isMap: Bool)] = []
         var commands: [RedisCommand] = []
-        for (i, job) in jobs.enumerated() {
+        for (i, job) in jobs.enumerated() where denied[i] == nil {
             if found[i].mapLength > 0 && found[i].mapLength <= Self.mapLimit {
                 gets.append((i, true))
                 commands.append(["GET", JobKeys(job: job).map])
@@ -173,7 +186,10 @@ final class ShardJobs {
             let (i, isMap) = gets[n]
             if reply.isError {
                 let message = reply.bytes.map { String(decoding: $0, as: UTF8.self) } ?? "error"
-                throw c.serverError(message, command: "GET")
+                let error = c.serverError(message, command: "GET")
+                guard error.code == .permissionDenied else { throw error }
+                denied[i] = denied[i] ?? error
+                return
             }
             guard let bytes = reply.bytes else { return }
             let crc = ctk_crc32c(0, bytes.baseAddress, bytes.count)
@@ -187,7 +203,47 @@ final class ShardJobs {
                 found[i].config = Array(bytes)
             }
         }
-        for (i, job) in jobs.enumerated() { update(job, found[i], now: now) }
+        for (i, job) in jobs.enumerated() {
+            if let error = denied[i] {
+                deny(job, error, now: now)
+            } else {
+                update(job, found[i], now: now)
+            }
+        }
+    }
+
+    /// Stops serving `job` (or does not start) because the ACL user may not touch its keys (a
+    /// `NOPERM` reply), without stopping the shard's other jobs. The job is read again when its
+    /// epoch key reads differently (as when the ACL lets the server read it again) or at its next
+    /// full re-read; until one of its steps commits (`confirm`), that is done quietly, so a job
+    /// whose ACL stays wrong is logged once, not once per re-read.
+    func deny(_ job: String, _ error: RedisError, now: ContinuousClock.Instant = .now) {
+        var entry = entries[job] ?? Entry(epoch: nil, mapCRC: nil, configCRC: nil, aggregator: nil, readAt: now)
+        entry.mapCRC = nil
+        entry.configCRC = nil
+        entry.readAt = now
+        let served = entry.aggregator != nil
+        if served {
+            series.retire(job)
+            entry.aggregator = nil
+        }
+        entries[job] = entry
+        denied.insert(job)
+        // The same words whichever command was refused, so that the line is not repeated.
+        let reply = error.message.range(of: "NOPERM").map { String(error.message[$0.lowerBound...]) }
+        note(
+            job, .warning, served ? "job_dropped" : "job_skipped",
+            "not serving it: the ACL user may not use its keys on this shard: \(reply ?? "\(error)")",
+            reason: "permission denied")
+    }
+
+    /// Says that `job` committed a step: if it had been refused by the ACL, it is served again.
+    func confirm(_ job: String) {
+        guard denied.remove(job) != nil, let a = entries[job]?.aggregator else { return }
+        note(
+            job, .info, "job_serving",
+            "serving job \(job) (\(a.map.chunks(onShard: a.shard).count) chunks): the ACL lets this server use its keys again",
+            prefix: false)
     }
 
     /// Keeps, replaces, creates or drops a job's aggregator after a read, and logs what changed.
@@ -270,6 +326,8 @@ final class ShardJobs {
             // it still owns, so the step after a re-shard does not read them from Redis again.
             if let old = entry.aggregator { next.inherit(from: old) }
             entry.aggregator = next
+            // A job the ACL refused is said to be served once a step of it commits (`confirm`).
+            guard !denied.contains(job) else { return }
             note(
                 job, .info, "job_serving", "serving job \(job) (\(map.chunks(onShard: shard).count) chunks)",
                 prefix: false)

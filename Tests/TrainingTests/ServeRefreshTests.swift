@@ -172,6 +172,61 @@ func calls(of command: String, _ c: RedisConnection) throws -> Int {
         }
     }
 
+    /// A job whose keys the server's ACL user may not read, or may read but not write, is not
+    /// served, and says so once; the shard's other jobs train on. Granting the permission brings
+    /// the job back, and says so once a step of it commits.
+    @Test func aJobTheACLRefusesDoesNotStopTheOthers() throws {
+        try withRedisServers(1) { servers in
+            let ep = servers[0].endpoint
+            let admin = try RedisConnection(ep)
+            for job in ["open", "shut", "half", "part"] { _ = try makeJob(job, servers, workers: 1, steps: 3) }
+            // Job shut's keys (smlt:{shut}:… and smlt:{shut/CHUNK}:…) are out of reach; job half's
+            // may be read, not written; job part's gradient chunks may not be read.
+            try admin.run([
+                "ACL", "SETUSER", "server", "on", ">pw", "~smlt:jobs", "~smlt:serve:*", "~smlt:{open[}/]*",
+                "%R~smlt:{half[}/]*", "~smlt:{part}:*", "~smlt:{part/*}:params", "~smlt:{part/*}:opt", "&*",
+                "+@all",
+            ])
+            let server = LoggedServer([ep], options: RedisOptions(password: "pw", username: "server"))
+            defer { server.stop() }
+            let refused = "not serving it: the ACL user may not use its keys on this shard: NOPERM"
+            #expect(server.waitForLine(containing: "job shut", refused), "\(server.log)")
+
+            // Job half is served until its first commit, which may not write.
+            let half = try WorkerSession(job: "half", worker: 0, endpoints: [ep])
+            try half.push(gradient: gradient(3, half.parameterCount), step: 0)
+            #expect(server.waitForLine(containing: "job half", refused), "\(server.log)")
+
+            // Job open trains all its steps meanwhile.
+            let open = try WorkerSession(job: "open", worker: 0, endpoints: [ep])
+            for step in 0..<3 {
+                try open.push(gradient: gradient(UInt64(step), open.parameterCount), step: step)
+                do { _ = try open.pull(step: step + 1, timeout: .seconds(20)) } catch {
+                    Issue.record("job open, step \(step): \(error); server log: \(server.log)")
+                    return
+                }
+            }
+            usleep(2_500_000)
+            #expect(server.lines(containing: "job shut", "NOPERM").count == 1, "\(server.log)")
+            #expect(server.lines(containing: "job half", "NOPERM").count == 1, "\(server.log)")
+            #expect(server.lines(containing: "serving job half").count == 1, "\(server.log)")
+            #expect(server.lines(containing: "retrying").isEmpty, "\(server.log)")
+            // Job part's push is not rejected: the server may not read it, the worker did nothing wrong.
+            let part = try WorkerSession(job: "part", worker: 0, endpoints: [ep])
+            try part.push(gradient: gradient(5, part.parameterCount), step: 0)
+            #expect(server.waitForLine(containing: "job part", refused), "\(server.log)")
+            #expect(try admin.run(["LLEN", JobKeys(job: "part").rejected]).integer == 0)
+            #expect(server.lines(containing: "job part", "rejected").isEmpty, "\(server.log)")
+
+            // Once the ACL allows it, job shut trains (its epoch now reads differently).
+            try admin.run(["ACL", "SETUSER", "server", "~smlt:{shut[}/]*"])
+            let shut = try WorkerSession(job: "shut", worker: 0, endpoints: [ep])
+            try shut.push(gradient: gradient(4, shut.parameterCount), step: 0)
+            _ = try shut.pull(step: 1, timeout: .seconds(20))
+            #expect(server.waitForLine(containing: "serving job shut", "again"), "\(server.log)")
+        }
+    }
+
     /// A permission the ACL user lacks is logged once, and retried with a growing pause instead of
     /// alternating "retrying" and "reachable again".
     @Test func permissionErrorIsLoggedOnceAndRetriedWithBackoff() throws {
