@@ -449,6 +449,18 @@ public final class Coordinator {
             }
             sleepFor(.milliseconds(100))
         }
+        // A re-shard the dead driver was in the middle of leaves copies the map in force does
+        // not need. The job is consistent without this, so a failure is only a warning.
+        do {
+            if let t = try Resharder.tidy(manager, options: options, allowed: Set(allowed + eps.map(\.description))) {
+                let skipped =
+                    t.skipped.isEmpty
+                    ? "" : "; could not clean \(t.skipped.joined(separator: ", ")) (tried again at the next resume)"
+                events.note(
+                    "cleaned up after an interrupted re-shard: \(t.keysRemoved) stray keys removed, \(t.shardsForgotten.count) shards forgot the job\(skipped)"
+                )
+            }
+        } catch { events.note("warning: \(error)") }
         events.note("resuming job \(job) at version \(version) with \(workers) workers")
     }
 

@@ -23,7 +23,9 @@ import TrainingProtocol
 /// 6. the old copies are deleted, and removed shards forget the job.
 ///
 /// A failure before the switch leaves the job on its old map (the copies are removed again);
-/// the error says what failed.
+/// the error says what failed. A driver that dies in the middle of a move leaves its journal
+/// (`smlt:{JOB}:moving`, written before the first copy and removed after the last cleanup), from
+/// which `tidy` removes whatever the job's map in force does not need.
 public struct Resharder {
     public let manager: ShardManager
     let options: RedisOptions
@@ -149,6 +151,15 @@ public struct Resharder {
             )
         }
 
+        // A journal left by a move whose driver died is cleaned up first; then this move's.
+        do { _ = try Self.tidy(manager, options: options, allowed: Set(endpoints.keys)) } catch {
+            throw ReshardError("cleaning up after an earlier move: \(error); nothing was moved")
+        }
+        let journal = MoveJournal(epoch: old.epoch, shards: Array(Set(old.shards + names)).sorted())
+        do { try journal.store(on: manager) } catch {
+            throw ReshardError("recording the move in \(manager.keys.moving): \(error); nothing was moved")
+        }
+
         let (assignment, minimum) = Self.placement(of: old, on: names)
         var map = old
         map.shards = names
@@ -166,6 +177,7 @@ public struct Resharder {
             for (shard, key) in copied {
                 _ = try? lanes.on(lane[shard]!) { c throws(RedisError) in try c.run(["UNLINK", key]) }
             }
+            MoveJournal.remove(from: manager)
             return ReshardError("\(message); the job stays on its old shards (epoch \(old.epoch))")
         }
         // Moved chunks are copied by one thread per source shard (sources and targets get
@@ -323,6 +335,7 @@ public struct Resharder {
             }
         }
         _ = try? next.onEachShard { _, c throws(RedisError) in try c.pipeline(keys.wakeServersCommands) }
+        MoveJournal.remove(from: next)
         return Outcome(
             manager: next, chunksMoved: chunksMoved, bytesMoved: bytes, minimumChunks: minimum, removed: removed)
     }
@@ -459,5 +472,115 @@ extension Resharder {
             release()
             throw error
         }
+    }
+}
+
+/// The journal of a move in progress: the epoch it started from and every shard it touches.
+struct MoveJournal: Codable, Sendable {
+    var epoch: Int
+    var shards: [String]
+
+    func store(on manager: ShardManager) throws(ShardError) {
+        let key = manager.keys.moving
+        let json: [UInt8]
+        do { json = Array(try JSONEncoder().encode(self)) } catch { throw ShardError(.invalidSpec, "\(error)") }
+        try manager.onShard(0) { c throws(RedisError) in _ = try c.run(RedisCommand("SET", key).appending(bytes: json))
+        }
+    }
+
+    /// Removes the journal (a failure leaves it for the next `tidy`, which finds nothing to do).
+    static func remove(from manager: ShardManager) {
+        let key = manager.keys.moving
+        _ = try? manager.onShard(0) { c throws(RedisError) in try c.run(["DEL", key]) }
+    }
+}
+
+extension Resharder {
+    /// What `tidy` did.
+    public struct TidyOutcome: Sendable, Equatable {
+        /// Keys removed from the job's shards: chunk blobs and named objects on a shard that does
+        /// not own them (their owner holds them too).
+        public var keysRemoved: Int
+        /// Shards the move touched that the job's map does not list, which forgot the job.
+        public var shardsForgotten: [String]
+        /// Shards the journal names that could not be cleaned (unreachable, or not trusted with
+        /// the password); the journal stays for the next try.
+        public var skipped: [String]
+    }
+
+    /// Cleans up after a move whose driver died, if its journal is on the home shard; nil when
+    /// there is none. Whether the move died before or after its switch, the map in force is
+    /// complete and decides: every shard the journal names that the map does not list forgets
+    /// the job, and on the map's shards each parameter, pull-copy, optimizer or checkpoint blob
+    /// and each named object on a shard other than its owner is removed, if its owner holds it
+    /// too. With a password, only the map's shards and `allowed` are connected to.
+    public static func tidy(
+        _ manager: ShardManager, options: RedisOptions, allowed: Set<String> = []
+    ) throws(ReshardError) -> TidyOutcome? {
+        let keys = manager.keys
+        let map = manager.map
+        let stored: [UInt8]?
+        do { stored = try manager.onShard(0) { c throws(RedisError) in try c.run(["GET", keys.moving]).bytes } } catch {
+            throw ReshardError("reading \(keys.moving): \(error)")
+        }
+        guard let stored else { return nil }
+        // An unreadable journal names no shard to trust; the map's shards are still swept.
+        let journal = try? JSONDecoder().decode(MoveJournal.self, from: Data(stored))
+        var outcome = TidyOutcome(keysRemoved: 0, shardsForgotten: [], skipped: [])
+        for shard in (journal?.shards ?? []).sorted() where !map.shards.contains(shard) {
+            guard options.password == nil || allowed.contains(shard),
+                let endpoint = try? RedisEndpoint(parsing: shard)
+            else {
+                outcome.skipped.append(shard)
+                continue
+            }
+            do {
+                let c = try RedisConnection(endpoint, options: options)
+                try ShardManager.forget(keys, on: c)
+                outcome.shardsForgotten.append(shard)
+            } catch { outcome.skipped.append(shard) }
+        }
+        let chunkPrefix = "smlt:{\(map.job)/"
+        let kinds: Set<Substring> = ["params", "pull", "opt", "ckpt:params", "ckpt:opt"]
+        let objectPrefix = keys.object("")
+        for (i, shard) in map.shards.enumerated() {
+            // (key, owner) of every blob and object here that belongs elsewhere.
+            let strays: [(key: String, owner: Int)]
+            do {
+                strays = try manager.onShard(i) { c throws(RedisError) in
+                    var found: [(String, Int)] = []
+                    for key in try c.scanKeys(matching: chunkPrefix + "*") {
+                        let rest = key.dropFirst(chunkPrefix.count)
+                        guard let close = rest.firstIndex(of: "}"), let chunk = Int(rest[..<close]),
+                            chunk >= 0, chunk < map.assignment.count, kinds.contains(rest[close...].dropFirst(2)),
+                            rest[close...].hasPrefix("}:"), map.assignment[chunk] != i
+                        else { continue }
+                        found.append((key, map.assignment[chunk]))
+                    }
+                    for key in try c.scanKeys(matching: objectPrefix + "*") {
+                        let owner = JobObjects.shard(
+                            for: String(key.dropFirst(objectPrefix.count)), job: map.job, shards: map.shards)
+                        if owner != i { found.append((key, owner)) }
+                    }
+                    return found
+                }
+            } catch { throw ReshardError("listing the job's keys on \(shard): \(error)") }
+            for (key, owner) in strays {
+                let held: Bool
+                do {
+                    held = try manager.onShard(owner) { c throws(RedisError) in try c.run(["EXISTS", key]).integer == 1
+                    }
+                } catch {
+                    throw ReshardError("checking \(key) on \(map.shards[owner]): \(error)")
+                }
+                guard held else { continue }
+                do { _ = try manager.onShard(i) { c throws(RedisError) in try c.run(["UNLINK", key]) } } catch {
+                    throw ReshardError("removing \(key) from \(shard): \(error)")
+                }
+                outcome.keysRemoved += 1
+            }
+        }
+        if outcome.skipped.isEmpty { MoveJournal.remove(from: manager) }
+        return outcome
     }
 }

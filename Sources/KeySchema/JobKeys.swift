@@ -68,6 +68,9 @@ public struct JobKeys: Sendable, Equatable {
     public var failure: String { "smlt:{\(job)}:failure" }
     /// The driver's run state (JSON): what `smlt train --resume` continues from.
     public var run: String { "smlt:{\(job)}:run" }
+    /// The journal of a re-shard in progress (JSON), on the home shard: what a driver that died
+    /// in the middle of a move left to clean up.
+    public var moving: String { "smlt:{\(job)}:moving" }
 
     // MARK: Function-defined models
 

@@ -145,6 +145,97 @@ extension EndToEnd {
                 #expect(try reopened.read(.params).values == before)
                 let c = try RedisConnection(servers[0].endpoint)
                 #expect(try c.run(["GET", JobKeys(job: "halfway").epoch]).text == "\(m.map.epoch)")
+                // The move's journal went with its copies.
+                #expect(try c.run(["EXISTS", JobKeys(job: "halfway").moving]).integer == 0)
+            }
+        }
+
+        /// A driver that dies in the middle of a move, before its switch or after it, leaves copies
+        /// and the move's journal; `tidy` (which `smlt train --resume` and the next move run)
+        /// removes what the map in force does not need and nothing else.
+        @Test(arguments: ["before the switch", "after the switch"])
+        func aMoveWhoseDriverDiedIsTidiedUp(died: String) throws {
+            try withRedisServers(2) { servers in
+                let job = "died-\(died.hasPrefix("before") ? "b" : "a")"
+                let keys = JobKeys(job: job)
+                let m = try makeJob(job, Array(servers.prefix(1)), workers: 2)
+                let eps = servers.map(\.endpoint)
+                // A named object that the move gives to the new shard.
+                let name = (0..<100).map { "progress-\($0)" }.first {
+                    JobObjects.shard(for: $0, job: job, shards: eps.map(\.description)) == 1
+                }!
+                try JobObjects(m).set(name, [1, 2, 3])
+                let before = try m.read(.params).values
+                let connections = try eps.map { try RedisConnection($0) }
+                // Every key of the job (and the job set) on each server, as DUMPs.
+                func snapshot() throws -> [[String: [UInt8]]] {
+                    try connections.map { c in
+                        var dumps: [String: [UInt8]] = [:]
+                        for pattern in keys.patterns + [JobKeys.jobs] {
+                            for key in try c.scanKeys(matching: pattern) {
+                                dumps[key] = try c.run(["DUMP", key]).bytes
+                            }
+                        }
+                        return dumps
+                    }
+                }
+                let atSwitch = Mutex<[[String: [UInt8]]]>([])
+                let config = TrainingConfig(workers: 2, steps: 5, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01)
+                let outcome = try Resharder(m, options: RedisOptions()).move(
+                    to: eps, step: 0, config: config,
+                    beforeSwitch: { atSwitch.withLock { $0 = (try? snapshot()) ?? [] } })
+                #expect(outcome.chunksMoved > 0)
+                let dumps = atSwitch.withLock { $0 }
+                try #require(dumps.count == 2)
+                #expect(dumps[0][keys.moving] != nil, "the journal is written before the switch")
+                #expect(try connections[0].run(["EXISTS", keys.moving]).integer == 0, "and removed after")
+                func restore(_ server: Int, only: (String) -> Bool = { _ in true }) throws {
+                    let c = connections[server]
+                    if only(JobKeys.jobs) {
+                        for pattern in keys.patterns + [JobKeys.jobs] {
+                            for key in try c.scanKeys(matching: pattern) { try c.run(["DEL", key]) }
+                        }
+                    }
+                    for (key, dump) in dumps[server] where only(key) {
+                        try c.run(RedisCommand("RESTORE", key, "0").appending(bytes: dump).appending("REPLACE"))
+                    }
+                }
+                let expectedRemoved: Int
+                if died.hasPrefix("before") {
+                    // Everything as it was when the driver died: the old map, copies on shard 1.
+                    try restore(0)
+                    try restore(1)
+                    expectedRemoved = 0
+                } else {
+                    // The new map is in force, but shard 0 still holds what moved, and the journal.
+                    let moved = Set(
+                        (0..<m.map.assignment.count).filter { outcome.manager.map.assignment[$0] == 1 }.flatMap { c in
+                            [keys.params(chunk: c), keys.optimizer(chunk: c)]
+                        } + [keys.object(name), keys.moving])
+                    try restore(0) { moved.contains($0) }
+                    // Version 0 has no optimizer state: only the blobs the snapshot had come back.
+                    expectedRemoved = moved.filter { dumps[0][$0] != nil }.count - 1
+                }
+                let reopened = try ShardManager.open(job: job, endpoints: [eps[0]])
+                #expect(reopened.map.epoch == (died.hasPrefix("before") ? m.map.epoch : m.map.epoch + 1))
+                let tidied = try #require(try Resharder.tidy(reopened, options: RedisOptions()))
+                #expect(tidied.keysRemoved == expectedRemoved)
+                #expect(tidied.shardsForgotten == (died.hasPrefix("before") ? [eps[1].description] : []))
+                #expect(tidied.skipped.isEmpty)
+                #expect(try Resharder.tidy(reopened, options: RedisOptions()) == nil, "the journal is gone")
+                // Each chunk's blobs and the object are on their owner only, and the model is whole.
+                let map = reopened.map
+                for (i, c) in connections.enumerated() {
+                    let onIt = Set(try keys.patterns.flatMap { try c.scanKeys(matching: $0) })
+                    for chunk in 0..<map.assignment.count {
+                        let owner = map.shards.firstIndex(of: eps[i].description) == map.assignment[chunk]
+                        #expect(onIt.contains(keys.params(chunk: chunk)) == owner, "chunk \(chunk) on server \(i)")
+                    }
+                    let objectOwner = JobObjects.shard(for: name, job: job, shards: map.shards)
+                    #expect(onIt.contains(keys.object(name)) == (map.shards[objectOwner] == eps[i].description))
+                }
+                #expect(try reopened.read(.params).values == before)
+                #expect(try JobObjects(reopened).get(name) == [1, 2, 3])
             }
         }
 

@@ -251,8 +251,28 @@ extension EndToEnd {
                 _ = driver.wait(timeout: .seconds(10))
                 let at = (try? JobKeys(job: job).latestVersion(shard: 0, on: c)).flatMap { $0 } ?? 0
                 #expect(at >= 150 && at < 500, "killed at version \(at)")
+                // As if the driver had died in the middle of a re-shard: a copy of chunk 0's
+                // parameters on the shard that does not own it, and the move's journal.
+                let keys = JobKeys(job: job)
+                let m = try ShardManager.open(job: job, endpoints: servers.map(\.endpoint))
+                let (owner, stray) = (m.map.assignment[0], 1 - m.map.assignment[0])
+                let blob = try m.onShard(owner) { c throws(RedisError) in
+                    try c.run(["GET", keys.params(chunk: 0)]).bytes
+                }
+                try m.onShard(stray) { c throws(RedisError) in
+                    _ = try c.run(RedisCommand("SET", keys.params(chunk: 0)).appending(bytes: blob ?? []))
+                }
+                let journal = try JSONSerialization.data(withJSONObject: ["epoch": m.map.epoch, "shards": m.map.shards])
+                try c.run(RedisCommand("SET", keys.moving).appending(bytes: Array(journal)))
                 let resumed = try smlt(["train", "--resume", "--job", job, "--redis", eps, "--json"])
                 #expect(resumed.status.succeeded, "\(resumed.stderr)")
+                #expect(try c.run(["EXISTS", keys.moving]).integer == 0)
+                #expect(
+                    try m.onShard(stray) { c throws(RedisError) in try c.run(["EXISTS", keys.params(chunk: 0)]) }
+                        .integer == 0)
+                #expect(
+                    try m.onShard(owner) { c throws(RedisError) in try c.run(["EXISTS", keys.params(chunk: 0)]) }
+                        .integer == 1)
                 let reference = try smlt(args + ["--reference"])
                 #expect(json(resumed.stdout)["param_digest"] as? String != nil)
                 #expect(
