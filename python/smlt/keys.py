@@ -7,7 +7,7 @@ import re
 __all__ = [
     "JOBS", "SERVE_WAKEUP", "check_job_id", "map_key", "epoch_key", "train_key", "params", "pull_copy",
     "opt", "grad", "ckpt_params", "ckpt_opt", "pushed", "inbox", "rejected", "versions",
-    "hold", "metrics", "lease", "starts", "failure", "run", "obj", "describe", "describe_tensor",
+    "hold", "metrics", "lease", "starts", "failure", "run", "moving", "obj", "describe", "describe_tensor",
     "evaluation",
 ]
 
@@ -101,6 +101,11 @@ def failure(job: str) -> str:
 
 def run(job: str) -> str:
     return f"smlt:{{{job}}}:run"
+
+
+def moving(job: str) -> str:
+    """The journal of a re-shard in progress (written and removed by the driver)."""
+    return f"smlt:{{{job}}}:moving"
 
 
 def obj(job: str, name: str) -> str:

@@ -23,6 +23,7 @@ def test_keys():
     assert keys.grad("j", 3, 7, 2) == "smlt:{j/3}:grad:7:2"
     assert keys.pushed("j", 1, 7) == "smlt:{j}:pushed:1:7"
     assert keys.obj("j", "state-2") == "smlt:{j}:obj:state-2"
+    assert keys.moving("j") == "smlt:{j}:moving"
     with pytest.raises(ValueError, match="invalid job id"):
         keys.check_job_id("a b")
 
