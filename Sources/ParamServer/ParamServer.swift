@@ -27,6 +27,8 @@ public final class ParamServer: Sendable {
     public let endpoints: [RedisEndpoint]
     public let options: RedisOptions
     private let stopping = Atomic<Bool>(false)
+    /// Set when a shard's thread could not start (the server then stopped).
+    private let failed = Atomic<Bool>(false)
     private let logger: Logger
     private let metrics: ServerMetrics
 
@@ -56,12 +58,14 @@ public final class ParamServer: Sendable {
     /// Asks every shard loop to return after its current wait.
     public func stop() { stopping.store(true, ordering: .relaxed) }
 
-    /// Serves until `stop()`; returns when every shard loop has ended. If a shard's thread cannot
-    /// be started, logs why, stops the other loops and returns.
+    /// Serves until `stop()`; returns when every shard loop has ended: true, or false if a shard's
+    /// thread could not be started (logged; the other loops were stopped), so that a command
+    /// serving it can exit with an error.
     ///
     /// A whole cluster (`cluster://SEEDS` without a lane) is served lane by lane: the server reads
     /// the cluster's recorded lanes (`ClusterLanes`) every second and serves each new one.
-    public func run() {
+    @discardableResult
+    public func run() -> Bool {
         let group = DispatchGroup()
         for endpoint in endpoints {
             let isWholeCluster = endpoint.isCluster && endpoint.laneTag == nil
@@ -74,6 +78,7 @@ public final class ParamServer: Sendable {
             else { break }
         }
         group.wait()
+        return !failed.load(ordering: .relaxed)
     }
 
     /// Runs `body` on a thread of its own inside `group`; false (and the server stops) when the
@@ -91,6 +96,7 @@ public final class ParamServer: Sendable {
         } catch {
             group.leave()
             log(.critical, "server_stop", endpoint.description, "\(endpoint): \(error); stopping the server")
+            failed.store(true, ordering: .relaxed)
             stop()
             return false
         }

@@ -49,7 +49,9 @@ struct ServeCommand: ParsableCommand {
         }
         let server = ParamServer(endpoints: endpoints, options: redis.options, logger: logger, metrics: metrics)
         ChildRegistry.installSignalHandlers()
-        server.run()
+        let served = server.run()
         endpoint?.stop()
+        // A shard loop that could not start stopped the server (logged): an error, not a clean exit.
+        guard served else { throw ExitCode(1) }
     }
 }
