@@ -100,11 +100,12 @@ public enum ShardInspector {
         return s
     }
 
-    /// Every chunk of `job` with its shard, tensors, version, codec and compression ratio.
+    /// Every chunk of `job` with its shard, tensors, version, codec and compression ratio. With a
+    /// password, the job's map may name only `endpoints` and `allowed` (see `ShardManager.load`).
     public static func chunks(
-        job: String, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions()
+        job: String, endpoints: [RedisEndpoint], options: RedisOptions = RedisOptions(), allowed: [String] = []
     ) throws(ShardError) -> [ChunkStatus] {
-        let map = try ShardManager.load(job: job, from: endpoints, options: options)
+        let map = try ShardManager.load(job: job, from: endpoints, options: options, allowed: allowed)
         let layout = map.layout
         let keys = JobKeys(job: job)
         let perShard = Parallel.map(map.shards.count) { shard -> [ChunkStatus] in

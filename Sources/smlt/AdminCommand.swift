@@ -78,7 +78,8 @@ struct AdminCommand: ParsableCommand {
             }
             let rows = names.map { name -> JobRow in
                 do {
-                    let m = try ShardManager.load(job: name, from: endpoints, options: redis.options)
+                    let m = try ShardManager.load(
+                        job: name, from: endpoints, options: redis.options, allowed: redis.allowedEndpoints)
                     return JobRow(
                         job: name, epoch: m.epoch, shards: m.shards, tensors: m.tensors.count,
                         parameters: m.layout.totalElements, chunks: m.layout.chunkCount, codec: m.codec.description)
@@ -108,7 +109,8 @@ struct AdminCommand: ParsableCommand {
         func run() throws {
             let chunks: [ChunkStatus]
             do {
-                chunks = try ShardInspector.chunks(job: job, endpoints: try redis.endpoints(), options: redis.options)
+                chunks = try ShardInspector.chunks(
+                    job: job, endpoints: try redis.endpoints(), options: redis.options, allowed: redis.allowedEndpoints)
             } catch let e as ShardError {
                 printError(e.description)
                 throw ExitCode(1)

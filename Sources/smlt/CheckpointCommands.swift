@@ -25,7 +25,8 @@ extension AdminCommand {
         func run() throws {
             do {
                 let endpoints = try redis.endpoints()
-                let m = try ShardManager.open(job: job, endpoints: endpoints, options: redis.options)
+                let m = try ShardManager.open(
+                    job: job, endpoints: endpoints, options: redis.options, allowed: redis.allowedEndpoints)
                 let config = try TrainingConfig.load(from: m)
                 let deadline =
                     ContinuousClock.now
@@ -72,7 +73,8 @@ extension AdminCommand {
                 guard c.job == job else {
                     throw CheckpointError(.invalid, "the checkpoint in \(dir) is of job '\(c.job)', not '\(job)'")
                 }
-                let m = try ShardManager.open(job: job, endpoints: try redis.endpoints(), options: redis.options)
+                let m = try ShardManager.open(
+                    job: job, endpoints: try redis.endpoints(), options: redis.options, allowed: redis.allowedEndpoints)
                 try c.restore(to: m)
                 print("restored job \(job) to step \(c.step)")
             } catch let e as ExitCode {

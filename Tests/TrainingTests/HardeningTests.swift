@@ -161,6 +161,35 @@ extension EndToEnd {
             }
         }
 
+        /// The admin and checkpoint commands that read a job's map take `--allow-endpoints`, as the
+        /// refusal tells the user to: a job re-sharded onto a shard the command was not given.
+        @Test func adminCommandsTakeAllowEndpoints() throws {
+            try withRedisServers(2, password: "pw") { servers in
+                let options = RedisOptions(password: "pw")
+                let spec = JobSpec(job: "moved", tensors: [TensorSpec(name: "w", shape: [40])], chunkElements: 8)
+                let m = try ShardManager.register(spec, on: servers.map(\.endpoint), options: options)
+                try TrainingConfig(workers: 1, steps: 5, learningRate: 0.1).store(on: m)
+                try m.write([Float](repeating: 1, count: 40), as: .params, step: 0, producer: 0)
+                _ = try m.onEachShard { shard, c throws(RedisError) in
+                    try c.run(m.keys.publishVersionCommand(shard: shard, version: 0))
+                }
+                let (home, other) = (servers[0].endpoint.description, servers[1].endpoint.description)
+                let dir = NSTemporaryDirectory() + "allow-\(UUID().uuidString.prefix(8))"
+                defer { try? FileManager.default.removeItem(atPath: dir) }
+                for args in [
+                    ["admin", "chunks", "--job", "moved", "--json"], ["admin", "jobs", "--json"],
+                    ["admin", "checkpoint", "--job", "moved", "--dir", dir],
+                    ["admin", "restore", "--job", "moved", "--dir", dir],
+                ] {
+                    let refused = try smlt(args + ["--redis", home, "--password", "pw"])
+                    #expect("\(refused.stdout)\(refused.stderr)".contains("--allow-endpoints"), "\(args): \(refused)")
+                    let allowed = try smlt(args + ["--redis", home, "--password", "pw", "--allow-endpoints", other])
+                    #expect(allowed.status.succeeded, "\(args): \(allowed.stderr)")
+                    #expect(!"\(allowed.stdout)\(allowed.stderr)".contains("refusing"), "\(args): \(allowed)")
+                }
+            }
+        }
+
         /// The shards `smlt train` starts itself get a password (the one given, or a random one),
         /// and `--password` on the command line is warned about.
         @Test func ownShardsArePasswordProtected() throws {
