@@ -265,8 +265,9 @@ __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"))) static uint
 
 /* The same with AVX2's 256-bit VPCLMULQDQ (two 16-byte lanes per instruction), for CPUs that
  * have it without AVX-512 (AMD Zen 3, where one 128-bit PCLMULQDQ issues every other cycle, so
- * the 128-bit folding above runs at about 9 GB/s and the crc32 chains at 14): four 32-byte
- * accumulators, each moved 128 bytes forward per step; then down to four 16-byte lanes. */
+ * the 128-bit folding above runs at 9-12 GB/s on a 1 MiB buffer in cache, the crc32 chains at
+ * 17-19 and this at 22-25; BENCHMARKS.md "Checksums"): four 32-byte accumulators, each moved
+ * 128 bytes forward per step; then down to four 16-byte lanes. */
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static __m256i fold256(__m256i x, __m256i k) {
     return _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00), _mm256_clmulepi64_epi128(x, k, 0x11));
 }

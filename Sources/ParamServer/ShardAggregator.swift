@@ -393,12 +393,11 @@ final class ShardAggregator {
                 "detail": "\(failure.detail)",
             ])
         let record = Rejection(step: v, worker: w, chunk: chunks[i], reason: failure.detail)
-        let replies = try c.pipeline([
+        try c.checkedPipeline([
             ["SREM", training.pushed(shard: shard, step: v), "\(w)"],
             RedisCommand("RPUSH", training.rejected).appending(bytes: record.json),
             ["LTRIM", training.rejected, "\(-Rejection.kept)", "-1"],
         ])
-        for r in replies { if case .error(let m) = r { throw c.serverError(m, command: "SREM/RPUSH/LTRIM") } }
     }
 
     /// Adds the waiting gradients to the sums in worker-id order, as far as the ids are contiguous,

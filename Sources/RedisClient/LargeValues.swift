@@ -95,6 +95,15 @@ extension RedisConnection {
         return try directPipeline(borrowing: commands)
     }
 
+    /// `pipeline(borrowing:)` for commands that must all succeed: the first error reply is thrown
+    /// as a typed error naming its command.
+    @discardableResult
+    public func checkedPipeline(borrowing commands: [BorrowedCommand]) throws(RedisError) -> [RedisReply] {
+        let replies = try pipeline(borrowing: commands)
+        try throwFirstError(replies, names: commands.map(\.name))
+        return replies
+    }
+
     func directPipeline(borrowing commands: [BorrowedCommand]) throws(RedisError) -> [RedisReply] {
         guard !commands.isEmpty else { return [] }
         let ctx = try liveContext()

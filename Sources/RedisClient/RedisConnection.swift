@@ -203,6 +203,23 @@ public final class RedisConnection {
         return zip(commands, replies).map { lane.namespace.strip($1, command: $0.name.uppercased()) }
     }
 
+    /// `pipeline(_:)` for commands that must all succeed: the first error reply is thrown as a
+    /// typed error naming its command (every reply is read first, so the connection stays in
+    /// sync).
+    @discardableResult
+    public func checkedPipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
+        let replies = try pipeline(commands)
+        try throwFirstError(replies, names: commands.map(\.name))
+        return replies
+    }
+
+    /// Throws the first `.error` of `replies` as `serverError`, naming the command it answered.
+    func throwFirstError(_ replies: [RedisReply], names: [String]) throws(RedisError) {
+        for (name, reply) in zip(names, replies) {
+            if case .error(let m) = reply { throw serverError(m, command: name.uppercased()) }
+        }
+    }
+
     /// Pipelines `commands`; `body` reads each reply in place (index, reply).
     public func pipeline<R>(
         _ commands: [RedisCommand], _ body: (Int, BorrowedReply) throws(RedisError) -> R

@@ -176,9 +176,7 @@ public final class ShardManager: Sendable {
                 ["MULTI"], RedisCommand("SET", keys.map).appending(bytes: json), ["SET", keys.epoch, epoch],
                 ["SADD", JobKeys.jobs, job], ["EXEC"],
             ]
-            for r in try c.pipeline(commands) {
-                if case .error(let m) = r { throw c.serverError(m, command: "SET") }
-            }
+            try c.checkedPipeline(commands)
         }
         _ = try onEachShard { shard, c throws(RedisError) in if shard > 0 { try store(shard, c) } }
         try onShard(0) { c throws(RedisError) in try store(0, c) }
@@ -266,11 +264,8 @@ public final class ShardManager: Sendable {
             var parts: [BlobParts] = []
             var bytes = 0
             func flush(_ extra: [RedisCommand]) throws(RedisError) {
-                let replies = try withExtendedLifetime(parts) { () throws(RedisError) in
-                    try c.pipeline(borrowing: batch + extra.map(BorrowedCommand.init))
-                }
-                for r in replies {
-                    if case .error(let m) = r { throw c.serverError(m, command: "SET") }
+                try withExtendedLifetime(parts) { () throws(RedisError) in
+                    try c.checkedPipeline(borrowing: batch + extra.map(BorrowedCommand.init))
                 }
                 batch.removeAll(keepingCapacity: true)
                 parts.removeAll(keepingCapacity: true)

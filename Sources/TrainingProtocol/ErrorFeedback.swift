@@ -147,9 +147,7 @@ public struct ErrorFeedback: Sendable {
             let commands = storeCommands(
                 residual, names: [name], shard: shard, map: map, codec: codec, step: step, worker: worker)
             guard !commands.isEmpty else { return }
-            for r in try c.pipeline(commands) {
-                if case .error(let e) = r { throw c.serverError(e, command: "SET") }
-            }
+            try c.checkedPipeline(commands)
         }
     }
 

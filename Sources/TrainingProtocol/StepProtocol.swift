@@ -75,11 +75,8 @@ extension ShardManager {
     public func publish(version: Int) throws(ShardError) {
         let keys = self.keys
         _ = try onEachShard { shard, c throws(RedisError) in
-            for r in try c.pipeline(
+            try c.checkedPipeline(
                 [keys.publishVersionCommand(shard: shard, version: version)] + keys.wakeServersCommands)
-            {
-                if case .error(let m) = r { throw c.serverError(m, command: "XADD") }
-            }
         }
     }
 

@@ -128,12 +128,9 @@ public final class WorkerSession: Sendable {
         let worker = self.worker
         _ = try shards.onEachShard { shard, c throws(RedisError) in
             guard try include(shard, c) else { return }
-            for r in try c.pipeline(
+            try c.checkedPipeline(
                 training.markPushedCommands(
                     shard: shard, step: step, worker: worker, ttlSeconds: Self.gradientTTLSeconds))
-            {
-                if case .error(let m) = r { throw c.serverError(m, command: "SADD") }
-            }
         }
     }
 

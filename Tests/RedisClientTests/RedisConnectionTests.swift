@@ -22,6 +22,35 @@ import Testing
         }
     }
 
+    /// A checked pipeline throws its first error reply, naming the command that got it, after
+    /// reading every reply: the commands after it ran, and the connection is in sync.
+    @Test func checkedPipelineThrowsTheFirstErrorNamingItsCommand() throws {
+        try withRedisServers(1) { servers in
+            let c = try RedisConnection(servers[0].endpoint)
+            try c.run(["SET", "text", "abc"])
+            #expect(try c.checkedPipeline([["SET", "a", "1"], ["INCR", "a"]]).last == .integer(2))
+            #expect {
+                try c.checkedPipeline([
+                    ["SET", "b", "1"], ["INCR", "text"], ["LPUSH", "text", "x"], ["SET", "c", "3"],
+                ])
+            } throws: { error in
+                let e = error as? RedisError
+                return e?.code == .serverError && e?.message.hasPrefix("INCR: ERR value is not an integer") == true
+            }
+            #expect(try c.run(["GET", "c"]).text == "3")
+            #expect(try c.run(["PING"]) == .status("PONG"))
+            let payload: [UInt8] = Array(repeating: 9, count: 1 << 16)
+            #expect {
+                try payload.withUnsafeBytes { p in
+                    try c.checkedPipeline(borrowing: [
+                        BorrowedCommand(["SET", "big"], payload: [p]), BorrowedCommand(["LPUSH", "big", "x"]),
+                    ])
+                }
+            } throws: { error in (error as? RedisError)?.message.hasPrefix("LPUSH: WRONGTYPE") == true }
+            #expect(try c.run(["STRLEN", "big"]) == .integer(Int64(payload.count)))
+        }
+    }
+
     @Test func passwordAcceptedAndRefused() throws {
         try withRedisServers(1, password: "s3cret") { servers in
             let ep = servers[0].endpoint
