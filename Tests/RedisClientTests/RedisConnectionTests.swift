@@ -92,7 +92,7 @@ import Testing
         do {
             _ = try RedisConnection(ep)
             Issue.record("connected to a port nobody listens on")
-        } catch let error as RedisError {
+        } catch {
             #expect(error.code == .connectionFailed)
             #expect(error.description == "cannot connect to 127.0.0.1:\(port): Connection refused")
         }

@@ -7,8 +7,9 @@ import Testing
     @Test(arguments: [DType.bf16, .f16])
     func feedbackIsTheStepsOneAfterTheOther(dtype: DType) {
         var rng = RandomBits(state: 23)
+        let subnormal = Float(bitPattern: 0x0001_16C2)  // about 1e-40
         let specials: [Float] = [
-            -0.0, 0, 1e-40, -1e-40, 65504, 65520, 70000, -1e30, 3.4e38, .leastNonzeroMagnitude, 1, -1, 0.1,
+            -0.0, 0, subnormal, -subnormal, 65504, 65520, 70000, -1e30, 3.4e38, .leastNonzeroMagnitude, 1, -1, 0.1,
         ]
         for count in [0, 1, 13, 2047, 2048, 2049, 5003] {
             let gradient = (0..<count).map { i in i < specials.count ? specials[i] : rng.floats(1)[0] * 1e3 }
