@@ -551,9 +551,10 @@ extension Resharder {
                     var found: [(String, Int)] = []
                     for key in try c.scanKeys(matching: chunkPrefix + "*") {
                         let rest = key.dropFirst(chunkPrefix.count)
+                        // smlt:{JOB/CHUNK}:KIND
                         guard let close = rest.firstIndex(of: "}"), let chunk = Int(rest[..<close]),
-                            chunk >= 0, chunk < map.assignment.count, kinds.contains(rest[close...].dropFirst(2)),
-                            rest[close...].hasPrefix("}:"), map.assignment[chunk] != i
+                            chunk >= 0, chunk < map.assignment.count, rest[close...].hasPrefix("}:"),
+                            kinds.contains(rest[close...].dropFirst(2)), map.assignment[chunk] != i
                         else { continue }
                         found.append((key, map.assignment[chunk]))
                     }

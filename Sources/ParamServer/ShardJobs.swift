@@ -156,13 +156,13 @@ final class ShardJobs {
         }
         let sizes = try c.pipeline(sizing)
         // A job whose keys the ACL user may not read is not served; the others are.
-        var denied: [Int: RedisError] = [:]
+        var refused: [Int: RedisError] = [:]
         for i in jobs.indices {
             for r in sizes[(4 * i)..<(4 * i + 4)] {
                 guard case .error(let m) = r else { continue }
                 let error = c.serverError(m, command: "GET/STRLEN/XREVRANGE")
                 guard error.code == .permissionDenied else { throw error }
-                denied[i] = denied[i] ?? error
+                refused[i] = refused[i] ?? error
             }
             found[i].epoch = sizes[4 * i].text
             found[i].mapLength = Int(sizes[4 * i + 1].integer ?? 0)
@@ -172,7 +172,7 @@ final class ShardJobs {
         // GET only what is within the limits; a value is copied only when its checksum changed.
         var gets: [(job: Int, isMap: Bool)] = []
         var commands: [RedisCommand] = []
-        for (i, job) in jobs.enumerated() where denied[i] == nil {
+        for (i, job) in jobs.enumerated() where refused[i] == nil {
             if found[i].mapLength > 0 && found[i].mapLength <= Self.mapLimit {
                 gets.append((i, true))
                 commands.append(["GET", JobKeys(job: job).map])
@@ -188,7 +188,7 @@ final class ShardJobs {
                 let message = reply.bytes.map { String(decoding: $0, as: UTF8.self) } ?? "error"
                 let error = c.serverError(message, command: "GET")
                 guard error.code == .permissionDenied else { throw error }
-                denied[i] = denied[i] ?? error
+                refused[i] = refused[i] ?? error
                 return
             }
             guard let bytes = reply.bytes else { return }
@@ -204,7 +204,7 @@ final class ShardJobs {
             }
         }
         for (i, job) in jobs.enumerated() {
-            if let error = denied[i] {
+            if let error = refused[i] {
                 deny(job, error, now: now)
             } else {
                 update(job, found[i], now: now)

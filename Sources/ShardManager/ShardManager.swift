@@ -264,7 +264,7 @@ public final class ShardManager: Sendable {
             var parts: [BlobParts] = []
             var bytes = 0
             func flush(_ extra: [RedisCommand]) throws(RedisError) {
-                try withExtendedLifetime(parts) { () throws(RedisError) in
+                _ = try withExtendedLifetime(parts) { () throws(RedisError) in
                     try c.checkedPipeline(borrowing: batch + extra.map(BorrowedCommand.init))
                 }
                 batch.removeAll(keepingCapacity: true)
