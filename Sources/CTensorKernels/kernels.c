@@ -59,6 +59,18 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_chain(uint32_t crc, con
     return c32;
 }
 
+/* One crc32 instruction on each of three chains, over the 8 bytes at pa, pb and pc. */
+__attribute__((target("sse4.2"), always_inline)) static inline void crc3_step(
+    uint64_t *a, uint64_t *b, uint64_t *c, const unsigned char *pa, const unsigned char *pb, const unsigned char *pc) {
+    uint64_t va, vb, vc;
+    memcpy(&va, pa, 8);
+    memcpy(&vb, pb, 8);
+    memcpy(&vc, pc, 8);
+    *a = __builtin_ia32_crc32di(*a, va);
+    *b = __builtin_ia32_crc32di(*b, vb);
+    *c = __builtin_ia32_crc32di(*c, vc);
+}
+
 __attribute__((target("sse4.2"))) static void crc_shift_init(void) {
     uint32_t basis[32];
     for (int i = 0; i < 32; i++) {
@@ -87,15 +99,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
         while (n >= 3 * CRC_BLOCK) {
             uint64_t a = crc, b = 0, c = 0;
             const unsigned char *pb = p + CRC_BLOCK, *pc = p + 2 * CRC_BLOCK;
-            for (size_t i = 0; i < CRC_BLOCK; i += 8) {
-                uint64_t va, vb, vc;
-                memcpy(&va, p + i, 8);
-                memcpy(&vb, pb + i, 8);
-                memcpy(&vc, pc + i, 8);
-                a = __builtin_ia32_crc32di(a, va);
-                b = __builtin_ia32_crc32di(b, vb);
-                c = __builtin_ia32_crc32di(c, vc);
-            }
+            for (size_t i = 0; i < CRC_BLOCK; i += 8) crc3_step(&a, &b, &c, p + i, pb + i, pc + i);
             crc = crc_shift(crc_shift((uint32_t)a) ^ (uint32_t)b) ^ (uint32_t)c;
             p += 3 * CRC_BLOCK;
             n -= 3 * CRC_BLOCK;
@@ -272,30 +276,26 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static __m256i fold256(
     return _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00), _mm256_clmulepi64_epi128(x, k, 0x11));
 }
 
-__attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_fold256(
-    uint32_t crc, const unsigned char *p, size_t n) {
-    const __m256i k128 = _mm256_set_epi64x((long long)fold_k[3][1], (long long)fold_k[3][0],
-                                           (long long)fold_k[3][1], (long long)fold_k[3][0]);
+#define FOLD256 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"), always_inline)) static inline
+
+/* The four accumulators over the first 128 bytes at p, with the running CRC in the first. */
+FOLD256 void fold256_start(__m256i x[4], uint32_t crc, const unsigned char *p) {
+    x[0] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)crc)));
+    for (int j = 1; j < 4; j++) x[j] = _mm256_loadu_si256((const __m256i *)(p + 32 * j));
+}
+
+/* Each accumulator moved 128 bytes forward, and the 128 bytes at p folded in. */
+FOLD256 void fold256_step(__m256i x[4], __m256i k128, const unsigned char *p) {
+    for (int j = 0; j < 4; j++) x[j] = _mm256_xor_si256(fold256(x[j], k128), _mm256_loadu_si256((const __m256i *)(p + 32 * j)));
+}
+
+/* The register after the accumulators, then the n bytes at p (64 at a time, then the tail). */
+FOLD256 uint32_t fold256_end(const __m256i x[4], const unsigned char *p, size_t n) {
     const __m256i k64 = _mm256_set_epi64x((long long)fold_k[0][1], (long long)fold_k[0][0],
                                           (long long)fold_k[0][1], (long long)fold_k[0][0]);
-    __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p),
-                                  _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)crc)));
-    __m256i x1 = _mm256_loadu_si256((const __m256i *)(p + 32));
-    __m256i x2 = _mm256_loadu_si256((const __m256i *)(p + 64));
-    __m256i x3 = _mm256_loadu_si256((const __m256i *)(p + 96));
-    p += 128;
-    n -= 128;
-    while (n >= 128) {
-        x0 = _mm256_xor_si256(fold256(x0, k128), _mm256_loadu_si256((const __m256i *)p));
-        x1 = _mm256_xor_si256(fold256(x1, k128), _mm256_loadu_si256((const __m256i *)(p + 32)));
-        x2 = _mm256_xor_si256(fold256(x2, k128), _mm256_loadu_si256((const __m256i *)(p + 64)));
-        x3 = _mm256_xor_si256(fold256(x3, k128), _mm256_loadu_si256((const __m256i *)(p + 96)));
-        p += 128;
-        n -= 128;
-    }
     /* The last 128 bytes are lanes L0..L7 (x0 = L0,L1 … x3 = L6,L7): fold L0..L3 onto L4..L7. */
-    __m256i y0 = _mm256_xor_si256(fold256(x0, k64), x2);
-    __m256i y1 = _mm256_xor_si256(fold256(x1, k64), x3);
+    __m256i y0 = _mm256_xor_si256(fold256(x[0], k64), x[2]);
+    __m256i y1 = _mm256_xor_si256(fold256(x[1], k64), x[3]);
     while (n >= 64) {
         y0 = _mm256_xor_si256(fold256(y0, k64), _mm256_loadu_si256((const __m256i *)p));
         y1 = _mm256_xor_si256(fold256(y1, k64), _mm256_loadu_si256((const __m256i *)(p + 32)));
@@ -304,6 +304,20 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_
     }
     return fold_finish(_mm256_castsi256_si128(y0), _mm256_extracti128_si256(y0, 1), _mm256_castsi256_si128(y1),
                        _mm256_extracti128_si256(y1, 1), p, n);
+}
+
+FOLD256 __m256i fold256_k128(void) {
+    return _mm256_set_epi64x((long long)fold_k[3][1], (long long)fold_k[3][0], (long long)fold_k[3][1],
+                             (long long)fold_k[3][0]);
+}
+
+__attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_fold256(
+    uint32_t crc, const unsigned char *p, size_t n) {
+    const __m256i k128 = fold256_k128();
+    __m256i x[4];
+    fold256_start(x, crc, p);
+    for (p += 128, n -= 128; n >= 128; p += 128, n -= 128) fold256_step(x, k128, p);
+    return fold256_end(x, p, n);
 }
 
 /* Folding and the crc32 instruction at once. They run on different execution units (vector and
@@ -319,42 +333,18 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_
 
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_hybrid256(
     uint32_t crc, const unsigned char *p, size_t n) {
-    const __m256i k128 = _mm256_set_epi64x((long long)fold_k[3][1], (long long)fold_k[3][0],
-                                           (long long)fold_k[3][1], (long long)fold_k[3][0]);
-    const __m256i k64 = _mm256_set_epi64x((long long)fold_k[0][1], (long long)fold_k[0][0],
-                                          (long long)fold_k[0][1], (long long)fold_k[0][0]);
+    const __m256i k128 = fold256_k128();
     if (!__atomic_load_n(&crc_shift_ready, __ATOMIC_ACQUIRE)) pthread_once(&crc_shift_once, crc_shift_init);
     while (n >= HYBRID_SUPERBLOCK) {
         const unsigned char *q = p + 128, *pa = p + HYBRID_VECTOR, *pb = pa + CRC_BLOCK, *pc = pb + CRC_BLOCK;
-        __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p),
-                                      _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)crc)));
-        __m256i x1 = _mm256_loadu_si256((const __m256i *)(p + 32));
-        __m256i x2 = _mm256_loadu_si256((const __m256i *)(p + 64));
-        __m256i x3 = _mm256_loadu_si256((const __m256i *)(p + 96));
+        __m256i x[4];
+        fold256_start(x, crc, p);
         uint64_t a = 0, b = 0, c = 0;
-        for (int step = 0; step < HYBRID_STEPS; step++) {
-            x0 = _mm256_xor_si256(fold256(x0, k128), _mm256_loadu_si256((const __m256i *)q));
-            x1 = _mm256_xor_si256(fold256(x1, k128), _mm256_loadu_si256((const __m256i *)(q + 32)));
-            x2 = _mm256_xor_si256(fold256(x2, k128), _mm256_loadu_si256((const __m256i *)(q + 64)));
-            x3 = _mm256_xor_si256(fold256(x3, k128), _mm256_loadu_si256((const __m256i *)(q + 96)));
-            q += 128;
-            for (int k = 0; k < 32; k += 8) {
-                uint64_t va, vb, vc;
-                memcpy(&va, pa + k, 8);
-                memcpy(&vb, pb + k, 8);
-                memcpy(&vc, pc + k, 8);
-                a = __builtin_ia32_crc32di(a, va);
-                b = __builtin_ia32_crc32di(b, vb);
-                c = __builtin_ia32_crc32di(c, vc);
-            }
-            pa += 32;
-            pb += 32;
-            pc += 32;
+        for (int step = 0; step < HYBRID_STEPS; step++, q += 128, pa += 32, pb += 32, pc += 32) {
+            fold256_step(x, k128, q);
+            for (int k = 0; k < 32; k += 8) crc3_step(&a, &b, &c, pa + k, pb + k, pc + k);
         }
-        __m256i y0 = _mm256_xor_si256(fold256(x0, k64), x2);
-        __m256i y1 = _mm256_xor_si256(fold256(x1, k64), x3);
-        uint32_t folded = fold_finish(_mm256_castsi256_si128(y0), _mm256_extracti128_si256(y0, 1),
-                                      _mm256_castsi256_si128(y1), _mm256_extracti128_si256(y1, 1), q, 0);
+        uint32_t folded = fold256_end(x, q, 0);
         crc = crc_shift(crc_shift(crc_shift(folded) ^ (uint32_t)a) ^ (uint32_t)b) ^ (uint32_t)c;
         p += HYBRID_SUPERBLOCK;
         n -= HYBRID_SUPERBLOCK;
@@ -362,6 +352,7 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t crc32c_
     if (n >= 512) return crc32c_fold256(crc, p, n);
     return crc32c_chain(crc, p, n);
 }
+#undef FOLD256
 
 enum { CPU_SSE42 = 1, CPU_PCLMUL = 2, CPU_VPCLMUL = 4, CPU_VPCLMUL256 = 8 };
 
