@@ -314,10 +314,7 @@ public struct Resharder {
         // The old copies go. Failures here leave garbage, not inconsistency: log-worthy only.
         for c in 0..<assignment.count where old.shards[old.assignment[c]] != names[assignment[c]] {
             let from = old.shards[old.assignment[c]]
-            let victims = [
-                keys.params(chunk: c), keys.pullCopy(chunk: c), keys.optimizer(chunk: c),
-                keys.checkpointParams(chunk: c), keys.checkpointOptimizer(chunk: c),
-            ]
+            let victims = keys.chunkBlobs(chunk: c)
             _ = try? lanes.on(lane[from]!) { c throws(RedisError) in
                 try c.run(RedisCommand(strings: ["UNLINK"] + victims))
             }
@@ -541,7 +538,6 @@ extension Resharder {
             } catch { outcome.skipped.append(shard) }
         }
         let chunkPrefix = "smlt:{\(map.job)/"
-        let kinds: Set<Substring> = ["params", "pull", "opt", "ckpt:params", "ckpt:opt"]
         let objectPrefix = keys.object("")
         for (i, shard) in map.shards.enumerated() {
             // (key, owner) of every blob and object here that belongs elsewhere.
@@ -551,10 +547,10 @@ extension Resharder {
                     var found: [(String, Int)] = []
                     for key in try c.scanKeys(matching: chunkPrefix + "*") {
                         let rest = key.dropFirst(chunkPrefix.count)
-                        // smlt:{JOB/CHUNK}:KIND
+                        // smlt:{JOB/CHUNK}:KIND, one of the chunk's blobs.
                         guard let close = rest.firstIndex(of: "}"), let chunk = Int(rest[..<close]),
-                            chunk >= 0, chunk < map.assignment.count, rest[close...].hasPrefix("}:"),
-                            kinds.contains(rest[close...].dropFirst(2)), map.assignment[chunk] != i
+                            chunk >= 0, chunk < map.assignment.count, map.assignment[chunk] != i,
+                            keys.chunkBlobs(chunk: chunk).contains(key)
                         else { continue }
                         found.append((key, map.assignment[chunk]))
                     }

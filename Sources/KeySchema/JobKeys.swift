@@ -36,6 +36,14 @@ public struct JobKeys: Sendable, Equatable {
     public func optimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:opt" }
     public func checkpointParams(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:params" }
     public func checkpointOptimizer(chunk: Int) -> String { "smlt:{\(job)/\(chunk)}:ckpt:opt" }
+    /// Every blob a chunk's owner keeps for it (parameters, pull copy, optimizer state and their
+    /// checkpoint copies): what moves with the chunk, and what a shard that lost it deletes.
+    public func chunkBlobs(chunk: Int) -> [String] {
+        [
+            params(chunk: chunk), pullCopy(chunk: chunk), optimizer(chunk: chunk),
+            checkpointParams(chunk: chunk), checkpointOptimizer(chunk: chunk),
+        ]
+    }
     public func gradient(chunk: Int, step: Int, worker: Int) -> String {
         "smlt:{\(job)/\(chunk)}:grad:\(step):\(worker)"
     }

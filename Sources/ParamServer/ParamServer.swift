@@ -225,8 +225,10 @@ public final class ParamServer: Sendable {
         let probes = try c.pipeline(active.map { ["LPOP", $0.training.inbox(shard: $0.shard), "0"] })
         var denied = false
         for (a, reply) in zip(active, probes) {
-            guard case .error(let m) = reply, m.hasPrefix("NOPERM"), m.contains("keys") else { continue }
-            jobs.deny(a.job, c.serverError(m, command: "BLPOP"))
+            guard case .error(let m) = reply, m.contains("keys") else { continue }
+            let error = c.serverError(m, command: "BLPOP")
+            guard error.code == .permissionDenied else { continue }
+            jobs.deny(a.job, error)
             denied = true
         }
         return denied

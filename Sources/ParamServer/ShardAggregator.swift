@@ -373,8 +373,9 @@ final class ShardAggregator {
                 sparse(i, s)
             })
         // A GET this server's ACL user may not run is the server's problem, not a bad push.
-        for case .serverError(let m) in failures.values where m.hasPrefix("NOPERM") {
-            throw c.serverError(m, command: "GET")
+        for case .serverError(let m) in failures.values {
+            let error = c.serverError(m, command: "GET")
+            if error.code == .permissionDenied { throw error }
         }
         return failures
     }
