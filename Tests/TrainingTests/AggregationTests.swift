@@ -36,10 +36,10 @@ final class RunningServer: Sendable {
 func makeJob(
     _ job: String, _ servers: [RedisServerProcess], workers: Int, steps: Int = 5,
     tensors: [TensorSpec] = [TensorSpec(name: "w", shape: [10, 7]), TensorSpec(name: "b", shape: [7])],
-    chunkElements: Int = 16
+    chunkElements: Int = 16, options: RedisOptions = RedisOptions()
 ) throws -> ShardManager {
     let spec = JobSpec(job: job, tensors: tensors, chunkElements: chunkElements)
-    let m = try ShardManager.register(spec, on: servers.map(\.endpoint))
+    let m = try ShardManager.register(spec, on: servers.map(\.endpoint), options: options)
     let config = TrainingConfig(workers: workers, steps: steps, learningRate: 0.5, momentum: 0.9, weightDecay: 0.01)
     try config.store(on: m)
     try m.write([Float](repeating: 1, count: m.layout.totalElements), as: .params, step: 0, producer: 0)

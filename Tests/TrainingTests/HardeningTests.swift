@@ -165,14 +165,7 @@ extension EndToEnd {
         /// refusal tells the user to: a job re-sharded onto a shard the command was not given.
         @Test func adminCommandsTakeAllowEndpoints() throws {
             try withRedisServers(2, password: "pw") { servers in
-                let options = RedisOptions(password: "pw")
-                let spec = JobSpec(job: "moved", tensors: [TensorSpec(name: "w", shape: [40])], chunkElements: 8)
-                let m = try ShardManager.register(spec, on: servers.map(\.endpoint), options: options)
-                try TrainingConfig(workers: 1, steps: 5, learningRate: 0.1).store(on: m)
-                try m.write([Float](repeating: 1, count: 40), as: .params, step: 0, producer: 0)
-                _ = try m.onEachShard { shard, c throws(RedisError) in
-                    try c.run(m.keys.publishVersionCommand(shard: shard, version: 0))
-                }
+                _ = try makeJob("moved", servers, workers: 1, options: RedisOptions(password: "pw"))
                 let (home, other) = (servers[0].endpoint.description, servers[1].endpoint.description)
                 let dir = NSTemporaryDirectory() + "allow-\(UUID().uuidString.prefix(8))"
                 defer { try? FileManager.default.removeItem(atPath: dir) }
