@@ -68,13 +68,18 @@ public final class RedisClusterProcesses: Sendable {
     }
 
     /// Waits until every running node reports `cluster_state:ok` and `replicas` replicas are
-    /// attached to their masters (`master_link_status:up`).
+    /// attached to their masters, seen from both sides: the replica's link is up
+    /// (`master_link_status:up`) and its master counts it online (`state=online`, which is what
+    /// `ROLE` lists). A replica's link comes up before its master has its first acknowledgement;
+    /// a write in between is not waited for (`WAIT` sees no replica), so a failover then could
+    /// lose it.
     public func waitUntilHealthy(replicas: Int, timeout: Duration = .seconds(30)) throws {
         let deadline = ContinuousClock.now + timeout
         var last = ""
         while ContinuousClock.now < deadline {
             var ok = true
             var linked = 0
+            var online = 0
             for n in nodes where n.isRunning {
                 guard let c = try? RedisConnection(n.endpoint, options: RedisOptions(password: password)),
                     let info = try? c.run(["CLUSTER", "INFO"]).text,
@@ -88,9 +93,10 @@ public final class RedisClusterProcesses: Sendable {
                     last = "\(n.endpoint) is not in cluster_state:ok"
                 }
                 if repl.contains("role:slave") && repl.contains("master_link_status:up") { linked += 1 }
+                if repl.contains("role:master") { online += repl.components(separatedBy: "state=online").count - 1 }
             }
-            if ok && linked >= replicas { return }
-            if ok { last = "\(linked) of \(replicas) replicas attached" }
+            if ok && linked >= replicas && online >= replicas { return }
+            if ok { last = "\(linked) of \(replicas) replicas attached, \(online) online on their masters" }
             sleepFor(.milliseconds(100))
         }
         throw RedisError(
